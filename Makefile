@@ -1,0 +1,33 @@
+# `make run` and `make test` are the two commands: each sets up .venv from nothing if needed.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APP ?=
+
+.PHONY: run test lint bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test,demo]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/mwtui $(APP)
+
+test: $(STAMP)
+	$(BIN)/ruff check engine tui tests bench
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+lint: $(STAMP)
+	$(BIN)/ruff check engine tui tests bench
+
+bench: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python bench/gateway.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache
