@@ -1,0 +1,378 @@
+"""Owns replica processes: spawn, readiness, restart with backoff, drain, stop; CPU and memory.
+
+One `Pool` per function or class. Its reconcile loop compares the replicas it wants with the ones it
+has and acts; everything that happens (ready, crash, a log line) is reported through one callback, so
+the engine facade never touches a process itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import psutil
+
+from .lifeline import Lifeline
+from .loader import AppRef
+from .manifest import PoolSpec
+
+ReplicaState = Literal["starting", "ready", "stopping", "exited"]
+PoolState = Literal["starting", "running", "idle", "stopped", "failed"]
+
+STOP_GRACE_S = 10.0  # in-flight requests get this long to finish when a replica stops
+
+
+@dataclass(frozen=True)
+class Upstream:
+    address: str  # "unix:/path" or "tcp:127.0.0.1:8000"
+    dispatch: str | None  # value of x-mwtui-endpoint the replica needs, if it serves several endpoints
+
+
+@dataclass(frozen=True)
+class LogLine:
+    pool: str
+    replica: str
+    text: str
+    t: float
+
+
+@dataclass(frozen=True)
+class PoolChanged:
+    """Readiness or state of a pool changed: routes and status must be republished."""
+
+    pool: str
+
+
+Event = LogLine | PoolChanged
+
+
+class RestartPolicy:
+    """Exponential backoff between restarts, reset by a stable run; gives up after repeated failures.
+
+    Pure: the caller passes the clock, so it is tested on simulated time.
+    """
+
+    def __init__(self, base_s: float = 0.25, cap_s: float = 15.0, stable_s: float = 10.0, max_failures: int = 4):
+        self.base_s, self.cap_s, self.stable_s, self.max_failures = base_s, cap_s, stable_s, max_failures
+        self.failures = 0
+
+    def on_exit(self, ran_for_s: float, was_ready: bool) -> float | None:
+        """A replica ended unasked. Returns the delay before the next start, or None to give up."""
+        if was_ready and ran_for_s >= self.stable_s:
+            self.failures = 0
+        self.failures += 1
+        if self.failures >= self.max_failures:
+            return None
+        return min(self.cap_s, self.base_s * 2 ** (self.failures - 1))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+@dataclass
+class Replica:
+    id: str  # "<pool>.<n>"
+    generation: int
+    proc: asyncio.subprocess.Process | None = None
+    state: ReplicaState = "starting"
+    started_at: float = field(default_factory=time.time)
+    ready_at: float | None = None
+    startup_ms: float | None = None
+    upstreams: dict[str, Upstream] = field(default_factory=dict)
+    failure: dict[str, str] | None = None  # the worker's own account of why it failed
+    stop_requested: bool = False
+    cpu_percent: float = 0.0
+    rss_bytes: int = 0
+    _ps: psutil.Process | None = None
+    _children: dict[int, psutil.Process] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def sample(self) -> None:
+        """CPU and memory of the replica's whole process tree (gunicorn workers, a web_server's own
+        process), so the numbers mean what the user thinks they mean."""
+        if self.pid is None or self.state == "exited":
+            self.cpu_percent, self.rss_bytes = 0.0, 0
+            return
+        try:
+            if self._ps is None:
+                self._ps = psutil.Process(self.pid)
+                self._ps.cpu_percent(None)
+            procs = [self._ps]
+            for child in self._ps.children(recursive=True):
+                # Keep one psutil.Process per pid: cpu_percent measures since that object's last call.
+                known = self._children.setdefault(child.pid, child)
+                procs.append(known)
+            cpu, rss = 0.0, 0
+            for p in procs:
+                with contextlib.suppress(psutil.Error):
+                    cpu += p.cpu_percent(None)
+                    rss += p.memory_info().rss
+            self.cpu_percent, self.rss_bytes = cpu, rss
+        except psutil.Error:
+            self.cpu_percent, self.rss_bytes = 0.0, 0
+
+
+class Pool:
+    """The replicas of one function or class, kept at `desired`."""
+
+    def __init__(
+        self,
+        spec: PoolSpec,
+        ref: AppRef,
+        socket_dir: str,
+        lifeline: Lifeline,
+        emit: Callable[[Event], None],
+        generation: int = 1,
+    ) -> None:
+        self.spec = spec
+        self.ref = ref
+        self.socket_dir = socket_dir
+        self.lifeline = lifeline
+        self.emit = emit
+        self.generation = generation
+        knobs = spec.knobs
+        # One replica per pool until the autoscaler arrives; min_containers more if asked.
+        self.desired = max(1, knobs.min_containers)
+        if spec.server == "web_server":
+            self.desired = 1  # each replica would need the same fixed port
+        self.replicas: list[Replica] = []
+        self.stopped = False  # the user stopped it
+        self.failed = False  # it kept crashing: wait for a restart or a new version
+        self.last_error: str | None = None
+        self.policy = RestartPolicy()
+        self.restarts = 0
+        self._next_index = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._not_before = 0.0  # backoff: no new replica before this time
+
+    # ----- state for the screen and the gateway
+    @property
+    def state(self) -> PoolState:
+        if self.stopped:
+            return "stopped"
+        if any(r.state == "ready" for r in self.replicas):
+            return "running"
+        if self.failed:
+            return "failed"
+        if self.desired == 0:
+            return "idle"
+        return "starting"
+
+    def ready_replicas(self) -> list[Replica]:
+        return [r for r in self.replicas if r.state == "ready"]
+
+    def starting_replicas(self) -> list[Replica]:
+        return [r for r in self.replicas if r.state == "starting"]
+
+    # ----- commands
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._reconcile_loop(), name=f"pool-{self.spec.name}")
+
+    def resume(self) -> None:
+        """Start again after a stop or a failure."""
+        self.stopped = False
+        self.failed = False
+        self.policy.reset()
+        self._not_before = 0.0
+        self._poke()
+
+    def pause(self) -> None:
+        self.stopped = True
+        self._poke()
+
+    def scale(self, n: int) -> None:
+        self.desired = max(0, n if self.spec.server != "web_server" else min(n, 1))
+        self._poke()
+
+    async def restart(self) -> None:
+        """Rolling: start a fresh replica for each one running, stop an old one once a new one is ready."""
+        self.resume()
+        old = [r for r in self.replicas if r.state in ("starting", "ready")]
+        if self.spec.server == "web_server":
+            # A fixed port cannot be held by two generations at once: stop first.
+            await asyncio.gather(*(self._stop_replica(r) for r in old))
+            self._poke()
+            return
+        for r in old:
+            new = self._spawn()
+            await self._wait_settled(new)
+            await self._stop_replica(r)
+
+    async def close(self) -> None:
+        """Stop everything and end the loop; in-flight requests get STOP_GRACE_S to finish."""
+        self.stopped = True
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await asyncio.gather(*(self._stop_replica(r) for r in list(self.replicas)))
+
+    # ----- the loop
+    def _poke(self) -> None:
+        self._wake.set()
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            self._reconcile()
+            self._wake.clear()
+            delay = max(0.05, self._not_before - time.monotonic()) if self._not_before else None
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay if delay is not None else 1.0)
+
+    def _reconcile(self) -> None:
+        live = [r for r in self.replicas if r.state in ("starting", "ready") and not r.stop_requested]
+        want = 0 if (self.stopped or self.failed) else self.desired
+        if len(live) < want and time.monotonic() >= self._not_before:
+            for _ in range(want - len(live)):
+                self._spawn()
+        elif len(live) > want:
+            # Surplus: stop the newest (starting first) so the warmest replicas keep serving.
+            surplus = sorted(live, key=lambda r: (r.state == "ready", r.started_at))[: len(live) - want]
+            for r in surplus:
+                r.stop_requested = True  # now, so the next pass does not count it again
+                asyncio.get_running_loop().create_task(self._stop_replica(r))
+
+    def _spawn(self) -> Replica:
+        r = Replica(id=f"{self.spec.name}.{self._next_index}", generation=self.generation)
+        self._next_index += 1
+        self.replicas.append(r)
+        asyncio.get_running_loop().create_task(self._run_replica(r), name=f"replica-{r.id}")
+        self.emit(PoolChanged(self.spec.name))
+        return r
+
+    async def _wait_settled(self, r: Replica) -> None:
+        while r.state == "starting":
+            await asyncio.sleep(0.02)
+
+    async def _run_replica(self, r: Replica) -> None:
+        ready_r, ready_w = os.pipe()
+        env = {
+            **os.environ,
+            **self.lifeline.env(),
+            "MWTUI_READY_FD": str(ready_w),
+            "PYTHONUNBUFFERED": "1",
+            # `python` in user code means the replica's interpreter, as it means the image's on Modal.
+            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+        }
+        cmd = [
+            sys.executable, "-m", "mwtui.engine.worker", str(self.ref),
+            "--pool", self.spec.name, "--socket-dir", self.socket_dir, "--replica", r.id,
+        ]
+        try:
+            r.proc = await asyncio.create_subprocess_exec(
+                *cmd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                cwd=os.path.dirname(self.ref.path),
+                env=env,
+                pass_fds=(ready_w, self.lifeline.child_fd),
+                start_new_session=True,  # its own process group, killed as one
+            )
+        except OSError as e:
+            os.close(ready_r)
+            os.close(ready_w)
+            r.state = "exited"
+            self.last_error = f"could not start a replica of {self.spec.name}: {e}"
+            self.failed = True
+            self.emit(PoolChanged(self.spec.name))
+            return
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(ready_w)
+        logs = asyncio.create_task(self._pump_logs(r))
+        reports = asyncio.create_task(self._read_reports(r, ready_r))
+        code = await r.proc.wait()
+        await asyncio.wait({logs, reports}, timeout=1.0)
+        self._kill_group(r)
+        was_ready = r.ready_at is not None
+        r.state = "exited"
+        self.replicas.remove(r)
+        if not r.stop_requested:
+            self._on_unexpected_exit(r, code, was_ready)
+        self.emit(PoolChanged(self.spec.name))
+        self._poke()
+
+    def _on_unexpected_exit(self, r: Replica, code: int, was_ready: bool) -> None:
+        if r.failure:
+            self.last_error = r.failure.get("message", "") + "\n\n" + r.failure.get("traceback", "")
+        else:
+            how = f"signal {-code}" if code < 0 else f"exit code {code}"
+            self.last_error = f"replica {r.id} ended unexpectedly ({how})" + (
+                "" if was_ready else " before it was ready"
+            )
+        self.emit(LogLine(self.spec.name, r.id, self.last_error.strip(), time.time()))
+        delay = self.policy.on_exit(time.time() - r.started_at, was_ready)
+        if delay is None:
+            self.failed = True
+            self._not_before = 0.0
+        else:
+            self.restarts += 1
+            self._not_before = time.monotonic() + delay
+
+    async def _read_reports(self, r: Replica, fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
+        )
+        try:
+            async for raw in reader:
+                try:
+                    msg = json.loads(raw)
+                except ValueError:
+                    continue
+                if msg.get("event") == "ready" and r.state == "starting":
+                    r.upstreams = {
+                        name: Upstream(u["address"], u.get("dispatch")) for name, u in msg["upstreams"].items()
+                    }
+                    r.state = "ready"
+                    r.ready_at = time.time()
+                    r.startup_ms = msg.get("startup_ms")
+                    self.failed = False
+                    self.emit(PoolChanged(self.spec.name))
+                elif msg.get("event") == "failed":
+                    r.failure = msg
+        finally:
+            transport.close()
+
+    async def _pump_logs(self, r: Replica) -> None:
+        assert r.proc and r.proc.stdout
+        async for raw in r.proc.stdout:
+            self.emit(LogLine(self.spec.name, r.id, raw.decode(errors="replace").rstrip(), time.time()))
+
+    async def _stop_replica(self, r: Replica) -> None:
+        if r.proc is None or r.state == "exited":
+            return
+        r.stop_requested = True
+        was = r.state
+        r.state = "stopping"
+        if was == "ready":
+            self.emit(PoolChanged(self.spec.name))  # take it out of the routes before it stops accepting
+        with contextlib.suppress(ProcessLookupError):
+            r.proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(r.proc.wait(), timeout=STOP_GRACE_S)
+        except asyncio.TimeoutError:
+            self._kill_group(r)
+            await r.proc.wait()
+        self._kill_group(r)
+
+    @staticmethod
+    def _kill_group(r: Replica) -> None:
+        # The leader may be gone while its group (a web_server's process, gunicorn workers) lives on.
+        if r.pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(r.pid, signal.SIGKILL)

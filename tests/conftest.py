@@ -1,0 +1,144 @@
+"""Shared fixtures: a real `mwtui serve` process on an ephemeral port, and HTTP by Host header."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Served:
+    """A running `mwtui serve`: its process, its gateway port, and everything it printed."""
+
+    proc: subprocess.Popen[str]
+    port: int
+    lines: list[str] = field(default_factory=list)
+    _q: queue.Queue[str] = field(default_factory=queue.Queue)
+
+    def client(self, host: str, **kw: object) -> httpx.Client:
+        """A client that talks to the gateway with the given Host (as `<label>.localhost` would)."""
+        return httpx.Client(
+            base_url=f"http://127.0.0.1:{self.port}", headers={"Host": host}, timeout=30, **kw  # type: ignore[arg-type]
+        )
+
+    def get(self, label: str, path: str = "/", **kw: object) -> httpx.Response:
+        with self.client(f"{label}.localhost:{self.port}") as c:
+            return c.get(path, **kw)  # type: ignore[arg-type]
+
+    def post(self, label: str, path: str = "/", **kw: object) -> httpx.Response:
+        with self.client(f"{label}.localhost:{self.port}") as c:
+            return c.post(path, **kw)  # type: ignore[arg-type]
+
+    def status(self) -> list[dict]:
+        return httpx.get(f"http://127.0.0.1:{self.port}/api/endpoints", timeout=10).json()
+
+    def wait_for_line(self, pattern: str, timeout: float = 30.0) -> str:
+        rx = re.compile(pattern)
+        for line in self.lines:
+            if rx.search(line):
+                return line
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._q.get(timeout=0.1)
+            except queue.Empty:
+                if self.proc.poll() is not None and self._q.empty():
+                    break
+                continue
+            if rx.search(line):
+                return line
+        raise AssertionError(f"no line matching {pattern!r}; output was:\n" + "\n".join(self.lines))
+
+    def wait_running(self, timeout: float = 60.0) -> list[dict]:
+        """Until no endpoint is still starting; returns the status list."""
+        deadline = time.monotonic() + timeout
+        status: list[dict] = []
+        while time.monotonic() < deadline:
+            status = self.status()
+            if status and all(e["state"] != "starting" for e in status):
+                return status
+            time.sleep(0.1)
+        raise AssertionError(f"endpoints still starting: {status}")
+
+    def tree_pids(self) -> set[int]:
+        """Every process mwtui started: replica groups and the gateway (own sessions) and theirs."""
+        root = psutil.Process(self.proc.pid)
+        return {p.pid for p in root.children(recursive=True)} | {self.proc.pid}
+
+
+def start_serve(app: str | Path, *extra: str, env: dict[str, str] | None = None) -> Served:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mwtui.tui.cli", "serve", str(app), "--port", "0", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
+    served = Served(proc, 0)
+
+    def pump() -> None:
+        assert proc.stdout
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            served.lines.append(line)
+            served._q.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    line = served.wait_for_line(r"gateway http://localhost:\d+")
+    served.port = int(re.search(r"localhost:(\d+)", line).group(1))  # type: ignore[union-attr]
+    return served
+
+
+def stop_serve(served: Served, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+    if served.proc.poll() is None:
+        served.proc.send_signal(sig)
+    try:
+        return served.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(served.proc.pid, signal.SIGKILL)
+        return served.proc.wait()
+
+
+@pytest.fixture
+def mwtui_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "mwtui-home"
+    home.mkdir()
+    monkeypatch.setenv("MWTUI_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="module")
+def seed_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The seed's examples, served once for the whole module."""
+    folder = tmp_path_factory.mktemp("seed")
+    text = (FIXTURES / "seed_app.py").read_text()
+    text = text.replace("FILE_SERVER_PORT", str(free_port())).replace("START_SERVER_PORT", str(free_port()))
+    app = folder / "seed.py"
+    app.write_text(text)
+    served = start_serve(app, env={"MWTUI_HOME": str(folder / "home")})
+    served.wait_running()
+    yield served
+    stop_serve(served)

@@ -1,0 +1,133 @@
+"""`mwtui` command line: the terminal app by default, `serve` headless, `list` to inspect a file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from importlib import resources
+
+from mwtui.engine.discovery import discover
+from mwtui.engine.loader import AppRef
+from mwtui.engine.manifest import AppManifest, LoadError
+from mwtui.engine.ports import DEFAULT_GATEWAY_PORT
+
+SUBCOMMANDS = ("serve", "list", "token")
+
+
+def demo_app_path() -> str:
+    return str(resources.files("mwtui.assets").joinpath("demo", "demo.py"))
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address the gateway listens on (default 127.0.0.1)")
+    p.add_argument(
+        "--port", type=int, default=DEFAULT_GATEWAY_PORT,
+        help=f"gateway port (default {DEFAULT_GATEWAY_PORT}; 0 picks a free one)",
+    )
+    p.add_argument("--no-reload", action="store_true", help="do not watch the app's files")
+    p.add_argument(
+        "--no-own-ports", action="store_true", help="serve endpoints only through the gateway's port, by label"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mwtui",
+        description="Run a Modal web app file locally, unchanged, and watch and drive it live.",
+    )
+    sub = p.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run the app headless: print URLs, then logs, until Ctrl-C")
+    serve.add_argument("app", help="path/to/app.py or path/to/app.py::app_variable")
+    _common(serve)
+    ls = sub.add_parser("list", help="print the app's endpoints; exit 1 if the file does not load")
+    ls.add_argument("app")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.add_argument("--port", type=int, default=DEFAULT_GATEWAY_PORT, help="gateway port used in the URLs")
+    token = sub.add_parser("token", help="manage proxy-auth tokens (Modal-Key / Modal-Secret)")
+    token.add_argument("action", choices=["create", "list", "revoke"])
+    token.add_argument("key", nargs="?")
+    return p
+
+
+def build_tui_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mwtui",
+        description="Open the terminal app on a Modal web app file (the bundled demo without one). "
+        "Other commands: mwtui serve APP, mwtui list APP, mwtui token ...",
+    )
+    p.add_argument("app", nargs="?", help="path/to/app.py[::app_variable]; default: the bundled demo")
+    _common(p)
+    return p
+
+
+def format_load_error(err: LoadError) -> str:
+    return f"mwtui: {err.message}"
+
+
+def _manifest_json(m: AppManifest, port: int) -> dict[str, object]:
+    from mwtui.engine.facade import label_url
+
+    keep = (
+        "name", "kind", "label", "method", "docs", "requires_proxy_auth", "custom_domains", "port",
+        "startup_timeout", "min_containers", "max_containers", "buffer_containers", "scaledown_window",
+        "timeout", "max_inputs", "target_inputs", "pool", "source",
+    )
+    endpoints = []
+    for e in m.endpoints:
+        d = e.to_json()
+        out = {k: d[k] for k in keep}
+        out["url"] = label_url(e.label, port)
+        endpoints.append(out)
+    return {"app": m.app_name, "file": m.file, "endpoints": endpoints, "warnings": list(m.warnings)}
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    ref = AppRef.parse(args.app)
+    m = discover(ref)
+    if m.error:
+        print(format_load_error(m.error), file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(_manifest_json(m, args.port), indent=2))
+        return 0
+    from mwtui.engine.facade import label_url
+
+    print(f"{m.app_name} ({os.path.relpath(m.file)}): {len(m.endpoints)} endpoint(s)")
+    width = max((len(e.name) for e in m.endpoints), default=4)
+    for e in m.endpoints:
+        kind = f"{e.kind} {e.method}" if e.kind == "fastapi" else e.kind
+        extra = " (proxy auth)" if e.requires_proxy_auth else ""
+        print(f"  {e.name:<{width}}  {kind:<12} {label_url(e.label, args.port)}{extra}")
+    for w in m.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    print("mwtui: proxy-auth tokens are not available yet; endpoints with requires_proxy_auth=True answer 401.",
+          file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        args = build_parser().parse_args(argv)
+        if args.command == "list":
+            return cmd_list(args)
+        if args.command == "token":
+            return cmd_token(args)
+        from .headless import serve
+
+        return asyncio.run(serve(AppRef.parse(args.app), args.host, args.port, own_ports=not args.no_own_ports))
+    args = build_tui_parser().parse_args(argv)
+    from .app import run_tui
+
+    return run_tui(AppRef.parse(args.app or demo_app_path()), args.host, args.port, own_ports=not args.no_own_ports)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
