@@ -1,0 +1,171 @@
+"""What one replica serves: a web function, or a class with all its web methods, found in the App.
+
+The pool owns the class instance (one per replica, as one per Modal container), so that state set in
+`@enter` or changed by one method is seen by every other method.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import sys
+import traceback
+import types
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..manifest import EndpointSpec, PoolServer, pool_server
+from ..sdk.model import Options, WebConfig
+from .report import StartupFailure, failure
+
+RunAsync = Callable[[Awaitable[Any]], Any]
+
+
+@dataclass
+class Endpoint:
+    name: str  # "hello", or "MyAPI.web" for a class method
+    web: WebConfig
+    target: Callable[..., Any]  # the user's function, or the method bound to the pool's instance
+
+    @property
+    def subject(self) -> str:
+        return f"endpoint `{self.name}`"
+
+
+def subject_before_import(app_file: str, name: str) -> str:
+    """How to name the pool when the file did not import: look for `class NAME` in its source."""
+    try:
+        with open(app_file, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return f"endpoint `{name}`"
+    is_class = any(isinstance(n, ast.ClassDef) and n.name == name for n in tree.body)
+    return f"class `{name}`" if is_class else f"endpoint `{name}`"
+
+
+def _call(fn: Callable[..., Any], run_async: RunAsync, *args: Any) -> Any:
+    result = fn(*args)
+    if inspect.isawaitable(result):
+        result = run_async(result)
+    return result
+
+
+class Pool:
+    def __init__(
+        self,
+        name: str,
+        app_file: str,
+        options: Options,
+        endpoints: list[Endpoint],
+        cls: Any = None,
+        instance: Any = None,
+    ) -> None:
+        self.name = name
+        self.app_file = app_file
+        self.options = options
+        self.endpoints = endpoints
+        self.cls = cls  # sdk.Cls, for a class pool
+        self.instance = instance
+        self.entered = False
+
+    @classmethod
+    def resolve(cls, app: Any, name: str, app_file: str) -> Pool:
+        """Find NAME among the App's web functions and classes; fail (stage "import") otherwise."""
+        fn = app._functions.get(name)
+        if fn is not None and fn.web is not None:
+            return cls(name, app_file, fn.options, [Endpoint(name, fn.web, fn.raw_f)])
+        klass = app._classes.get(name)
+        if klass is not None and klass.web_methods():
+            instance = klass.instantiate()
+            endpoints = [
+                Endpoint(f"{name}.{m.name}", m.web, types.MethodType(m.raw_f, instance))
+                for m in klass.web_methods()
+                if m.web is not None
+            ]
+            return cls(name, app_file, klass.options, endpoints, klass, instance)
+        known = sorted([t for t, f in app._functions.items() if f.web] +
+                       [t for t, c in app._classes.items() if c.web_methods()])
+        what = "is not a web endpoint" if (fn or klass) else "is not defined"
+        raise StartupFailure(
+            "import", None,
+            f"`{name}` {what} in {os.path.basename(app_file)}; its web functions and classes are: "
+            f"{', '.join(known) or 'none'}",
+        )
+
+    @property
+    def is_class(self) -> bool:
+        return self.cls is not None
+
+    @property
+    def subject(self) -> str:
+        return f"class `{self.name}`" if self.is_class else f"endpoint `{self.name}`"
+
+    @property
+    def failure_endpoint(self) -> str | None:
+        """The "endpoint" of a pool-wide failure: the function's own name; none for a class."""
+        return None if self.is_class else self.name
+
+    def server(self) -> PoolServer:
+        specs = [EndpointSpec(name=e.name, pool=self.name, kind=e.web.kind, label="") for e in self.endpoints]
+        return pool_server(specs)
+
+    def environment(self) -> dict[str, str]:
+        """The function's environment as on Modal: the image's ENV, then its secrets, then `env=`
+        (which Modal turns into one more secret)."""
+        env: dict[str, str] = {}
+        env.update(getattr(self.options.image, "env_vars", None) or {})
+        for secret in self.options.secrets:
+            for k, v in (getattr(secret, "values", None) or {}).items():
+                if v is not None:
+                    env[k] = str(v)
+        env.update({k: str(v) for k, v in self.options.env.items() if v is not None})
+        return env
+
+    def check_image_imports(self) -> None:
+        """Modal swallows a failed import inside `with image.imports():` locally and re-raises it in
+        the container whose image it is: here."""
+        errors = getattr(self.options.image, "import_errors", None) or []
+        if errors:
+            exc = errors[0]
+            raise failure("import", self.failure_endpoint, self.subject,
+                          "an import inside `with image.imports():` raised", exc, self.app_file) from exc
+
+    def enter(self, run_async: RunAsync) -> None:
+        if not self.is_class:
+            self.entered = True
+            return
+        for m in self.cls.enter_methods():
+            try:
+                _call(types.MethodType(m.raw_f, self.instance), run_async)
+            except (Exception, SystemExit) as exc:
+                raise failure("enter", None, self.subject, f"@modal.enter method `{m.name}` raised", exc,
+                              self.app_file) from exc
+        self.entered = True
+
+    def exit(self, run_async: RunAsync) -> bool:
+        """Run the `@exit` methods (only once `@enter` has completed), each even if one before it
+        failed. False if any failed; its traceback goes to stderr."""
+        if not self.is_class or not self.entered:
+            return True
+        ok = True
+        for m in self.cls.exit_methods():
+            bound = types.MethodType(m.raw_f, self.instance)
+            # Modal calls legacy `__exit__`-style methods with (None, None, None).
+            args = (None, None, None) if _takes_three(m.raw_f) else ()
+            try:
+                _call(bound, run_async, *args)
+            except Exception:
+                ok = False
+                print(f"mwtui: {self.subject}: @modal.exit method `{m.name}` raised:", file=sys.stderr)
+                traceback.print_exc()
+        return ok
+
+
+def _takes_three(f: Callable[..., Any]) -> bool:
+    try:
+        params = [p for p in inspect.signature(f).parameters.values() if p.name != "self"]
+    except (TypeError, ValueError):
+        return False
+    return len(params) == 3

@@ -1,0 +1,392 @@
+"""The life of one replica, in Modal's container order (MODAL_SEMANTICS §3.6):
+
+import the file → (class) make the instance, run `@enter` → build every web endpoint in method order
+(FastAPI wrapper, ASGI/WSGI factory, web_server function and its port) → start every ASGI lifespan in
+order → serve → on SIGTERM/SIGINT: drain, lifespan shutdowns in order, `@exit` → exit 0.
+
+Any error before serving is reported as {"event": "failed", ...} and the replica exits 3. User code
+that is synchronous runs in the main thread with no event loop running (as in a plain script), and
+async user code runs on the replica's one loop, the same loop that later serves requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import contextlib
+import io
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Awaitable
+from typing import Any, NoReturn
+
+from .. import lifeline
+from ..loader import AppNotFound, AppRef, load_app
+from .dispatch import Dispatcher
+from .fastapi_app import FastAPIMissing, build_fastapi_app
+from .lifespan import ASGIApp, Lifespan, LifespanFailed, WithState
+from .listen import GRACEFUL_SECONDS, KEEPALIVE_SECONDS, bind_unix
+from .pool import Endpoint, Pool, subject_before_import
+from .report import (
+    FAILED_EXIT_CODE,
+    Reporter,
+    StartupFailure,
+    Upstream,
+    failure,
+    format_traceback,
+    summary,
+)
+from .stop import Stop
+from .web_server import FunctionFailed, PortBusy, StopRequested, WebServer
+
+# Modal bridges WSGI with a2wsgi on an effectively unbounded pool; concurrency is limited upstream
+# (by Modal's input scheduler there, by the gateway here), not by the thread count.
+A2WSGI_WORKERS = 10_000
+# Gunicorn's gthread pool for a lone WSGI function: at least max_inputs. With the default
+# max_inputs=1 we still give it 4 threads: the gateway already holds requests at max_inputs, and a
+# few spare threads keep one slow or abandoned request (client gone, gateway timeout) from stalling
+# the next; Modal's own WSGI pool is unbounded for the same reason.
+MIN_WSGI_THREADS = 4
+
+
+class _Stopped(Exception):
+    """A stop arrived during startup: unwind what started and exit 0."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m mwtui.engine.worker", description="Run one replica of a pool.")
+    p.add_argument("app_ref", help="path/to/app.py or path/to/app.py::app_variable")
+    p.add_argument("--pool", required=True, help="a web function's tag or a class's name")
+    p.add_argument("--socket-dir", required=True, help="folder for this replica's unix socket")
+    p.add_argument("--replica", required=True, help="replica id, e.g. hello.0 (names the socket)")
+    return p.parse_args(argv)
+
+
+def unbuffer_stdio() -> None:
+    """User prints and server logs reach the supervisor as they happen (what `python -u` does)."""
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")  # and the user's own Python subprocesses
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        try:
+            fd = stream.fileno()
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            continue
+        raw = io.FileIO(fd, "w", closefd=False)
+        setattr(sys, name, io.TextIOWrapper(raw, encoding=stream.encoding, errors=stream.errors,
+                                            write_through=True))
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # so sync user code asking for "the" loop gets ours
+    return loop
+
+
+class Replica:
+    def __init__(self, args: argparse.Namespace, reporter: Reporter, stop: Stop) -> None:
+        self.ref = AppRef.parse(args.app_ref)
+        self.pool_name: str = args.pool
+        self.replica_id: str = args.replica
+        self.socket_path = os.path.join(os.path.abspath(args.socket_dir), f"{args.replica}.sock")
+        self.reporter = reporter
+        self.stop = stop
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.apps: dict[str, ASGIApp] = {}
+        self.upstreams: dict[str, Upstream] = {}
+        self.lifespans: list[tuple[Endpoint, Lifespan]] = []
+        self.web_servers: list[WebServer] = []
+        self.socket_bound = False
+
+    # --- the whole life ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        try:
+            pool = self._load()
+        except StartupFailure as f:
+            self.reporter.failed(f)
+            return FAILED_EXIT_CODE
+        os.environ.update(pool.environment())
+        if pool.server() == "gunicorn":
+            return self._run_gunicorn(pool)
+        return self._run_in_process(pool)
+
+    def _load(self) -> Pool:
+        try:
+            _, app = load_app(self.ref)
+        except AppNotFound as exc:
+            raise StartupFailure("import", None, str(exc), format_traceback(exc)) from exc
+        except (Exception, SystemExit) as exc:
+            subject = subject_before_import(self.ref.path, self.pool_name)
+            endpoint = self.pool_name if subject.startswith("endpoint") else None
+            lead = f"importing {os.path.basename(self.ref.path)} raised"
+            raise failure("import", endpoint, subject, lead, exc, self.ref.path) from exc
+        pool = Pool.resolve(app, self.pool_name, self.ref.path)
+        pool.check_image_imports()
+        return pool
+
+    def _run_in_process(self, pool: Pool) -> int:
+        self.loop = _new_loop()
+        try:
+            self._start(pool)
+            self._serve(pool)
+            code = self.stop.exit_code
+        except StartupFailure as f:
+            self.reporter.failed(f)
+            code = FAILED_EXIT_CODE
+        except _Stopped:
+            code = 0
+        if not self._teardown(pool) and code == 0:
+            code = 1  # stopped, but a lifespan shutdown or an @exit method failed (see stderr)
+        return code
+
+    def _run_async(self, aw: Awaitable[Any]) -> Any:
+        assert self.loop is not None
+        return self.loop.run_until_complete(aw)
+
+    def _check_stop(self) -> None:
+        """Between startup steps: stop if asked to."""
+        asyncio.set_event_loop(self.loop)  # user code may have called asyncio.run(), which unsets it
+        if self.stop.requested:
+            raise _Stopped()
+
+    # --- startup ----------------------------------------------------------------------------------
+
+    def _start(self, pool: Pool) -> None:
+        pool.enter(self._run_async)
+        self._check_stop()
+        for ep in pool.endpoints:
+            if ep.web.kind == "web_server":
+                self._start_web_server(ep)
+            else:
+                self.apps[ep.name] = self._build(ep, pool)
+            self._check_stop()
+        for ep in pool.endpoints:
+            if ep.name in self.apps:
+                self._start_lifespan(ep, pool)
+                self._check_stop()
+
+    def _build(self, ep: Endpoint, pool: Pool) -> ASGIApp:
+        kind = ep.web.kind
+        try:
+            if kind == "fastapi":
+                return build_fastapi_app(ep.target, ep.web.method, ep.web.docs)
+            app = ep.target()  # the factory, called once per replica
+            if kind == "wsgi":
+                from a2wsgi import WSGIMiddleware
+
+                return WSGIMiddleware(app, workers=A2WSGI_WORKERS, send_queue_size=1)
+            return app
+        except FastAPIMissing as exc:
+            raise StartupFailure("build", ep.name, f"{ep.subject}: {exc}", format_traceback(exc)) from exc
+        except (Exception, SystemExit) as exc:
+            lead = ("building its FastAPI route raised" if kind == "fastapi"
+                    else f"the @modal.{ep.web.decorator} factory raised")
+            raise failure("build", ep.name, ep.subject, lead, exc, pool.app_file) from exc
+
+    def _start_lifespan(self, ep: Endpoint, pool: Pool) -> None:
+        app = self.apps[ep.name]
+        lifespan = Lifespan(app)
+        try:
+            self._run_async(lifespan.startup())
+        except LifespanFailed as exc:
+            raise self._lifespan_failure(ep, pool, exc) from exc
+        if lifespan.started:
+            self.lifespans.append((ep, lifespan))
+        self.apps[ep.name] = WithState(app, lifespan.state)
+
+    @staticmethod
+    def _lifespan_failure(ep: Endpoint, pool: Pool, exc: LifespanFailed) -> StartupFailure:
+        cause = exc.__cause__
+        if cause is not None:
+            return failure("lifespan", ep.name, ep.subject, f"{exc.what}:", cause, pool.app_file)
+        # The app only sent lifespan.startup.failed with a text: its last line is the gist.
+        gist = next((line.strip() for line in reversed(exc.detail.splitlines()) if line.strip()), "")
+        message = f"{ep.subject}: {exc.what}" + (f": {gist}" if gist else "")
+        return StartupFailure("lifespan", ep.name, message, exc.detail or exc.what)
+
+    def _start_web_server(self, ep: Endpoint) -> None:
+        port = ep.web.port
+        assert port is not None
+        server = WebServer(ep.name, ep.target, port, ep.web.startup_timeout)
+        try:
+            server.start(lambda: self.stop.requested)
+        except PortBusy as exc:
+            raise StartupFailure(
+                "web_server", ep.name,
+                f"{ep.subject}: port {port} is already in use by {exc.holder}, so its web server cannot "
+                f"listen there. Stop that process, or change the port in @modal.web_server({port}).",
+            ) from exc
+        except FunctionFailed as exc:
+            raise failure("web_server", ep.name, ep.subject, "the @modal.web_server function raised",
+                          exc.original, self.ref.path) from exc
+        except TimeoutError as exc:
+            raise StartupFailure("web_server", ep.name, f"{ep.subject}: {exc}", f"TimeoutError: {exc}\n") from exc
+        except StopRequested as exc:
+            raise _Stopped() from exc
+        self.web_servers.append(server)
+        self.upstreams[ep.name] = Upstream(f"tcp:127.0.0.1:{port}")
+
+    # --- serving ----------------------------------------------------------------------------------
+
+    def _ready(self, pool: Pool, pid: int | None = None) -> None:
+        self.reporter.ready({ep.name: self.upstreams[ep.name] for ep in pool.endpoints}, pid=pid)
+        for server in self.web_servers:
+            server.watch(self._server_lost)
+
+    def _server_lost(self, reason: str) -> None:
+        print(f"mwtui: {reason}; stopping this replica", file=sys.stderr)
+        self.stop.request(exit_code=1)
+
+    def _serve(self, pool: Pool) -> None:
+        if not self.apps:  # only web_server endpoints: their servers run on their own
+            self._ready(pool)
+            self.stop.wait()
+            return
+        try:
+            sock = bind_unix(self.socket_path)
+        except OSError as exc:
+            raise StartupFailure(
+                "serve", pool.failure_endpoint,
+                f"{pool.subject}: cannot listen on unix socket {self.socket_path}: {exc}", format_traceback(exc),
+            ) from exc
+        self.socket_bound = True
+        # A class's methods share one socket and are told apart by header; a function needs none.
+        for name in self.apps:
+            self.upstreams[name] = Upstream(f"unix:{self.socket_path}", name if pool.is_class else None)
+        app: ASGIApp = Dispatcher(self.apps) if pool.is_class else next(iter(self.apps.values()))
+        from .uvicorn_server import make_server  # imported only by the pools that use it: startup time
+
+        server = make_server(app, on_started=lambda: self._ready(pool))
+        self.stop.on_request(lambda n: setattr(server, "force_exit" if n > 1 else "should_exit", True))
+        try:
+            self._run_async(server.serve(sockets=[sock]))
+        except Exception as exc:
+            if not server.started:
+                raise StartupFailure("serve", pool.failure_endpoint,
+                                     f"{pool.subject}: uvicorn could not start: {summary(exc)}",
+                                     format_traceback(exc)) from exc
+            print(f"mwtui: {pool.subject}: uvicorn stopped with an error:", file=sys.stderr)
+            traceback.print_exception(exc)
+            self.stop.exit_code = self.stop.exit_code or 1
+
+    def _run_gunicorn(self, pool: Pool) -> int:
+        from . import gunicorn_server  # imported only by the pools that use it: startup time
+
+        ep = pool.endpoints[0]
+        try:
+            sock = bind_unix(self.socket_path)
+        except OSError as exc:
+            self.reporter.failed(StartupFailure(
+                "serve", ep.name, f"{ep.subject}: cannot listen on unix socket {self.socket_path}: {exc}",
+                format_traceback(exc)))
+            return FAILED_EXIT_CODE
+        self.upstreams[ep.name] = Upstream(f"unix:{self.socket_path}")
+
+        def load() -> Any:  # runs in gunicorn's worker process
+            try:
+                return ep.target()
+            except (Exception, SystemExit) as exc:
+                self.reporter.failed(failure("build", ep.name, ep.subject,
+                                             f"the @modal.{ep.web.decorator} factory raised", exc, pool.app_file))
+                _flush()
+                os._exit(FAILED_EXIT_CODE)  # gunicorn's master halts on it (its WORKER_BOOT_ERROR is 3)
+
+        try:
+            gunicorn_server.serve(
+                fd=sock.detach(),
+                load=load,
+                threads=max(pool.options.max_inputs, MIN_WSGI_THREADS),
+                on_ready=lambda master_pid: self._ready(pool, pid=master_pid),
+                should_stop=lambda: self.stop.requested,
+                graceful_seconds=GRACEFUL_SECONDS,
+                keepalive_seconds=KEEPALIVE_SECONDS,
+                name=f"mwtui {self.replica_id}",
+            )
+        except SystemExit as e:
+            return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        return 0
+
+    # --- stopping ---------------------------------------------------------------------------------
+
+    def _teardown(self, pool: Pool) -> bool:
+        """Lifespan shutdowns in order, then `@exit`; each runs even if one before it failed."""
+        ok = True
+        for ep, lifespan in self.lifespans:
+            try:
+                self._run_async(lifespan.shutdown())
+            except LifespanFailed as exc:
+                ok = False
+                print(f"mwtui: {ep.subject}: {exc.what}", file=sys.stderr)
+                if exc.__cause__ is not None:
+                    traceback.print_exception(exc.__cause__)
+                elif exc.detail:
+                    print(exc.detail, file=sys.stderr)
+            except Exception as exc:
+                ok = False
+                print(f"mwtui: {ep.subject}: ASGI lifespan shutdown failed: {summary(exc)}", file=sys.stderr)
+                traceback.print_exception(exc)
+        if not pool.exit(self._run_async):
+            ok = False
+        if self.socket_bound:
+            with contextlib.suppress(OSError):
+                os.unlink(self.socket_path)
+        return ok
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+def _terminate_group() -> None:
+    """Ask what the user's code started (a web_server's process, say) to stop with us. Only as the
+    group leader: the supervisor gives each replica its own group, and a worker run by hand must not
+    signal its caller's."""
+    pid = os.getpid()
+    try:
+        if os.getpgid(0) != pid:
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        os.killpg(pid, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def finish(code: int) -> NoReturn:
+    """Exit now, whatever non-daemon threads user code left behind; atexit handlers still run."""
+    _terminate_group()
+    _flush()
+    with contextlib.suppress(Exception):
+        atexit._run_exitfuncs()
+    _flush()
+    os._exit(code)
+
+
+def main(argv: list[str] | None = None, started: float | None = None) -> NoReturn:
+    started = time.monotonic() if started is None else started
+    lifeline.watch_parent()
+    stop = Stop()
+    stop.install()
+    args = parse_args(argv)
+    reporter = Reporter.from_env(started)
+    os.environ["MODAL_IS_REMOTE"] = "1"
+    unbuffer_stdio()
+    try:
+        code = Replica(args, reporter, stop).run()
+    except Exception as exc:  # a bug of ours: still tell the supervisor, in the same shape
+        reporter.failed(StartupFailure("serve", None, f"mwtui's worker failed: {summary(exc)}",
+                                       format_traceback(exc)))
+        code = FAILED_EXIT_CODE
+    finish(code)
+

@@ -1,0 +1,200 @@
+"""What a replica tells the supervisor, and how a startup error reads for a person.
+
+Messages are one JSON object per line on the pipe named by MWTUI_READY_FD (stderr when run by hand):
+
+    {"event": "ready", "pid": ..., "startup_ms": ..., "upstreams": {name: {"address", "dispatch"}}}
+    {"event": "failed", "stage": ..., "endpoint": ..., "message": ..., "traceback": ...}
+
+After "failed" the replica exits with FAILED_EXIT_CODE.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+READY_FD_ENV = "MWTUI_READY_FD"
+FAILED_EXIT_CODE = 3
+
+Stage = Literal["import", "enter", "build", "lifespan", "web_server", "serve"]
+
+_MAX_TRACEBACK = 32_000  # keep a message well inside a pipe's buffer, whoever reads it and when
+_MAX_SUMMARY = 500
+
+# Import names whose package on PyPI has another name; the common cases only.
+_PIP_NAMES = {
+    "PIL": "pillow", "cv2": "opencv-python", "sklearn": "scikit-learn", "skimage": "scikit-image",
+    "yaml": "pyyaml", "bs4": "beautifulsoup4", "dotenv": "python-dotenv", "jwt": "pyjwt",
+    "dateutil": "python-dateutil", "multipart": "python-multipart", "docx": "python-docx",
+    "fitz": "pymupdf", "Crypto": "pycryptodome", "serial": "pyserial", "zmq": "pyzmq",
+    "OpenSSL": "pyopenssl", "git": "gitpython", "attr": "attrs", "magic": "python-magic",
+    "google": "protobuf",
+}
+
+
+class StartupFailure(Exception):
+    """The replica cannot serve; carries the "failed" message."""
+
+    def __init__(self, stage: Stage, endpoint: str | None, message: str, traceback_text: str = "") -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.endpoint = endpoint
+        self.message = message
+        self.traceback = traceback_text[-_MAX_TRACEBACK:]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "event": "failed",
+            "stage": self.stage,
+            "endpoint": self.endpoint,
+            "message": self.message,
+            "traceback": self.traceback,
+        }
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where the gateway sends one endpoint's requests."""
+
+    address: str  # "unix:/dir/hello.0.sock" or "tcp:127.0.0.1:8000"
+    dispatch: str | None = None  # value of the x-mwtui-endpoint header, when one socket serves several
+
+    def to_json(self) -> dict[str, Any]:
+        return {"address": self.address, "dispatch": self.dispatch}
+
+
+class Reporter:
+    def __init__(self, fd: int | None, started: float) -> None:
+        self.fd = fd
+        self.started = started  # time.monotonic() when the replica's code began
+
+    @classmethod
+    def from_env(cls, started: float) -> Reporter:
+        # Popped, and the fd made non-inheritable, so that processes the user's code starts (a
+        # web_server's server) neither see a stale number nor hold the pipe open after we die.
+        raw = os.environ.pop(READY_FD_ENV, None)
+        fd: int | None = None
+        if raw:
+            try:
+                fd = int(raw)
+                os.set_inheritable(fd, False)
+            except (ValueError, OSError):
+                fd = None
+        return cls(fd, started)
+
+    def ready(self, upstreams: dict[str, Upstream], pid: int | None = None) -> None:
+        self._send({
+            "event": "ready",
+            "pid": pid if pid is not None else os.getpid(),
+            "startup_ms": round((time.monotonic() - self.started) * 1000, 1),
+            "upstreams": {name: u.to_json() for name, u in upstreams.items()},
+        })
+
+    def failed(self, failure: StartupFailure) -> None:
+        self._send(failure.to_json())
+
+    def _send(self, message: dict[str, Any]) -> None:
+        line = json.dumps(message) + "\n"
+        if self.fd is not None:
+            data = memoryview(line.encode())
+            try:
+                while data:
+                    data = data[os.write(self.fd, data):]
+                return
+            except OSError:
+                pass  # the supervisor is gone or the fd is bad: say it where a person may see it
+        sys.stderr.write(line)
+        sys.stderr.flush()
+
+
+# --- how errors read ---------------------------------------------------------------------------
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        yield cur
+        cur = cur.__cause__ or cur.__context__
+
+
+def user_location(exc: BaseException, app_file: str) -> str | None:
+    """`app.py:12`: the deepest frame in the user's app file (else in another file of its folder,
+    outside installed packages), looking through chained exceptions too."""
+    app_file = os.path.realpath(app_file)
+    folder = os.path.dirname(app_file)
+
+    def rel(path: str, line: int | None) -> str:
+        return f"{os.path.relpath(path, folder)}:{line}"
+
+    for e in _chain(exc):
+        if isinstance(e, SyntaxError) and e.filename and os.path.exists(e.filename):
+            path = os.path.realpath(e.filename)
+            if path.startswith(folder + os.sep):
+                return rel(path, e.lineno)
+        frames = [(os.path.realpath(f.filename), f.lineno) for f in traceback.extract_tb(e.__traceback__)]
+        for path, line in reversed(frames):
+            if path == app_file:
+                return rel(path, line)
+        for path, line in reversed(frames):
+            if path.startswith(folder + os.sep) and "site-packages" not in path:
+                return rel(path, line)
+    return None
+
+
+def summary(exc: BaseException) -> str:
+    """`ValueError: boom`, on one line."""
+    text = " ".join(str(exc).split())
+    if len(text) > _MAX_SUMMARY:
+        text = text[:_MAX_SUMMARY] + "…"
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name
+
+
+def format_traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))
+
+
+def missing_package(exc: BaseException) -> str | None:
+    """The top-level module a ModuleNotFoundError (or what caused it) is about, if it is not installed."""
+    for e in _chain(exc):
+        if isinstance(e, ModuleNotFoundError) and e.name:
+            top = e.name.partition(".")[0]
+            try:
+                if importlib.util.find_spec(top) is None:
+                    return top
+            except (ImportError, ValueError):
+                return top
+            return None
+    return None
+
+
+def pip_name(module: str) -> str:
+    return _PIP_NAMES.get(module, module)
+
+
+def describe(subject: str, lead: str, exc: BaseException, app_file: str) -> str:
+    """One paragraph: who, what went wrong, and where in the user's file. `lead` says what raised:
+    "the @modal.asgi_app factory raised", "ASGI lifespan startup failed:"."""
+    where = user_location(exc, app_file)
+    package = missing_package(exc)
+    if package is not None:
+        cause = next(e for e in _chain(exc) if isinstance(e, ModuleNotFoundError))
+        text = f"{subject} needs package `{package}`, which is not installed ({cause}): pip install {pip_name(package)}"
+        return f"{text} — imported at {where}" if where else text
+    text = f"{subject}: {lead} {summary(exc)}"
+    return f"{text} (at {where})" if where else text
+
+
+def failure(
+    stage: Stage, endpoint: str | None, subject: str, lead: str, exc: BaseException, app_file: str
+) -> StartupFailure:
+    return StartupFailure(stage, endpoint, describe(subject, lead, exc, app_file), format_traceback(exc))
