@@ -7,14 +7,16 @@ to a network.
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
-from . import exception
-from .app import App, Cls, Function
+from . import exception, submodules
+from .app import App, LocalEntrypoint
+from .cls import Cls, parameter
+from .context import current_function_call_id, current_input_id, is_local
 from .exception import Error, InvalidError
+from .functions import Function, FunctionCall
 from .partial import (
     asgi_app,
+    batched,
+    clustered,
     concurrent,
     enter,
     exit,
@@ -27,27 +29,43 @@ from .partial import (
 from .resources import (
     CloudBucketMount,
     Cron,
+    Dict,
+    FilePatternMatcher,
     Image,
     NetworkFileSystem,
     Period,
+    Proxy,
+    Queue,
     Retries,
+    Sandbox,
+    SchedulerPlacement,
     Secret,
+    Tunnel,
     Volume,
+    enable_output,
+    forward,
+    interact,
 )
 
+__version__ = "1.6.4"  # the Modal release whose behaviour this follows
 
-def is_local() -> bool:
-    """False inside a replica (the "container"), True anywhere else, as on Modal."""
-    return os.environ.get("MODAL_IS_REMOTE") != "1"
+submodules.install()
 
 
-def parameter(*, default: Any = ..., init: bool = True) -> Any:
-    return default if default is not ... else None
+def __getattr__(name: str) -> object:
+    if name == "Stub":
+        raise AttributeError(
+            "Module 'modal' has no attribute 'Stub'. Use `modal.App` instead. This is a simple name change."
+        )
+    raise AttributeError(f"module 'modal' has no attribute '{name}' (mwtui runs Modal apps locally and does "
+                         "not provide it)")
 
 
 __all__ = [
-    "App", "Cls", "CloudBucketMount", "Cron", "Error", "Function", "Image", "InvalidError",
-    "NetworkFileSystem", "Period", "Retries", "Secret", "Volume", "asgi_app", "concurrent", "enter",
-    "exception", "exit", "fastapi_endpoint", "is_local", "method", "parameter", "web_endpoint",
-    "web_server", "wsgi_app",
+    "App", "CloudBucketMount", "Cls", "Cron", "Dict", "Error", "FilePatternMatcher", "Function", "FunctionCall",
+    "Image", "InvalidError", "LocalEntrypoint", "NetworkFileSystem", "Period", "Proxy", "Queue", "Retries",
+    "Sandbox", "SchedulerPlacement", "Secret", "Tunnel", "Volume", "asgi_app", "batched", "clustered",
+    "concurrent", "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit",
+    "fastapi_endpoint", "forward", "interact", "is_local", "method", "parameter", "web_endpoint", "web_server",
+    "wsgi_app",
 ]

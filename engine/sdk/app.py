@@ -1,144 +1,101 @@
 """`modal.App` and what `@app.function` / `@app.cls` register.
 
-Registration records the function or class, its web config and its options. It runs nothing.
+Registration records the function or class, its web config and its options, after Modal's checks.
+It runs nothing.
 """
 
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
-from typing import Any
+from textwrap import dedent
+from typing import Any, ClassVar
 
+from . import options as opts
+from .cls import Cls, check_class_partials, class_parameters, class_partials
+from .deprecation import warn_at_user_line
 from .exception import InvalidError
-from .model import MethodInfo, Options, Source, WebConfig
+from .functions import Function
+from .model import Options
 from .partial import PartialFunction
+from .resources import Image, Secret
 
-# Keywords Modal's @app.function accepts that change nothing locally; kept in Options.extra.
-_ACCEPTED = {
-    "image", "schedule", "env", "secrets", "gpu", "serialized", "network_file_systems", "volumes", "cpu",
-    "memory", "ephemeral_disk", "min_containers", "max_containers", "buffer_containers",
-    "scaledown_window", "proxy", "retries", "timeout", "startup_timeout", "name", "is_generator", "cloud",
-    "region", "routing_region", "nonpreemptible", "enable_memory_snapshot", "block_network",
-    "restrict_modal_access", "single_use_containers", "i6pn", "include_source", "experimental_options",
-    "_experimental_restrict_output", "max_inputs", "_experimental_buffer_containers",
-    "keep_warm", "concurrency_limit", "container_idle_timeout", "allow_concurrent_inputs",
-    "_experimental_scheduler_placement", "scheduler_placement", "_experimental_proxy_ip",
-}
+__all__ = ["App", "Cls", "Function", "LocalEntrypoint"]
 
 
-def _source(obj: Any) -> Source:
-    try:
-        return Source(inspect.getsourcefile(obj) or "", inspect.getsourcelines(obj)[1])
-    except (TypeError, OSError):
-        code = getattr(obj, "__code__", None)
-        return Source(getattr(code, "co_filename", ""), getattr(code, "co_firstlineno", 0))
+def _is_global(qualname: str) -> bool:
+    return "<locals>" not in qualname.split(".")
 
 
-class Function:
-    """A registered function. Web functions are served; others can be called from web code."""
+def _is_method(qualname: str) -> bool:
+    # "Cls.f" is a method; "outer.<locals>.f" is not, "outer.<locals>.Cls.f" is.
+    rest = qualname.split("<locals>.")[-1]
+    return len(rest.split(".")) > 1
 
-    def __init__(
-        self, app: App, tag: str, raw_f: Callable[..., Any], web: WebConfig | None, options: Options
-    ) -> None:
-        self.app = app
-        self.tag = tag
+
+_ON_METHOD = (
+    "The `@app.function` decorator cannot be used on class methods. "
+    "Swap with `@modal.method` or one of the Web Function decorators. "
+    "Example: \n\n```python\n@app.cls()\nclass MyClass:\n    @modal.method()\n    def f(self, x):\n        ...\n```\n"
+)
+
+
+class LocalEntrypoint:
+    """`@app.local_entrypoint()`: registered so the file loads; mwtui never runs it."""
+
+    def __init__(self, raw_f: Callable[..., Any], app: App) -> None:
         self.raw_f = raw_f
-        self.web = web
-        self.options = options
-        self.source = _source(raw_f)
-        self._web_url: str | None = None
-
-    def local(self, *args: Any, **kwargs: Any) -> Any:
-        return self.raw_f(*args, **kwargs)
-
-    def get_web_url(self) -> str | None:
-        return self._web_url
+        self.app = app
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.raw_f(*args, **kwargs)
 
-    def __repr__(self) -> str:
-        return f"<modal.Function {self.tag}>"
-
-
-class Cls:
-    """A registered class: one replica pool serves all its web methods."""
-
-    def __init__(self, app: App, tag: str, user_cls: type, options: Options) -> None:
-        self.app = app
-        self.tag = tag
-        self.user_cls = user_cls
-        self.options = options
-        self.source = _source(user_cls)
-        self.methods: dict[str, MethodInfo] = {}
-        for klass in reversed(user_cls.__mro__):
-            for name, value in vars(klass).items():
-                if isinstance(value, PartialFunction):
-                    self.methods[name] = MethodInfo(
-                        name=name,
-                        raw_f=value.raw_f,
-                        web=value.web,
-                        enter=value.enter,
-                        snap=value.snap,
-                        exit=value.exit,
-                        is_method=value.is_method,
-                        source=_source(value.raw_f),
-                    )
-
-    def web_methods(self) -> list[MethodInfo]:
-        return [m for m in self.methods.values() if m.web is not None]
-
-    def enter_methods(self) -> list[MethodInfo]:
-        # Modal runs snap=True enters before the others.
-        enters = [m for m in self.methods.values() if m.enter]
-        return [m for m in enters if m.snap] + [m for m in enters if not m.snap]
-
-    def exit_methods(self) -> list[MethodInfo]:
-        return [m for m in self.methods.values() if m.exit]
-
-    def instantiate(self) -> Any:
-        """Make the instance as Modal does: without running `__init__`."""
-        return self.user_cls.__new__(self.user_cls)
-
-    def __call__(self, **kwargs: Any) -> Any:
-        obj = self.instantiate()
-        obj.__dict__.update(kwargs)
-        return obj
-
-    def __repr__(self) -> str:
-        return f"<modal.Cls {self.tag}>"
-
 
 class App:
     """`modal.App`: the registry of one app file."""
+
+    _all_apps: ClassVar[list[App]] = []  # for Function.from_name / Cls.from_name lookups
 
     def __init__(
         self,
         name: str | None = None,
         *,
         tags: dict[str, str] | None = None,
-        image: Any = None,
+        image: Image | None = None,
         secrets: Any = (),
         volumes: dict[str, Any] | None = None,
         include_source: bool = True,
-        **kwargs: Any,
     ) -> None:
         if name is not None and not isinstance(name, str):
             raise InvalidError("Invalid value for `name`: Must be string.")
-        if not isinstance(secrets, (list, tuple)):
+        if not isinstance(secrets, (list, tuple)) or not all(isinstance(s, Secret) for s in secrets):
             raise InvalidError("`secrets=` has to be a list or tuple of `modal.Secret` objects")
-        self.name = name
+        if image is not None and not isinstance(image, Image):
+            raise InvalidError("`image=` has to be a `modal.Image` object")
+        self._name = name
         self.tags = dict(tags or {})
         self.image = image
         self.secrets = list(secrets)
         self.volumes = dict(volumes or {})
+        self.include_source = include_source
         self._functions: dict[str, Function] = {}
         self._classes: dict[str, Cls] = {}
-        self._local_entrypoints: dict[str, Callable[..., Any]] = {}
+        self._local_entrypoints: dict[str, LocalEntrypoint] = {}
+        self._web_endpoints: list[str] = []
+        App._all_apps.append(self)
+
+    @property
+    def name(self) -> str | None:
+        return self._name
 
     @property
     def description(self) -> str | None:
-        return self.name
+        return self._name
+
+    @property
+    def app_id(self) -> str | None:
+        return None
 
     @property
     def registered_functions(self) -> dict[str, Function]:
@@ -149,93 +106,166 @@ class App:
         return dict(self._classes)
 
     @property
+    def registered_entrypoints(self) -> dict[str, LocalEntrypoint]:
+        return dict(self._local_entrypoints)
+
+    @property
     def registered_web_endpoints(self) -> list[str]:
-        names = [t for t, f in self._functions.items() if f.web]
-        for tag, c in self._classes.items():
-            names += [f"{tag}.{m.name}" for m in c.web_methods()]
-        return names
+        return list(self._web_endpoints)
 
-    def _options(self, kwargs: dict[str, Any], concurrency: dict[str, int | None] | None) -> Options:
-        unknown = set(kwargs) - _ACCEPTED
-        if unknown:
-            name = sorted(unknown)[0]
-            raise TypeError(f"function() got an unexpected keyword argument '{name}'")
-        opts = Options(
-            min_containers=kwargs.get("min_containers") or 0,
-            max_containers=kwargs.get("max_containers"),
-            buffer_containers=kwargs.get("buffer_containers") or 0,
-            scaledown_window=kwargs.get("scaledown_window") or 60,
-            timeout=kwargs.get("timeout", 300),
-            startup_timeout=kwargs.get("startup_timeout"),
-            env=dict(kwargs.get("env") or {}),
-            secrets=list(self.secrets) + list(kwargs.get("secrets") or []),
-            volumes={**self.volumes, **dict(kwargs.get("volumes") or {})},
-            image=kwargs.get("image") or self.image,
-            extra=dict(kwargs),
-        )
-        if concurrency and concurrency.get("max_inputs"):
-            opts.max_inputs = int(concurrency["max_inputs"] or 1)
-            opts.target_inputs = int(concurrency.get("target_inputs") or opts.max_inputs)
-        return opts
+    def _add_function(self, fn: Function) -> None:
+        old = self._functions.get(fn.tag)
+        if old is not None and old is not fn:
+            # Modal only logs this; it is not an error.
+            warn_at_user_line(
+                f"Warning: function name '{fn.tag}' collision! Overriding existing function "
+                f"[{old.raw_f.__module__}].{old.raw_f.__qualname__} with new function "
+                f"[{fn.raw_f.__module__}].{fn.raw_f.__qualname__}"
+            )
+        if fn.tag in self._classes:
+            warn_at_user_line(f"Warning: tag {fn.tag} exists but is overridden by function")
+        self._functions[fn.tag] = fn
+        if fn.web is not None and fn.tag not in self._web_endpoints:
+            self._web_endpoints.append(fn.tag)
 
-    def function(self, _f: Any = None, **kwargs: Any) -> Callable[[Any], Function]:
-        if _f is not None:
-            raise TypeError("function() takes 1 positional argument but 2 were given")
+    def function(self, **kwargs: Any) -> Callable[[Any], Function]:
+        given = dict(kwargs)
+        prepared = opts.prepare(given, opts.FUNCTION_KEYWORDS, "App.function")
 
         def wrapper(f: Any) -> Function:
             if inspect.isclass(f):
                 raise TypeError(
                     "The `@app.function` decorator cannot be used on a class. Please use `@app.cls` instead."
                 )
-            pf = f if isinstance(f, PartialFunction) else PartialFunction(f)
-            raw = pf.raw_f
-            if pf.web is not None and (inspect.isgeneratorfunction(raw) or inspect.isasyncgenfunction(raw)):
-                if pf.web.kind == "fastapi":
+            if isinstance(f, PartialFunction):
+                if f.raw_f is None:
+                    raise TypeError(
+                        "The `@app.function` decorator cannot be used on a class. Please use `@app.cls` instead."
+                    )
+                if _is_method(getattr(f.raw_f, "__qualname__", "")):
+                    raise InvalidError(_ON_METHOD)
+                pf: PartialFunction | None = f
+                raw = f.raw_f
+            else:
+                qualname = getattr(f, "__qualname__", "")
+                if not _is_global(qualname) and not prepared.get("serialized"):
+                    raise InvalidError(dedent("""
+                        The `@app.function` decorator must apply to functions in global scope,
+                        unless `serialized=True` is set.
+                        If trying to apply additional decorators, they may need to use `functools.wraps`.
+                        """))
+                if _is_method(qualname):
+                    raise InvalidError(_ON_METHOD)
+                pf, raw = None, f
+            web = pf.web if pf is not None else None
+            is_generator = prepared.get("is_generator")
+            if is_generator is None:
+                is_generator = bool(pf and pf.is_generator) or inspect.isgeneratorfunction(raw) or \
+                    inspect.isasyncgenfunction(raw)
+            tag = prepared.get("name") or getattr(raw, "__qualname__", None) or getattr(raw, "__name__", repr(raw))
+            schedule = prepared.get("schedule")
+            if schedule is not None and _needs_arguments(raw):
+                raise InvalidError(
+                    f"Function {raw} has a schedule, so it needs to support being called with no arguments"
+                )
+            opts.check_retries(
+                prepared.get("retries"), is_web=web is not None, is_generator=is_generator, owner=f"Function '{tag}'"
+            )
+            options = opts.resolve(self, prepared, pf, given)
+            if is_generator and web is not None:
+                if web.kind == "fastapi":
                     raise InvalidError(
                         "Webhooks cannot be generators. If you want a streaming response, see "
                         "https://modal.com/docs/guide/streaming-endpoints"
                     )
                 raise InvalidError("Webhooks cannot be generators")
-            if pf.web is not None and kwargs.get("retries"):
-                raise InvalidError("Web Functions do not support retries.")
-            tag = kwargs.get("name") or raw.__qualname__
-            fn = Function(self, tag, raw, pf.web, self._options(kwargs, pf.concurrency))
-            self._functions[tag] = fn
+            if pf is not None and pf.batch_max_size is not None:
+                _check_batched(raw, is_generator)
+            fn = Function(self, tag, raw, web, options, is_generator=is_generator, schedule=schedule)
+            self._add_function(fn)
             return fn
 
         return wrapper
 
-    def cls(self, _c: Any = None, **kwargs: Any) -> Callable[[type], Cls]:
-        if _c is not None:
-            raise TypeError("cls() takes 1 positional argument but 2 were given")
+    def cls(self, **kwargs: Any) -> Callable[[Any], Cls]:
+        given = dict(kwargs)
+        prepared = opts.prepare(given, opts.CLS_KEYWORDS, "App.cls")
 
-        def wrapper(user_cls: type) -> Cls:
-            concurrency = getattr(user_cls, "__mwtui_concurrency__", None)
-            c = Cls(self, user_cls.__name__, user_cls, self._options(kwargs, concurrency))
+        def wrapper(obj: Any) -> Cls:
+            pf = obj if isinstance(obj, PartialFunction) else None
+            if pf is not None and pf.concurrent and pf.max_inputs is None:
+                raise TypeError("`@modal.concurrent()` missing required argument: `max_inputs`.")
+            user_cls = pf.user_cls if pf is not None else obj
+            if not inspect.isclass(user_cls):
+                raise TypeError("The @app.cls decorator must be used on a class.")
+            partials = class_partials(user_cls)
+            check_class_partials(user_cls, partials, bool(prepared.get("enable_memory_snapshot")))
+            opts.check_retries(
+                prepared.get("retries"), is_web=False, is_generator=False, owner=f"Class '{user_cls.__name__}'"
+            )
+            options: Options = opts.resolve(self, prepared, pf, given)
+            parameters = class_parameters(user_cls)
+            c = Cls(self, user_cls.__name__, user_cls, options, partials=partials, parameters=parameters)
+            for name, info in c.methods.items():
+                if info.web is not None:
+                    self._web_endpoints.append(f"{c.tag}.{name}")
             self._classes[c.tag] = c
             return c
 
         return wrapper
 
-    def local_entrypoint(self, _f: Any = None, *, name: str | None = None) -> Callable[[Any], Any]:
-        if _f is not None:
-            raise TypeError("local_entrypoint() takes 1 positional argument but 2 were given")
+    def local_entrypoint(self, *, name: str | None = None) -> Callable[[Callable[..., Any]], LocalEntrypoint]:
+        if name is not None and not isinstance(name, str):
+            raise InvalidError("Invalid value for `name`: Must be string.")
 
-        def wrapper(f: Callable[..., Any]) -> Callable[..., Any]:
-            tag = name or f.__qualname__
+        def wrapper(f: Callable[..., Any]) -> LocalEntrypoint:
+            tag = name if name is not None else f.__qualname__
             if tag in self._local_entrypoints:
                 raise InvalidError(f"Duplicate local entrypoint name: {tag}. Local entrypoint names must be unique.")
-            self._local_entrypoints[tag] = f
-            return f
+            entry = self._local_entrypoints[tag] = LocalEntrypoint(f, self)
+            return entry
 
         return wrapper
 
-    def include(self, other: App) -> App:
-        self._functions.update(other._functions)
-        self._classes.update(other._classes)
+    def include(self, other_app: App, /, inherit_tags: bool = True) -> App:
+        """Merge another app's functions and classes into this one (its web endpoints become ours)."""
+        for fn in other_app._functions.values():
+            self._add_function(fn)
+        for tag, c in other_app._classes.items():
+            self._classes[tag] = c
+            self._web_endpoints += [f"{tag}.{m.name}" for m in c.web_methods()]
+        if inherit_tags:
+            self.tags = {**other_app.tags, **self.tags}
         return self
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         import contextlib
 
         return contextlib.nullcontext(self)
+
+    def deploy(self, *args: Any, **kwargs: Any) -> App:
+        warnings.warn("app.deploy() does nothing under mwtui", stacklevel=2)
+        return self
+
+    def __repr__(self) -> str:
+        return f"App({self._name!r})" if self._name else "App()"
+
+
+def _needs_arguments(f: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(f).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        for p in params
+    )
+
+
+def _check_batched(raw: Callable[..., Any], is_generator: bool) -> None:
+    name = raw.__name__
+    if is_generator:
+        raise InvalidError(f"Modal batched function {name} cannot return generators")
+    for p in inspect.signature(raw).parameters.values():
+        if p.default is not inspect.Parameter.empty:
+            raise InvalidError(f"Modal batched function {name} does not accept default arguments.")
