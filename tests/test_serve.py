@@ -280,3 +280,57 @@ def test_missing_file(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 1 and "nope.py" in proc.stderr
+
+
+def test_a_failing_endpoint_shows_its_traceback_and_the_rest_keeps_serving(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        app = tmp_path / "mixed.py"
+        app.write_text(
+            "import modal\napp = modal.App('mixed')\n"
+            "@app.function()\n@modal.fastapi_endpoint()\ndef good():\n    return 'ok'\n"
+            "@app.function()\n@modal.asgi_app()\ndef bad():\n    raise ValueError('factory exploded')\n"
+            f"@app.function()\n@modal.web_server({busy})\ndef taken():\n    pass\n"
+        )
+        served = start_serve(app)
+        try:
+            status = {e["name"]: e for e in served.wait_running()}
+            assert status["good"]["state"] == "running"
+            assert served.get("mixed-good").json() == "ok"
+            assert status["bad"]["state"] == "failed"
+            assert "factory exploded" in status["bad"]["last_error"]
+            assert "mixed.py" in status["bad"]["last_error"]  # the traceback points into the user's file
+            assert status["taken"]["state"] == "failed"
+            assert str(busy) in status["taken"]["last_error"] and "already in use" in status["taken"]["last_error"]
+            r = served.get("mixed-bad")
+            assert r.status_code == 503 and "factory exploded" in r.text
+        finally:
+            stop_serve(served)
+
+
+def test_a_crashed_replica_is_restarted(tmp_path: Path) -> None:
+    served = start_serve(_small_app(tmp_path))
+    try:
+        served.wait_running()
+        slow = {e["name"]: e for e in served.status()}["slow"]
+        assert slow["restarts"] == 0
+        pid = next(
+            p.pid for p in psutil.Process(served.proc.pid).children()
+            if "--pool" in p.cmdline() and p.cmdline()[p.cmdline().index("--pool") + 1] == "slow"
+        )
+        psutil.Process(pid).kill()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            slow = {e["name"]: e for e in served.status()}["slow"]
+            if slow["restarts"] == 1 and slow["state"] == "running":
+                break
+            time.sleep(0.05)
+        assert slow["restarts"] == 1 and slow["state"] == "running"
+        assert "ended unexpectedly" in slow["last_error"]
+        assert served.get("small-slow").json() == {"slept": 0.0}
+    finally:
+        stop_serve(served)
