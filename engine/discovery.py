@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import dataclasses
 import faulthandler
 import json
 import os
@@ -567,6 +568,12 @@ def describe(app: Any, ref: AppRef, found_warnings: Sequence[str] = ()) -> AppMa
     )
 
 
+def _module_files() -> tuple[str, ...]:
+    """Every .py file the import loaded; the reloader keeps the local ones."""
+    files = (getattr(m, "__file__", None) for m in list(sys.modules.values()))
+    return tuple(sorted({f for f in files if isinstance(f, str) and f.endswith(".py")}))
+
+
 def child_main(argv: Sequence[str]) -> int:
     """`python -m mwtui.engine.discovery --fd N <ref>`: import, then write the manifest JSON to fd N."""
     from .lifeline import watch_parent
@@ -583,6 +590,7 @@ def child_main(argv: Sequence[str]) -> int:
         manifest = build_manifest(ref)
     except BaseException as e:  # noqa: BLE001 - last resort: still answer the parent
         manifest = AppManifest(ref.stem, ref.path, ref.var, error=LoadError(f"discovery failed: {e!r}", ref.path))
+    manifest = dataclasses.replace(manifest, sources=_module_files())
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(manifest.dumps())
     return 0

@@ -1,12 +1,17 @@
-"""The engine facade: wires discovery, supervisor and gateway, publishes snapshots, takes commands.
+"""The engine facade: wires discovery, supervisor, gateway and reloader, publishes snapshots, takes
+commands.
 
 The screen, the headless `serve` printer and the gateway's status page all read the same immutable
-`Snapshot`; commands (start, stop, restart, scale) come in here and never go straight to a process.
+`Snapshot`; commands (start, stop, restart, scale, reload) come in here and never go straight to a
+process. What is served is always what each pool's current generation runs: a reload that fails
+leaves the previous generation (and its manifest entries) in place.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import shutil
 import tempfile
 import time
@@ -19,8 +24,9 @@ from .discovery import discover_async
 from .gateway_link import GatewayError, GatewayLink
 from .lifeline import Lifeline
 from .loader import AppRef
-from .manifest import AppManifest, EndpointSpec, LoadError
+from .manifest import AppManifest, EndpointSpec, LoadError, PoolSpec
 from .ports import DEFAULT_GATEWAY_PORT, stable_port
+from .reloader import ReloadGuard, WatchRules, local_folders, watch
 from .supervisor import Event, LogLine, Pool, PoolChanged
 
 LOG_LINES_KEPT = 2000
@@ -56,6 +62,7 @@ class EndpointStatus:
     starting: int
     desired: int
     restarts: int
+    generation: int = 1
     inflight: int = 0
     rps: float = 0.0
     p50_ms: float | None = None
@@ -92,6 +99,7 @@ class EndpointStatus:
                 "max": s.max_containers,
             },
             "restarts": self.restarts,
+            "generation": self.generation,
             "inflight": self.inflight,
             "rps": self.rps,
             "p50_ms": self.p50_ms,
@@ -105,13 +113,24 @@ class EndpointStatus:
 
 
 @dataclass(frozen=True)
+class ReloadStatus:
+    enabled: bool
+    state: str = "watching"  # watching | reloading | error | off
+    generation: int = 1
+    last_ms: float | None = None  # how long the last reload took, save to served
+    reloads: int = 0
+    ignored: tuple[str, ...] = ()  # paths the loop guard stopped watching
+
+
+@dataclass(frozen=True)
 class Snapshot:
     app_name: str
     file: str
     gateway_url: str
     endpoints: tuple[EndpointStatus, ...] = ()
     warnings: tuple[str, ...] = ()
-    error: LoadError | None = None
+    error: LoadError | None = None  # the latest edit that did not load; the previous one still serves
+    reload: ReloadStatus = ReloadStatus(enabled=False, state="off")
     t: float = field(default_factory=time.time)
 
     @property
@@ -131,14 +150,31 @@ class Engine:
         host: str = "127.0.0.1",
         port: int = DEFAULT_GATEWAY_PORT,
         own_ports: bool = True,
+        reload: bool = True,
+        watch_rules: WatchRules | None = None,
     ) -> None:
         self.ref = ref
         self.host = host
         self.lifeline = Lifeline()
         self.gateway = GatewayLink(host, port, self.lifeline, self._on_gateway_event)
         self.own_ports = own_ports
-        self.manifest: AppManifest | None = None
+        self.manifest: AppManifest | None = None  # the last one that loaded
+        self.load_error: LoadError | None = None  # the latest edit's, while it does not load
         self.pools: dict[str, Pool] = {}
+        self.generation = 1
+        self.reload_enabled = reload
+        self.watch_rules = watch_rules or WatchRules()
+        self.reload_guard = ReloadGuard()
+        self._reload_state = "watching" if reload else "off"
+        self._reload_ms: float | None = None
+        self._reloads = 0
+        self._reload_lock = asyncio.Lock()
+        self._reload_again = False
+        self._stop_watching = asyncio.Event()
+        self._watch_task: asyncio.Task[None] | None = None
+        self._routes_seq = 0
+        self._routes_acked = 0
+        self._routes_event = asyncio.Event()
         self.logs: dict[str, deque[LogLine]] = {}
         self._listeners: list[Callable[[Event], None]] = []
         self._metrics: dict[str, dict[str, Any]] = {}
@@ -154,21 +190,112 @@ class Engine:
         self.manifest = manifest
         await self.gateway.start()
         for spec in manifest.pools():
-            self.logs[spec.name] = deque(maxlen=LOG_LINES_KEPT)
-            pool = Pool(spec, self.ref, self._socket_dir, self.lifeline, self._emit)
-            self.pools[spec.name] = pool
-            pool.start()
+            self._add_pool(spec)
         self._publish_routes()
-        self._status_task = asyncio.get_running_loop().create_task(self._status_loop())
+        loop = asyncio.get_running_loop()
+        self._status_task = loop.create_task(self._status_loop())
+        if self.reload_enabled:
+            self._watch_task = loop.create_task(self._watch_loop())
         return self.snapshot()
+
+    def _add_pool(self, spec: PoolSpec) -> Pool:
+        self.logs.setdefault(spec.name, deque(maxlen=LOG_LINES_KEPT))
+        pool = Pool(
+            spec, self.ref, self._socket_dir, self.lifeline, self._emit, self.generation, self._routes_applied
+        )
+        self.pools[spec.name] = pool
+        pool.start()
+        return pool
+
+    # ----- reload
+    async def reload(self, reason: str = "reload requested") -> bool:
+        """Load the file again and roll every pool to the new version; True if all of it serves.
+        Overlapping calls coalesce: a change during a reload triggers one more afterwards."""
+        if self._reload_lock.locked():
+            self._reload_again = True
+            return False
+        async with self._reload_lock:
+            ok = await self._reload_once(reason)
+            while self._reload_again:
+                self._reload_again = False
+                ok = await self._reload_once("changed again during the reload")
+            return ok
+
+    async def _reload_once(self, reason: str) -> bool:
+        t0 = time.monotonic()
+        self._reload_state = "reloading"
+        self._say(f"reloading ({reason})")
+        manifest = await discover_async(self.ref)
+        if manifest.error:
+            self.load_error = manifest.error
+            self._reload_state = "error"
+            self._say(f"reload failed, the previous version keeps serving: {manifest.error.message}")
+            self._notify()
+            return False
+        self.load_error = None
+        self.generation += 1
+        new = {p.name: p for p in manifest.pools()}
+        removed = [p for name, p in self.pools.items() if name not in new]
+        for pool in removed:
+            del self.pools[pool.spec.name]
+        results = await asyncio.gather(
+            *(p.close() for p in removed),
+            *(self.pools[name].rollout(spec, self.generation) for name, spec in new.items() if name in self.pools),
+        )
+        for name, spec in new.items():
+            if name not in self.pools:
+                self._add_pool(spec)
+        # Keep the order of the new file, with pools whose new version failed still in it.
+        self.pools = {name: self.pools[name] for name in new}
+        self.manifest = manifest
+        self._publish_routes()
+        failures = [r for r in results if isinstance(r, str)]
+        self._reload_ms = (time.monotonic() - t0) * 1000
+        self._reloads += 1
+        self.reload_guard.reload_done(time.monotonic())
+        self._reload_state = "error" if failures else "watching"
+        if failures:
+            self._say(f"reload took {self._reload_ms:.0f} ms; {len(failures)} pool(s) kept their previous version")
+        else:
+            self._say(f"reloaded in {self._reload_ms:.0f} ms (generation {self.generation})")
+        self._notify()
+        return not failures
+
+    async def _watch_loop(self) -> None:
+        assert self.manifest
+        folders = local_folders(self.ref.path, self.manifest.sources)
+
+        async def on_change(paths: list[str]) -> None:
+            keep, ignored = self.reload_guard.filter(paths, time.monotonic())
+            for path in ignored:
+                self._say(f"{path} changes after every reload (written by the app itself?); no longer watched. "
+                          "Use --reload-exclude to say so explicitly.")
+            if keep:
+                names = ", ".join(os.path.relpath(p, os.path.dirname(self.ref.path)) for p in keep[:3])
+                await self.reload(f"{names} changed")
+
+        try:
+            await watch(folders, self.watch_rules, on_change, self._stop_watching)
+        except Exception as e:  # noqa: BLE001 - a broken watcher must not take the app down
+            self._reload_state = "off"
+            self._say(f"file watching stopped: {e}")
+
+    def _say(self, text: str) -> None:
+        self._emit(LogLine("mwtui", "mwtui", text, time.time()))
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            listener(PoolChanged(""))
 
     async def close(self) -> None:
         """Drain and stop: replicas finish their in-flight requests (the gateway stays up meanwhile)."""
         if self._closed:
             return
         self._closed = True
-        if self._status_task:
-            self._status_task.cancel()
+        self._stop_watching.set()
+        for task in (self._status_task, self._watch_task):
+            if task:
+                task.cancel()
         await asyncio.gather(*(p.close() for p in self.pools.values()), return_exceptions=True)
         await self.gateway.close()
         self.lifeline.close()
@@ -197,9 +324,16 @@ class Engine:
             listener(event)
 
     # ----- commands (by endpoint name; a class's endpoints share one pool)
+    def endpoint_spec(self, name: str) -> EndpointSpec | None:
+        """The spec of the version being served."""
+        for pool in self.pools.values():
+            for spec in pool.spec.endpoints:
+                if spec.name == name:
+                    return spec
+        return None
+
     def _pool_of(self, endpoint: str) -> Pool:
-        assert self.manifest
-        spec = self.manifest.endpoint(endpoint)
+        spec = self.endpoint_spec(endpoint)
         if spec is None:
             raise KeyError(f"no endpoint named {endpoint!r}")
         return self.pools[spec.pool]
@@ -225,7 +359,7 @@ class Engine:
             self._metrics = msg.get("endpoints", {})
         elif kind == "access":
             for line in msg.get("lines", []):
-                spec = self.manifest.endpoint(line.get("endpoint", "")) if self.manifest else None
+                spec = self.endpoint_spec(line.get("endpoint", ""))
                 if spec is None:
                     continue
                 text = f"{line['method']} {line['path']} {line['status']} {line['ms']:.1f}ms"
@@ -233,34 +367,46 @@ class Engine:
         elif kind == "ports":
             for warning in msg.get("warnings", []):
                 self._emit(LogLine("mwtui", "gateway", warning, time.time()))
+        elif kind == "routes_applied":
+            self._routes_acked = max(self._routes_acked, int(msg.get("seq", 0)))
+            self._routes_event.set()
+
+    async def _routes_applied(self) -> None:
+        """Until the gateway runs on the routes sent so far, so that no request goes to a replica that
+        is about to stop. Bounded: a gateway that never answers must not block a reload."""
+        want = self._routes_seq
+        deadline = time.monotonic() + 2.0
+        while self._routes_acked < want and time.monotonic() < deadline:
+            self._routes_event.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._routes_event.wait(), max(0.0, deadline - time.monotonic()))
 
     def _publish_routes(self) -> None:
-        if not self.manifest or self.gateway.proc is None:
+        if self.gateway.proc is None:
             return
         routes = []
-        for spec in self.manifest.endpoints:
-            pool = self.pools.get(spec.pool)
-            if pool is None:
-                continue
-            upstreams = [
-                {"id": r.id, "address": r.upstreams[spec.name].address, "dispatch": r.upstreams[spec.name].dispatch}
-                for r in pool.ready_replicas()
-                if spec.name in r.upstreams
-            ]
-            hold = (spec.startup_timeout or 0) + 30.0
-            routes.append(
-                {
-                    "name": spec.name,
-                    "label": spec.label,
-                    "domains": list(spec.custom_domains),
-                    "port": stable_port(self.ref.path, spec.name) if self.own_ports else None,
-                    "requires_proxy_auth": spec.requires_proxy_auth,
-                    "state": pool.state,
-                    "hold_s": hold,
-                    "upstreams": upstreams,
-                }
-            )
-        self.gateway.send({"type": "routes", "endpoints": routes})
+        for pool in self.pools.values():
+            for spec in pool.spec.endpoints:
+                upstreams = [
+                    {"id": r.id, "address": r.upstreams[spec.name].address, "dispatch": r.upstreams[spec.name].dispatch}
+                    for r in pool.ready_replicas()
+                    if spec.name in r.upstreams
+                ]
+                hold = (spec.startup_timeout or 0) + 30.0
+                routes.append(
+                    {
+                        "name": spec.name,
+                        "label": spec.label,
+                        "domains": list(spec.custom_domains),
+                        "port": stable_port(self.ref.path, spec.name) if self.own_ports else None,
+                        "requires_proxy_auth": spec.requires_proxy_auth,
+                        "state": pool.state,
+                        "hold_s": hold,
+                        "upstreams": upstreams,
+                    }
+                )
+        self._routes_seq += 1
+        self.gateway.send({"type": "routes", "seq": self._routes_seq, "endpoints": routes})
 
     async def _status_loop(self) -> None:
         while True:
@@ -273,48 +419,57 @@ class Engine:
     # ----- snapshots
     def snapshot(self) -> Snapshot:
         m = self.manifest
+        reload = ReloadStatus(
+            self.reload_enabled, self._reload_state, self.generation, self._reload_ms, self._reloads,
+            tuple(sorted(self.reload_guard.ignored)),
+        )
         if m is None:
-            return Snapshot(app_name=self.ref.stem, file=self.ref.path, gateway_url=self.gateway.base_url)
+            return Snapshot(
+                app_name=self.ref.stem, file=self.ref.path, gateway_url=self.gateway.base_url, reload=reload
+            )
         now = time.time()
         out = []
-        for spec in m.endpoints:
-            pool = self.pools[spec.pool]
-            metrics = self._metrics.get(spec.name, {})
-            own_port = self.gateway.endpoint_ports.get(spec.name)
-            replicas = tuple(
-                ReplicaStatus(
-                    r.id, r.pid, r.state, r.generation, now - r.started_at, r.startup_ms, r.cpu_percent, r.rss_bytes
+        for pool in self.pools.values():
+            for spec in pool.spec.endpoints:
+                metrics = self._metrics.get(spec.name, {})
+                own_port = self.gateway.endpoint_ports.get(spec.name)
+                replicas = tuple(
+                    ReplicaStatus(
+                        r.id, r.pid, r.state, r.generation, now - r.started_at, r.startup_ms, r.cpu_percent, r.rss_bytes
+                    )
+                    for r in pool.replicas
                 )
-                for r in pool.replicas
-            )
-            out.append(
-                EndpointStatus(
-                    spec=spec,
-                    url=label_url(spec.label, self.gateway.port),
-                    own_url=f"http://127.0.0.1:{own_port}" if own_port else None,
-                    state=pool.state,
-                    ready=len(pool.ready_replicas()),
-                    starting=len(pool.starting_replicas()),
-                    desired=0 if pool.stopped else pool.desired,
-                    restarts=pool.restarts,
-                    inflight=int(metrics.get("inflight", 0)),
-                    rps=float(metrics.get("rps", 0.0)),
-                    p50_ms=metrics.get("p50_ms"),
-                    p95_ms=metrics.get("p95_ms"),
-                    requests_total=int(metrics.get("requests_total", 0)),
-                    errors_total=int(metrics.get("errors_total", 0)),
-                    cpu_percent=sum(r.cpu_percent for r in replicas),
-                    rss_bytes=sum(r.rss_bytes for r in replicas),
-                    last_error=pool.last_error,
-                    replicas=replicas,
+                out.append(
+                    EndpointStatus(
+                        spec=spec,
+                        url=label_url(spec.label, self.gateway.port),
+                        own_url=f"http://127.0.0.1:{own_port}" if own_port else None,
+                        state=pool.state,
+                        ready=len(pool.ready_replicas()),
+                        starting=len(pool.starting_replicas()),
+                        desired=0 if pool.stopped else pool.desired,
+                        restarts=pool.restarts,
+                        generation=pool.generation,
+                        inflight=int(metrics.get("inflight", 0)),
+                        rps=float(metrics.get("rps", 0.0)),
+                        p50_ms=metrics.get("p50_ms"),
+                        p95_ms=metrics.get("p95_ms"),
+                        requests_total=int(metrics.get("requests_total", 0)),
+                        errors_total=int(metrics.get("errors_total", 0)),
+                        cpu_percent=sum(r.cpu_percent for r in replicas),
+                        rss_bytes=sum(r.rss_bytes for r in replicas),
+                        last_error=pool.last_error or (self.load_error.message if self.load_error else None),
+                        replicas=replicas,
+                    )
                 )
-            )
         return Snapshot(
             app_name=m.app_name,
             file=m.file,
             gateway_url=self.gateway.base_url,
             endpoints=tuple(out),
             warnings=m.warnings,
+            error=self.load_error,
+            reload=reload,
         )
 
 

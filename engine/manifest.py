@@ -86,6 +86,7 @@ class AppManifest:
     endpoints: tuple[EndpointSpec, ...] = ()
     warnings: tuple[str, ...] = ()
     error: LoadError | None = None
+    sources: tuple[str, ...] = ()  # files of the Python modules the import loaded (the reloader watches them)
 
     @property
     def ok(self) -> bool:
@@ -109,6 +110,7 @@ class AppManifest:
             "endpoints": [e.to_json() for e in self.endpoints],
             "warnings": list(self.warnings),
             "error": self.error.to_json() if self.error else None,
+            "sources": list(self.sources),
         }
 
     def dumps(self) -> str:
@@ -124,6 +126,7 @@ class AppManifest:
             endpoints=tuple(EndpointSpec.from_json(e) for e in d.get("endpoints", [])),
             warnings=tuple(d.get("warnings", [])),
             error=LoadError(**err) if err else None,
+            sources=tuple(d.get("sources", [])),
         )
 
 

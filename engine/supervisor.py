@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -88,7 +88,9 @@ class Replica:
     startup_ms: float | None = None
     upstreams: dict[str, Upstream] = field(default_factory=dict)
     failure: dict[str, str] | None = None  # the worker's own account of why it failed
+    exit_message: str | None = None  # why it ended, when it ended unasked
     stop_requested: bool = False
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # set when ready or exited
     cpu_percent: float = 0.0
     rss_bytes: int = 0
     _ps: psutil.Process | None = None
@@ -134,13 +136,15 @@ class Pool:
         lifeline: Lifeline,
         emit: Callable[[Event], None],
         generation: int = 1,
+        before_drain: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.spec = spec
         self.ref = ref
         self.socket_dir = socket_dir
         self.lifeline = lifeline
         self.emit = emit
-        self.generation = generation
+        self.generation = generation  # the version being served; replicas of others are on their way in or out
+        self.before_drain = before_drain  # awaited after new routes are out, before old replicas stop
         knobs = spec.knobs
         # One replica per pool until the autoscaler arrives; min_containers more if asked.
         self.desired = max(1, knobs.min_containers)
@@ -171,10 +175,10 @@ class Pool:
         return "starting"
 
     def ready_replicas(self) -> list[Replica]:
-        return [r for r in self.replicas if r.state == "ready"]
+        return [r for r in self.replicas if r.state == "ready" and r.generation == self.generation]
 
     def starting_replicas(self) -> list[Replica]:
-        return [r for r in self.replicas if r.state == "starting"]
+        return [r for r in self.replicas if r.state == "starting" and r.generation == self.generation]
 
     # ----- commands
     def start(self) -> None:
@@ -207,8 +211,40 @@ class Pool:
             return
         for r in old:
             new = self._spawn()
-            await self._wait_settled(new)
+            await new.settled.wait()
             await self._stop_replica(r)
+
+    async def rollout(self, spec: PoolSpec, generation: int) -> str | None:
+        """Serve a new version of the code. Its replicas start beside the old ones; only when all are
+        ready do routes switch to them and the old ones drain. If one fails, the old version keeps
+        serving and the failure is returned (and kept as `last_error`)."""
+        old = [r for r in self.replicas if r.generation == self.generation and r.state in ("starting", "ready")]
+        if self.spec.server == "web_server" or spec.server == "web_server":
+            # A fixed port cannot be held by two versions at once: the old one must go first, and
+            # the gateway holds requests meanwhile.
+            await asyncio.gather(*(self._stop_replica(r) for r in old))
+            self.spec, self.generation = spec, generation
+            self.desired = 1
+            self.resume()
+            return None
+        count = max(1, len(old)) if not (self.stopped or self.failed) else self.desired
+        news = [self._spawn(generation) for _ in range(count)]
+        await asyncio.gather(*(r.settled.wait() for r in news))
+        broken = [r for r in news if r.state != "ready"]
+        if broken:
+            await asyncio.gather(*(self._stop_replica(r) for r in news))
+            self.last_error = broken[0].exit_message or "the new version did not start"
+            self.emit(PoolChanged(self.spec.name))
+            return self.last_error
+        self.spec, self.generation = spec, generation
+        self.failed, self.stopped, self.last_error = False, False, None
+        self.policy.reset()
+        self.emit(PoolChanged(self.spec.name))  # routes now point at the new replicas only
+        if self.before_drain:
+            await self.before_drain()
+        await asyncio.gather(*(self._stop_replica(r) for r in old))
+        self._poke()
+        return None
 
     async def close(self) -> None:
         """Stop everything and end the loop; in-flight requests get STOP_GRACE_S to finish."""
@@ -232,7 +268,10 @@ class Pool:
                 await asyncio.wait_for(self._wake.wait(), timeout=delay if delay is not None else 1.0)
 
     def _reconcile(self) -> None:
-        live = [r for r in self.replicas if r.state in ("starting", "ready") and not r.stop_requested]
+        live = [
+            r for r in self.replicas
+            if r.state in ("starting", "ready") and not r.stop_requested and r.generation == self.generation
+        ]
         want = 0 if (self.stopped or self.failed) else self.desired
         if len(live) < want and time.monotonic() >= self._not_before:
             for _ in range(want - len(live)):
@@ -244,17 +283,13 @@ class Pool:
                 r.stop_requested = True  # now, so the next pass does not count it again
                 asyncio.get_running_loop().create_task(self._stop_replica(r))
 
-    def _spawn(self) -> Replica:
-        r = Replica(id=f"{self.spec.name}.{self._next_index}", generation=self.generation)
+    def _spawn(self, generation: int | None = None) -> Replica:
+        r = Replica(id=f"{self.spec.name}.{self._next_index}", generation=generation or self.generation)
         self._next_index += 1
         self.replicas.append(r)
         asyncio.get_running_loop().create_task(self._run_replica(r), name=f"replica-{r.id}")
         self.emit(PoolChanged(self.spec.name))
         return r
-
-    async def _wait_settled(self, r: Replica) -> None:
-        while r.state == "starting":
-            await asyncio.sleep(0.02)
 
     async def _run_replica(self, r: Replica) -> None:
         ready_r, ready_w = os.pipe()
@@ -283,10 +318,11 @@ class Pool:
             )
         except OSError as e:
             os.close(ready_r)
-            os.close(ready_w)
             r.state = "exited"
-            self.last_error = f"could not start a replica of {self.spec.name}: {e}"
+            r.exit_message = self.last_error = f"could not start a replica of {self.spec.name}: {e}"
+            self.replicas.remove(r)
             self.failed = True
+            r.settled.set()
             self.emit(PoolChanged(self.spec.name))
             return
         finally:
@@ -301,19 +337,24 @@ class Pool:
         r.state = "exited"
         self.replicas.remove(r)
         if not r.stop_requested:
-            self._on_unexpected_exit(r, code, was_ready)
+            r.exit_message = self._exit_message(r, code, was_ready)
+            if r.generation == self.generation:
+                self._on_unexpected_exit(r, was_ready)
+            # A replica of a version on its way in reports through rollout() instead.
+        r.settled.set()
         self.emit(PoolChanged(self.spec.name))
         self._poke()
 
-    def _on_unexpected_exit(self, r: Replica, code: int, was_ready: bool) -> None:
+    @staticmethod
+    def _exit_message(r: Replica, code: int, was_ready: bool) -> str:
         if r.failure:
-            self.last_error = r.failure.get("message", "") + "\n\n" + r.failure.get("traceback", "")
-        else:
-            how = f"signal {-code}" if code < 0 else f"exit code {code}"
-            self.last_error = f"replica {r.id} ended unexpectedly ({how})" + (
-                "" if was_ready else " before it was ready"
-            )
-        self.emit(LogLine(self.spec.name, r.id, self.last_error.strip(), time.time()))
+            return (r.failure.get("message", "") + "\n\n" + r.failure.get("traceback", "")).strip()
+        how = f"signal {-code}" if code < 0 else f"exit code {code}"
+        return f"replica {r.id} ended unexpectedly ({how})" + ("" if was_ready else " before it was ready")
+
+    def _on_unexpected_exit(self, r: Replica, was_ready: bool) -> None:
+        self.last_error = r.exit_message
+        self.emit(LogLine(self.spec.name, r.id, self.last_error or "", time.time()))
         delay = self.policy.on_exit(time.time() - r.started_at, was_ready)
         if delay is None:
             self.failed = True
@@ -341,8 +382,10 @@ class Pool:
                     r.state = "ready"
                     r.ready_at = time.time()
                     r.startup_ms = msg.get("startup_ms")
-                    self.failed = False
-                    self.emit(PoolChanged(self.spec.name))
+                    r.settled.set()
+                    if r.generation == self.generation:
+                        self.failed = False
+                        self.emit(PoolChanged(self.spec.name))
                 elif msg.get("event") == "failed":
                     r.failure = msg
         finally:

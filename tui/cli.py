@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from importlib import resources
+from typing import Any
 
 from mwtui.engine.discovery import discover
 from mwtui.engine.loader import AppRef
@@ -28,6 +29,14 @@ def _common(p: argparse.ArgumentParser) -> None:
         help=f"gateway port (default {DEFAULT_GATEWAY_PORT}; 0 picks a free one)",
     )
     p.add_argument("--no-reload", action="store_true", help="do not watch the app's files")
+    p.add_argument(
+        "--reload-include", action="append", default=[], metavar="GLOB",
+        help="also reload when files matching GLOB change (default: *.py only); repeatable",
+    )
+    p.add_argument(
+        "--reload-exclude", action="append", default=[], metavar="GLOB",
+        help="never reload for files matching GLOB; repeatable",
+    )
     p.add_argument(
         "--no-own-ports", action="store_true", help="serve endpoints only through the gateway's port, by label"
     )
@@ -122,11 +131,30 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_token(args)
         from .headless import serve
 
-        return asyncio.run(serve(AppRef.parse(args.app), args.host, args.port, own_ports=not args.no_own_ports))
+        return asyncio.run(serve(AppRef.parse(args.app), engine_options(args)))
     args = build_tui_parser().parse_args(argv)
     from .app import run_tui
 
-    return run_tui(AppRef.parse(args.app or demo_app_path()), args.host, args.port, own_ports=not args.no_own_ports)
+    return run_tui(AppRef.parse(args.app or demo_app_path()), engine_options(args))
+
+
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The Engine's keyword arguments from the common flags."""
+    from mwtui.engine.reloader import DEFAULT_INCLUDE, WatchRules
+
+    home = os.environ.get("MWTUI_HOME", os.path.expanduser("~/.config/mwtui"))
+    rules = WatchRules(
+        include=DEFAULT_INCLUDE + tuple(args.reload_include),
+        exclude=tuple(args.reload_exclude),
+        extra_ignored_paths=(os.path.abspath(home),),
+    )
+    return {
+        "host": args.host,
+        "port": args.port,
+        "own_ports": not args.no_own_ports,
+        "reload": not args.no_reload,
+        "watch_rules": rules,
+    }
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+from typing import Any
 
 from mwtui.engine.facade import Engine, GatewayError, LoadFailed, Snapshot
 from mwtui.engine.loader import AppRef
@@ -18,8 +19,14 @@ def _say(text: str = "", err: bool = False) -> None:
     stream.flush()
 
 
+def display_path(path: str) -> str:
+    """Relative to where the user stands if that is shorter, else as given."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
 def print_endpoints(snap: Snapshot) -> None:
-    _say(f"✓ mwtui serving {snap.app_name} ({os.path.relpath(snap.file)})")
+    _say(f"✓ mwtui serving {snap.app_name} ({display_path(snap.file)})")
     _say(f"  gateway {snap.gateway_url}  (index, /api/endpoints, /metrics)")
     width = max((len(e.name) for e in snap.endpoints), default=4)
     for e in snap.endpoints:
@@ -34,8 +41,8 @@ def print_endpoints(snap: Snapshot) -> None:
         _say(f"warning: {w}", err=True)
 
 
-async def serve(ref: AppRef, host: str, port: int, *, own_ports: bool = True) -> int:
-    engine = Engine(ref, host=host, port=port, own_ports=own_ports)
+async def serve(ref: AppRef, options: dict[str, Any]) -> int:
+    engine = Engine(ref, **options)
     width = 16
     announced: set[tuple[str, str]] = set()
 
