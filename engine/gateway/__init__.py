@@ -1,0 +1,5 @@
+"""The gateway process: mwtui's one listening port, a reverse proxy in front of every replica pool.
+
+Run as `python -m mwtui.engine.gateway --host H --port P`; the engine talks to it only through JSON
+lines on stdin/stdout (see `control`). Importing this package starts nothing.
+"""

@@ -1,0 +1,243 @@
+"""Bodies the gateway writes itself: the index page, /api/endpoints, /metrics, and error texts.
+
+None of this is on the proxy's hot path; clarity beats speed here.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from .metrics import LATENCY_BOUNDS_MS, EndpointStats
+from .routes import Endpoint, RouteTable
+
+MISSING_CREDENTIALS = b"modal-http: missing credentials for proxy authorization"
+INVALID_CREDENTIALS = b"modal-http: invalid credentials for proxy authorization"
+
+
+def label_url(label: str, port: int) -> str:
+    return f"http://{label}.localhost:{port}"
+
+
+def public_host(host: str) -> str:
+    """The host to print in a URL for a listener bound to `host`."""
+    if host in ("0.0.0.0", "", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+class View:
+    """What the pages read: the current table, the engine's latest status, our ports."""
+
+    def __init__(
+        self,
+        table: RouteTable,
+        status: list[dict[str, Any]],
+        stats: Mapping[str, EndpointStats],
+        own_ports: Mapping[str, int],
+        host: str,
+        port: int,
+    ) -> None:
+        self.table = table
+        self.status = status
+        self.stats = stats
+        self.own_ports = own_ports
+        self.host = public_host(host)
+        self.port = port
+
+    def url(self, ep: Endpoint) -> str:
+        return label_url(ep.label, self.port)
+
+    def endpoints(self) -> list[dict[str, Any]]:
+        """The engine's status objects in its order, our live fields merged in; endpoints the engine
+        has not described yet (routes came first) get a minimal object built from the routes."""
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for obj in self.status:
+            name = obj.get("name")
+            if not isinstance(name, str):
+                continue
+            seen.add(name)
+            out.append(self._merge(dict(obj), name))
+        for ep in self.table.endpoints.values():
+            if ep.name in seen:
+                continue
+            obj = {
+                "name": ep.name, "label": ep.label, "kind": None, "url": self.url(ep), "state": ep.state,
+                "replicas": {"ready": len(ep.upstreams), "starting": 0, "desired": None, "min": None, "max": None},
+                "cpu_percent": None, "rss_bytes": None, "last_error": None,
+            }
+            out.append(self._merge(obj, ep.name))
+        return out
+
+    def _merge(self, obj: dict[str, Any], name: str) -> dict[str, Any]:
+        stats = self.stats.get(name)
+        obj.update(stats.live() if stats else EndpointStats().live())
+        ep = self.table.endpoints.get(name)
+        if ep is not None:
+            obj.setdefault("label", ep.label)
+            obj.setdefault("url", self.url(ep))
+            obj.setdefault("domains", list(ep.domains))
+            obj.setdefault("requires_proxy_auth", ep.requires_proxy_auth)
+        own = self.own_ports.get(name)
+        obj["own_port"] = own
+        obj.setdefault("own_url", f"http://{self.host}:{own}" if own else None)
+        return obj
+
+
+def api_endpoints(view: View) -> bytes:
+    return json.dumps(view.endpoints(), default=str).encode()
+
+
+def index_html(view: View) -> bytes:
+    e = html.escape
+    rows = []
+    for obj in view.endpoints():
+        name = obj["name"]
+        url = obj.get("url") or ""
+        domains = " ".join(
+            f'<a href="http://{e(d)}:{view.port}/">{e(d)}</a>' for d in obj.get("domains") or ()
+        )
+        own = obj.get("own_port")
+        own_cell = f'<a href="http://{e(view.host)}:{own}/">{own}</a>' if own else ""
+        replicas = obj.get("replicas") or {}
+        ready = replicas.get("ready", "")
+        desired = replicas.get("desired")
+        err = obj.get("last_error") or ""
+        lock = " 🔑" if obj.get("requires_proxy_auth") else ""
+        rows.append(
+            f"<tr><td>{e(str(name))}{lock}</td><td>{e(str(obj.get('kind') or ''))}</td>"
+            f"<td class=s-{e(str(obj.get('state')))}>{e(str(obj.get('state')))}</td>"
+            f'<td><a href="{e(url)}/">{e(url)}</a></td><td>{domains}</td><td>{own_cell}</td>'
+            f"<td>{e(str(ready))}{'' if desired is None else '/' + e(str(desired))}</td>"
+            f"<td>{obj.get('rps', 0):.1f}</td><td>{obj.get('requests_total', 0)}</td>"
+            f"<td>{e(str(err))}</td></tr>"
+        )
+    body = "\n".join(rows) or '<tr><td colspan=10>no endpoints yet</td></tr>'
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>mwtui</title>
+<style>
+body {{ font: 14px system-ui, sans-serif; margin: 2em; }}
+table {{ border-collapse: collapse; }} td, th {{ padding: .3em .8em; text-align: left; border-bottom: 1px solid #ddd; }}
+.s-running {{ color: #080; }} .s-failed {{ color: #b00; }} .s-stopped, .s-idle {{ color: #777; }}
+</style></head><body>
+<h1>mwtui</h1>
+<table><tr><th>endpoint</th><th>kind</th><th>state</th><th>URL</th><th>custom domains</th><th>own port</th>
+<th>replicas</th><th>req/s</th><th>requests</th><th>last error</th></tr>
+{body}
+</table>
+<p><a href="/api/endpoints">/api/endpoints</a> · <a href="/metrics">/metrics</a></p>
+</body></html>
+"""
+    return page.encode()
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus(view: View) -> bytes:
+    lines: list[str] = []
+
+    def family(name: str, kind: str, help_text: str) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+
+    eps = list(view.table.endpoints.values())
+    label = {ep.name: f'endpoint="{_esc(ep.name)}"' for ep in eps}
+
+    family("mwtui_requests_total", "counter", "Requests answered, per endpoint.")
+    lines += [f"mwtui_requests_total{{{label[ep.name]}}} {ep.stats.requests_total}" for ep in eps]
+    family("mwtui_request_errors_total", "counter", "Requests answered with a 5xx status, per endpoint.")
+    lines += [f"mwtui_request_errors_total{{{label[ep.name]}}} {ep.stats.errors_total}" for ep in eps]
+    family("mwtui_inflight_requests", "gauge", "Requests in flight, including those held while replicas start.")
+    lines += [f"mwtui_inflight_requests{{{label[ep.name]}}} {ep.stats.inflight}" for ep in eps]
+    family("mwtui_requests_per_second", "gauge", "Request rate over the last few seconds.")
+    lines += [f"mwtui_requests_per_second{{{label[ep.name]}}} {ep.stats.rps:.3f}" for ep in eps]
+    family("mwtui_ready_replicas", "gauge", "Replicas the gateway routes to.")
+    lines += [f"mwtui_ready_replicas{{{label[ep.name]}}} {len(ep.upstreams)}" for ep in eps]
+
+    family("mwtui_request_duration_seconds", "histogram", "Time from request head to end of response.")
+    for ep in eps:
+        lab, st = label[ep.name], ep.stats
+        running = 0
+        for bound, count in zip(LATENCY_BOUNDS_MS, st.buckets, strict=False):
+            running += count
+            lines.append(f'mwtui_request_duration_seconds_bucket{{{lab},le="{bound / 1000:g}"}} {running}')
+        running += st.buckets[-1]
+        lines.append(f'mwtui_request_duration_seconds_bucket{{{lab},le="+Inf"}} {running}')
+        lines.append(f"mwtui_request_duration_seconds_sum{{{lab}}} {st.latency_sum_ms / 1000:.6f}")
+        lines.append(f"mwtui_request_duration_seconds_count{{{lab}}} {running}")
+    for q in ("p50", "p95"):
+        family(f"mwtui_request_duration_{q}_seconds", "gauge", f"{q} latency over the last few seconds.")
+        for ep in eps:
+            value = getattr(ep.stats, f"{q}_ms")
+            if value is not None:
+                lines.append(f"mwtui_request_duration_{q}_seconds{{{label[ep.name]}}} {value / 1000:.6f}")
+
+    family("mwtui_upstream_inflight_requests", "gauge", "Requests in flight, per replica.")
+    family_total: list[str] = []
+    for ep in eps:
+        for up in ep.upstreams:
+            lab = f'{label[ep.name]},upstream="{_esc(up.id)}"'
+            lines.append(f"mwtui_upstream_inflight_requests{{{lab}}} {up.stats.inflight}")
+            family_total.append(f"mwtui_upstream_requests_total{{{lab}}} {up.stats.requests_total}")
+    family("mwtui_upstream_requests_total", "counter", "Requests answered, per replica.")
+    lines += family_total
+    return ("\n".join(lines) + "\n").encode()
+
+
+def unknown_host(view: View, host: bytes) -> bytes:
+    shown = host.decode("latin-1") or "(none)"
+    out = [f"mwtui: no endpoint answers to host {shown!r}.", ""]
+    if view.table.endpoints:
+        out.append("Known endpoints:")
+        for ep in view.table.endpoints.values():
+            extra = [f"http://{d}:{view.port}" for d in ep.domains]
+            own = view.own_ports.get(ep.name)
+            if own:
+                extra.append(f"http://{view.host}:{own}")
+            also = f"  (also {', '.join(extra)})" if extra else ""
+            out.append(f"  {ep.label:<30} {view.url(ep)}  [{ep.name}]{also}")
+    else:
+        out.append("No endpoints are known yet.")
+    out += ["", f"Index: http://localhost:{view.port}/", ""]
+    return "\n".join(out).encode()
+
+
+def stopped(name: str) -> bytes:
+    return f"mwtui: endpoint {name} is stopped in mwtui (press s in mwtui to start it)\n".encode()
+
+
+def failed(name: str, last_error: Any) -> bytes:
+    detail = str(last_error).strip() if last_error else "no error was reported"
+    return f"mwtui: endpoint {name} failed to start and has no running replica:\n{detail}\n".encode()
+
+
+def not_ready(name: str, state: str, waited: float) -> bytes:
+    return (
+        f"mwtui: endpoint {name} has no ready replica yet (state {state}); waited {waited:g}s. "
+        "Try again shortly.\n"
+    ).encode()
+
+
+def connect_failed(name: str, replica: str, address: str, err: BaseException) -> bytes:
+    why = getattr(err, "strerror", None) or str(err) or type(err).__name__
+    return f"mwtui: cannot reach endpoint {name} replica {replica} at {address}: {why}\n".encode()
+
+
+def upstream_closed(name: str, replica: str) -> bytes:
+    return f"mwtui: endpoint {name} replica {replica} closed the connection before responding\n".encode()
+
+
+def bad_upstream(name: str, replica: str) -> bytes:
+    return f"mwtui: endpoint {name} replica {replica} sent a malformed HTTP response\n".encode()
+
+
+def bare_not_found(path: bytes) -> bytes:
+    return (
+        f"mwtui: no page {path.decode('latin-1')!r} here. Endpoints are reached by Host "
+        "(http://<label>.localhost:<port>/); see / for the list, /api/endpoints, /metrics.\n"
+    ).encode()

@@ -1,0 +1,690 @@
+"""The hot path: one request forwarded to one replica, its response streamed back.
+
+Everything is asyncio Protocol callbacks driven by httptools; no streams, no tasks per request.
+Writes made while a `data_received` runs are collected per connection and flushed once at its end
+(`Gateway.batching`), so a small response goes out in one write: head, body and terminator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import traceback
+from collections.abc import Callable
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+
+from . import pages
+from .routes import Endpoint, Upstream, parse_address
+from .wire import CHUNK_END, CONTINUE, CRLF, RESPONSE_HOP, TEXT, response, status_line
+
+if TYPE_CHECKING:
+    from .server import ClientConn, Gateway
+
+# Why a connection's reading is paused; reading resumes when no reason is left.
+PAUSE_PEER = 1  # the other side's transport buffer is full
+PAUSE_PIPELINE = 2  # a pipelined request waits for the response before it
+PAUSE_BUFFER = 4  # request bytes are piling up while no upstream connection is attached yet
+
+BUFFER_LIMIT = 256 * 1024
+CONNECT_TIMEOUT = 10.0
+# Reuse idle connections only while younger than the replica's keep-alive timeout (uvicorn 5 s,
+# gunicorn 2 s), so that we rarely pick one it is closing.
+POOL_IDLE_S = 1.5
+POOL_MAX_IDLE = 256
+
+BODY_NONE, BODY_LENGTH, BODY_CHUNKED = 0, 1, 2  # request body framing
+RESP_NONE, RESP_RAW, RESP_CHUNKED = 0, 1, 2  # response body framing towards the client
+
+HEAD = b"HEAD"
+
+
+def log_bug(what: str) -> None:
+    """Our own bug on a request path: say so on stderr, keep serving."""
+    print(f"mwtui gateway: internal error {what}:\n{traceback.format_exc()}", file=sys.stderr)
+
+
+class Conn(asyncio.Protocol):
+    """A transport with batched writes and reasons to pause reading."""
+
+    __slots__ = ("gw", "transport", "out", "closed", "close_after", "paused")
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.transport: Any = None
+        self.out: list[bytes] = []
+        self.closed = False
+        self.close_after = False
+        self.paused = 0
+
+    def write(self, data: bytes) -> None:
+        if self.closed or self.close_after:
+            return
+        if self.gw.batching:
+            if not self.out:
+                self.gw.dirty.append(self)
+            self.out.append(data)
+        else:
+            self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self.transport.write(data)
+        except (RuntimeError, OSError):
+            # uvloop raises if the peer vanished before we heard of it; connection_lost follows.
+            self.closed = True
+
+    def flush(self) -> None:
+        out = self.out
+        if out:
+            if not self.closed:
+                self._send(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+        if self.close_after:
+            self.close_after = False
+            self._close_now()
+
+    def close(self) -> None:
+        """Close after whatever was written so far has gone out."""
+        if self.closed or self.close_after:
+            return
+        if self.gw.batching:
+            if not self.out:
+                self.gw.dirty.append(self)
+            self.close_after = True
+        else:
+            self._close_now()
+
+    def _close_now(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def pause(self, reason: int) -> None:
+        if not self.paused and not self.closed:
+            with contextlib.suppress(RuntimeError):
+                self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume(self, reason: int) -> None:
+        if self.paused & reason:
+            self.paused &= ~reason
+            if not self.paused and not self.closed:
+                with contextlib.suppress(RuntimeError):
+                    self.transport.resume_reading()
+
+
+class Exchange:
+    """One request and its response; lives from the request head to the end of the response."""
+
+    __slots__ = (
+        "client", "ep", "up", "conn", "method", "url", "host", "http10", "keep_alive", "upgrade", "expect",
+        "body", "fwd", "xff", "auth_key", "auth_secret", "req_done", "pending", "pending_size", "head",
+        "t0", "status", "resp_mode", "resp_started", "done", "recorded", "tunnel", "timer", "reused",
+        "retried",
+    )
+
+    def __init__(
+        self,
+        client: ClientConn,
+        method: bytes,
+        url: bytes,
+        host: bytes,
+        http10: bool,
+        keep_alive: bool,
+        upgrade: bool,
+        expect: bool,
+        body: int,
+        fwd: list[bytes],
+        xff: bytes | None,
+        auth_key: bytes | None,
+        auth_secret: bytes | None,
+        t0: float,
+    ) -> None:
+        self.client = client
+        self.ep: Endpoint | None = None
+        self.up: Upstream | None = None
+        self.conn: UpstreamConn | None = None
+        self.method = method
+        self.url = url
+        self.host = host
+        self.http10 = http10
+        self.keep_alive = keep_alive
+        self.upgrade = upgrade
+        self.expect = expect
+        self.body = body
+        self.fwd = fwd  # request line and forwarded headers, joined when an upstream is chosen
+        self.xff = xff
+        self.auth_key = auth_key
+        self.auth_secret = auth_secret
+        self.req_done = False
+        self.pending: list[bytes] | None = None  # framed request bytes waiting for a connection
+        self.pending_size = 0
+        self.head: bytes | None = None
+        self.t0 = t0
+        self.status = 0
+        self.resp_mode = RESP_NONE
+        self.resp_started = False
+        self.done = False
+        self.recorded = False
+        self.tunnel = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.reused = False
+        self.retried = False
+
+    # ----- request side (called by the client connection)
+    def req_body(self, data: bytes) -> None:
+        if self.done:
+            return  # answered early (say, 401): the rest of the body is read and dropped
+        conn = self.conn
+        if conn is not None:
+            if self.body == BODY_CHUNKED:
+                conn.write(b"%x\r\n" % len(data))
+                conn.write(data)
+                conn.write(CRLF)
+            else:
+                conn.write(data)
+            return
+        if self.body == BODY_CHUNKED:
+            data = b"%x\r\n%b\r\n" % (len(data), data)
+        self._buffer(data)
+
+    def req_end(self) -> None:
+        self.req_done = True
+        if self.done or self.body != BODY_CHUNKED:
+            return
+        if self.conn is not None:
+            self.conn.write(CHUNK_END)
+        else:
+            self._buffer(CHUNK_END)
+
+    def upgrade_data(self, data: bytes) -> None:
+        """Bytes the client sent after its upgrade request: they go to the replica once tunnelled."""
+        if not self.done:
+            self._buffer(data)
+
+    def _buffer(self, data: bytes) -> None:
+        if self.pending is None:
+            self.pending = [data]
+        else:
+            self.pending.append(data)
+        self.pending_size += len(data)
+        if self.pending_size > BUFFER_LIMIT:
+            self.client.pause(PAUSE_BUFFER)
+
+    # ----- choosing and reaching an upstream
+    def attach(self, up: Upstream) -> None:
+        self.up = up
+        up.stats.inflight += 1
+        pool: UpstreamPool = up.pool
+        conn = pool.acquire()
+        if conn is None:
+            pool.connect(self)
+        else:
+            self.bind(conn, True)
+
+    def bind(self, conn: UpstreamConn, reused: bool) -> None:
+        self.conn = conn
+        conn.ex = self
+        self.reused = reused
+        head = self.head
+        if head is None:
+            head = self.head = self._build_head()
+        client = self.client
+        if self.expect and not self.req_done and not self.retried:
+            client.write(CONTINUE)  # the replica is reachable: now the client may send its body
+        pending = self.pending
+        if pending and not self.upgrade:
+            pending.insert(0, head)
+            conn.write(b"".join(pending))
+            self.pending = None
+            self.pending_size = 0
+            client.resume(PAUSE_BUFFER)
+        else:
+            conn.write(head)
+        if client.write_paused:
+            conn.pause(PAUSE_PEER)
+
+    def _build_head(self) -> bytes:
+        up = self.up
+        assert up is not None
+        fwd = self.fwd
+        ip = self.client.peer_ip
+        fwd.append(b"x-forwarded-for: ")
+        fwd.append(self.xff + b", " + ip if self.xff else ip)
+        fwd.append(b"\r\nx-forwarded-proto: http\r\n")
+        if self.host:
+            fwd.append(b"x-forwarded-host: ")
+            fwd.append(self.host)
+            fwd.append(CRLF)
+        fwd.append(up.dispatch_line)
+        fwd.append(CRLF)
+        return b"".join(fwd)
+
+    def connect_failed(self, err: BaseException) -> None:
+        if self.done:
+            return
+        up, ep = self.up, self.ep
+        assert up is not None and ep is not None
+        self.reply(502, pages.connect_failed(ep.name, up.id, up.address, err))
+
+    # ----- response side (called by the upstream connection)
+    def resp_head(self, status: int, phrase: bytes, headers: list[tuple[bytes, bytes]], conn: UpstreamConn) -> None:
+        parts = [status_line(status, phrase)]
+        has_length = False
+        te: bytes | None = None
+        upgrade: bytes | None = None
+        for name, value in headers:
+            lname = name.lower()
+            if lname in RESPONSE_HOP:
+                if lname == b"transfer-encoding":
+                    te = value
+                elif lname == b"upgrade":
+                    upgrade = value
+                continue
+            if lname == b"content-length":
+                has_length = True
+            parts.extend((name, b": ", value, CRLF))
+        if status == 101:
+            if upgrade is not None:
+                parts.extend((b"upgrade: ", upgrade, CRLF))
+            parts.append(b"connection: upgrade\r\n\r\n")
+            self.client.write(b"".join(parts))
+            self.status = 101
+            self.resp_started = True
+            return
+        no_body = self.method == HEAD or status in (204, 304)
+        if no_body:
+            mode = RESP_NONE
+            conn.head_only = self.method == HEAD  # httptools cannot be told the response has no body
+        elif has_length and te is None:
+            mode = RESP_RAW
+        elif not self.http10:
+            mode = RESP_CHUNKED
+            parts.append(b"transfer-encoding: chunked\r\n")
+        else:
+            mode = RESP_RAW  # an HTTP/1.0 client: close-delimited
+            self.keep_alive = False
+        if not no_body and not has_length and te is None:
+            conn.close_delim = True  # the body ends when the replica closes
+        if not self.keep_alive:
+            parts.append(b"connection: close\r\n")
+        elif self.http10:
+            parts.append(b"connection: keep-alive\r\n")
+        parts.append(CRLF)
+        self.client.write(b"".join(parts))
+        self.status = status
+        self.resp_mode = mode
+        self.resp_started = True
+
+    def resp_body(self, data: bytes) -> None:
+        mode = self.resp_mode
+        client = self.client
+        if mode == RESP_RAW:
+            client.write(data)
+        elif mode == RESP_CHUNKED:
+            client.write(b"%x\r\n" % len(data))
+            client.write(data)
+            client.write(CRLF)
+
+    def resp_end(self) -> None:
+        if self.resp_mode == RESP_CHUNKED:
+            self.client.write(CHUNK_END)
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            conn.ex = None
+            if conn.reusable and self.req_done and not conn.close_delim:
+                conn.pool.release(conn)
+            else:
+                conn.close()
+        self._finish()
+
+    def start_tunnel(self, tail: bytes) -> None:
+        """After a 101: bytes flow both ways untouched until either side closes."""
+        conn = self.conn
+        assert conn is not None
+        client = self.client
+        self.tunnel = True
+        client.tunnel = conn
+        if tail:
+            client.write(tail)
+        if self.pending:
+            conn.write(b"".join(self.pending))
+            self.pending = None
+            self.pending_size = 0
+        client.resume(PAUSE_BUFFER)
+        self._record()
+
+    def upstream_lost(self, conn: UpstreamConn) -> None:
+        self.conn = None
+        if self.done:
+            return
+        if self.tunnel:
+            self.client.close()
+            self._finish()
+            return
+        if self.resp_started:
+            if conn.close_delim:
+                self.resp_end()  # a close-delimited body ends exactly like this
+                return
+            self.fail_midway()
+            return
+        up, ep = self.up, self.ep
+        assert up is not None and ep is not None
+        if self.reused and self.body == BODY_NONE and not self.retried:
+            # A pooled connection the replica closed just as we picked it: nothing reached user
+            # code that a bodiless request would not repeat, so try once on a fresh connection.
+            self.retried = True
+            up.pool.connect(self)
+            return
+        self.reply(502, pages.upstream_closed(ep.name, up.id))
+
+    def upstream_garbage(self) -> None:
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            conn.ex = None
+            conn.close()
+        if self.done:
+            return
+        if self.resp_started:
+            self.fail_midway()
+            return
+        up, ep = self.up, self.ep
+        assert up is not None and ep is not None
+        self.reply(502, pages.bad_upstream(ep.name, up.id))
+
+    def fail_midway(self) -> None:
+        """The response broke after its head went out: the client can only learn it by a close."""
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            conn.ex = None
+            conn.close()
+        self.status = 502
+        self.keep_alive = False
+        self.client.close()
+        self._finish()
+
+    # ----- answers of our own
+    def reply(self, status: int, body: bytes, extra: bytes = b"", content_type: bytes = TEXT) -> None:
+        if self.done:
+            return
+        if self.resp_started:
+            self.fail_midway()
+            return
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            conn.ex = None
+            conn.close()
+        if self.upgrade or (self.expect and not self.req_done):
+            # The client may never send the body it announced; we cannot find the next request.
+            self.keep_alive = False
+        self.client.write(response(
+            status, body, content_type=content_type, extra=extra, close=not self.keep_alive,
+            keep_alive_10=self.http10 and self.keep_alive, head=self.method == HEAD,
+        ))
+        self.status = status
+        self._finish()
+
+    def hold_expired(self) -> None:
+        self.timer = None
+        self.client.gw.unhold(self)
+        ep = self.ep
+        assert ep is not None
+        self.reply(503, pages.not_ready(ep.name, ep.state, ep.hold_s), extra=b"retry-after: 5\r\n")
+
+    def client_gone(self) -> None:
+        if self.done:
+            return
+        if not self.tunnel:
+            self.status = 499  # nginx's "client closed request"
+        if self.timer is not None:
+            self.client.gw.unhold(self)
+        conn = self.conn
+        if conn is not None:
+            # Closing makes the replica see the disconnect, as a direct client would make it.
+            self.conn = None
+            conn.ex = None
+            conn.close()
+        self._finish()
+
+    # ----- bookkeeping
+    def _record(self) -> None:
+        self.recorded = True
+        ep = self.ep
+        if ep is None:
+            return
+        gw = self.client.gw
+        now = perf_counter()
+        ms = (now - self.t0) * 1000.0
+        ep.stats.observe(self.status, ms)
+        up = self.up
+        if up is not None:
+            up.stats.requests_total += 1
+        access = gw.access
+        if len(access) < gw.access_cap:
+            access.append((gw.wall_offset + now, ep.name, up.id if up else None, self.method, self.url, self.status, ms))
+        else:
+            gw.access_dropped += 1
+
+    def _finish(self) -> None:
+        self.done = True
+        timer = self.timer
+        if timer is not None:
+            timer.cancel()
+            self.timer = None
+        ep = self.ep
+        if ep is not None:
+            if not self.recorded:
+                self._record()
+            ep.stats.inflight -= 1
+        if self.up is not None:
+            self.up.stats.inflight -= 1
+        self.client.finished(self)
+
+
+class UpstreamConn(Conn):
+    """One keep-alive connection to a replica; serves one exchange at a time."""
+
+    __slots__ = ("pool", "parser", "ex", "phrase", "rheaders", "status", "interim", "head_only",
+                 "close_delim", "reusable", "idle_since")
+
+    def __init__(self, gw: Gateway, pool: UpstreamPool) -> None:
+        super().__init__(gw)
+        self.pool = pool
+        self.parser = HttpResponseParser(self)
+        self.ex: Exchange | None = None
+        self.phrase = b""
+        self.rheaders: list[tuple[bytes, bytes]] = []
+        self.status = 0
+        self.interim = False
+        self.head_only = False
+        self.close_delim = False
+        self.reusable = False
+        self.idle_since = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        ex = self.ex
+        if ex is None:
+            self.close()  # bytes nobody asked for: this connection cannot be trusted any more
+            return
+        if ex.tunnel:
+            ex.client.write(data)
+            return
+        gw = self.gw
+        gw.batching = True
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade as e:
+            if self.status == 101 and ex.upgrade and not ex.done:
+                ex.start_tunnel(data[e.args[0]:])
+            else:
+                ex.upstream_garbage()
+        except HttpParserError as e:
+            if e.__context__ is not None:
+                log_bug("relaying a replica's response")
+            if ex is self.ex:
+                ex.upstream_garbage()
+            else:
+                self.close()
+        except Exception:
+            log_bug("reading a replica's response")
+            ex.upstream_garbage()
+        else:
+            if self.head_only:
+                # A response to HEAD ends with its head; start afresh for the next response.
+                self.head_only = False
+                self.parser = HttpResponseParser(self)
+                if self.ex is ex:
+                    ex.resp_end()
+        finally:
+            gw.flush_dirty()
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self.phrase = b""
+        self.rheaders = []
+        self.interim = False
+        self.close_delim = False
+
+    def on_status(self, phrase: bytes) -> None:
+        self.phrase += phrase
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.rheaders.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        status = self.status = parser.get_status_code()
+        if status < 200 and status != 101:
+            self.interim = True  # 100/103: we answer Expect ourselves and do not relay hints
+            return
+        ex = self.ex
+        if ex is None:
+            return
+        self.reusable = parser.should_keep_alive()
+        ex.resp_head(status, self.phrase, self.rheaders, self)
+
+    def on_body(self, data: bytes) -> None:
+        ex = self.ex
+        if ex is not None and not self.interim:
+            ex.resp_body(data)
+
+    def on_message_complete(self) -> None:
+        if self.interim or self.status == 101:
+            return
+        ex = self.ex
+        if ex is not None and not self.head_only:
+            ex.resp_end()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        ex = self.ex
+        if ex is None:
+            self.pool.forget(self)
+            return
+        self.ex = None
+        gw = self.gw
+        gw.batching = True
+        try:
+            ex.upstream_lost(self)
+        except Exception:
+            log_bug("after a replica connection closed")
+        finally:
+            gw.flush_dirty()
+
+    def pause_writing(self) -> None:
+        ex = self.ex
+        if ex is not None:
+            ex.client.pause(PAUSE_PEER)
+
+    def resume_writing(self) -> None:
+        ex = self.ex
+        if ex is not None:
+            ex.client.resume(PAUSE_PEER)
+
+
+class UpstreamPool:
+    """Idle keep-alive connections to one replica address, most recently used first."""
+
+    __slots__ = ("gw", "address", "kind", "target", "idle", "closed", "_factory")
+
+    def __init__(self, gw: Gateway, address: str) -> None:
+        self.gw = gw
+        self.address = address
+        self.kind, self.target = parse_address(address)
+        self.idle: list[UpstreamConn] = []
+        self.closed = False
+        self._factory: Callable[[], UpstreamConn] = lambda: UpstreamConn(gw, self)
+
+    def acquire(self) -> UpstreamConn | None:
+        idle = self.idle
+        if not idle:
+            return None
+        now = self.gw.loop.time()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since < POOL_IDLE_S:
+                return conn
+            conn.close()
+        return None
+
+    def release(self, conn: UpstreamConn) -> None:
+        if self.closed or conn.closed or len(self.idle) >= POOL_MAX_IDLE:
+            conn.close()
+            return
+        conn.resume(PAUSE_PEER)
+        conn.idle_since = self.gw.loop.time()
+        self.idle.append(conn)
+
+    def forget(self, conn: UpstreamConn) -> None:
+        try:
+            self.idle.remove(conn)
+        except ValueError:
+            pass
+
+    def connect(self, ex: Exchange) -> None:
+        gw = self.gw
+        task = gw.loop.create_task(self._connect(ex))
+        gw.tasks.add(task)
+        task.add_done_callback(gw.tasks.discard)
+
+    async def _connect(self, ex: Exchange) -> None:
+        loop = self.gw.loop
+        try:
+            if self.kind == "unix":
+                coro = loop.create_unix_connection(self._factory, self.target)  # type: ignore[arg-type]
+            else:
+                host, port = self.target  # type: ignore[misc]
+                coro = loop.create_connection(self._factory, host, port)
+            _, conn = await asyncio.wait_for(coro, CONNECT_TIMEOUT)
+        except (OSError, asyncio.TimeoutError) as e:
+            ex.connect_failed(e)
+            return
+        except Exception as e:
+            log_bug("connecting to a replica")
+            ex.connect_failed(e)
+            return
+        if ex.done:
+            self.release(conn)  # the client left meanwhile; the connection is still good
+            return
+        try:
+            ex.bind(conn, False)
+        except Exception:
+            log_bug("sending a request to a replica")
+            conn.close()
+
+    def close(self) -> None:
+        self.closed = True
+        for conn in self.idle:
+            conn.close()
+        self.idle.clear()

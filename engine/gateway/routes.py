@@ -1,0 +1,171 @@
+"""The routing table: plain data built whole from one `routes` message, then swapped in one assignment.
+
+Nothing here does I/O. Hosts are kept as lowercased bytes without a port, the form the hot path
+computes from a request's Host header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .metrics import EndpointStats, Metrics, UpstreamStats
+
+# The hosts that mean "mwtui itself" on the main listener, whatever the port.
+BARE_HOSTS = frozenset({b"localhost", b"127.0.0.1", b"[::1]", b"::1"})
+STATES = frozenset({"starting", "running", "idle", "stopped", "failed"})
+DISPATCH_HEADER = b"x-mwtui-endpoint"
+
+
+class RouteError(ValueError):
+    """A `routes` message (or one entry of it) that cannot be used; the text says why."""
+
+
+class Upstream:
+    __slots__ = ("id", "address", "dispatch", "dispatch_line", "stats", "pool")
+
+    def __init__(self, id: str, address: str, dispatch: str | None, stats: UpstreamStats) -> None:
+        self.id = id
+        self.address = address
+        self.dispatch = dispatch
+        # Pre-built once per table so that the hot path only joins bytes.
+        self.dispatch_line = DISPATCH_HEADER + b": " + dispatch.encode("latin-1") + b"\r\n" if dispatch else b""
+        self.stats = stats
+        self.pool: Any = None  # the connection pool for `address`, set by the gateway
+
+
+class Endpoint:
+    __slots__ = ("name", "label", "domains", "port", "requires_proxy_auth", "state", "hold_s", "upstreams", "stats")
+
+    def __init__(
+        self,
+        name: str,
+        label: str,
+        domains: list[str],
+        port: int | None,
+        requires_proxy_auth: bool,
+        state: str,
+        hold_s: float,
+        upstreams: list[Upstream],
+        stats: EndpointStats,
+    ) -> None:
+        self.name = name
+        self.label = label
+        self.domains = domains
+        self.port = port
+        self.requires_proxy_auth = requires_proxy_auth
+        self.state = state
+        self.hold_s = hold_s
+        self.upstreams = upstreams
+        self.stats = stats
+
+    def pick(self) -> Upstream | None:
+        """The upstream with the fewest requests in flight (the first one on a tie)."""
+        ups = self.upstreams
+        if not ups:
+            return None
+        best = ups[0]
+        if len(ups) > 1:
+            low = best.stats.inflight
+            for up in ups:
+                if up.stats.inflight < low:
+                    best, low = up, up.stats.inflight
+        return best
+
+
+def host_key(host: bytes) -> bytes:
+    """`Demo-Hello.localhost:8470` -> `demo-hello.localhost`; `[::1]:80` -> `[::1]`."""
+    host = host.strip().lower()
+    if host.startswith(b"["):
+        end = host.find(b"]")
+        return host[: end + 1] if end >= 0 else host
+    colon = host.rfind(b":")
+    if colon >= 0 and host.find(b":") == colon:  # one colon: a port; several: a bare IPv6 address
+        host = host[:colon]
+    return host.rstrip(b".")
+
+
+def parse_address(address: str) -> tuple[str, str | tuple[str, int]]:
+    """`unix:/path.sock` -> ("unix", path); `tcp:host:port` -> ("tcp", (host, port))."""
+    kind, _, rest = address.partition(":")
+    if kind == "unix" and rest:
+        return "unix", rest
+    if kind == "tcp":
+        host, _, port = rest.rpartition(":")
+        host = host.strip("[]")
+        if host and port.isdigit() and 0 < int(port) < 65536:
+            return "tcp", (host, int(port))
+    raise RouteError(f"bad upstream address {address!r} (want unix:/path or tcp:host:port)")
+
+
+class RouteTable:
+    __slots__ = ("endpoints", "by_host")
+
+    def __init__(self, endpoints: Iterable[Endpoint] = ()) -> None:
+        self.endpoints: dict[str, Endpoint] = {}
+        self.by_host: dict[bytes, Endpoint] = {}
+        for ep in endpoints:
+            self.endpoints[ep.name] = ep
+            for host in (f"{ep.label}.localhost", *ep.domains):
+                key = host_key(host.encode("idna") if not host.isascii() else host.encode())
+                self.by_host.setdefault(key, ep)  # first endpoint wins a clash, like Modal's first claim
+
+    def lookup(self, host: bytes) -> Endpoint | None:
+        return self.by_host.get(host_key(host))
+
+
+def _endpoint(raw: Any, metrics: Metrics) -> Endpoint:
+    if not isinstance(raw, dict):
+        raise RouteError("an endpoint entry is not an object")
+    name, label = raw.get("name"), raw.get("label")
+    if not isinstance(name, str) or not name or not isinstance(label, str) or not label:
+        raise RouteError(f"endpoint entry without a name or label: {raw!r:.200}")
+    port = raw.get("port")
+    if port is not None and (not isinstance(port, int) or not 0 < port < 65536):
+        raise RouteError(f"{name}: bad port {port!r}")
+    state = raw.get("state", "running")
+    if state not in STATES:
+        raise RouteError(f"{name}: unknown state {state!r}")
+    domains = [str(d) for d in raw.get("domains") or () if d]
+    ups: list[Upstream] = []
+    for u in raw.get("upstreams") or ():
+        if not isinstance(u, dict) or not isinstance(u.get("id"), str) or not isinstance(u.get("address"), str):
+            raise RouteError(f"{name}: bad upstream entry {u!r:.200}")
+        parse_address(u["address"])
+        dispatch = u.get("dispatch")
+        if dispatch is not None and (not isinstance(dispatch, str) or "\r" in dispatch or "\n" in dispatch):
+            raise RouteError(f"{name}: bad dispatch value {dispatch!r}")
+        ups.append(Upstream(u["id"], u["address"], dispatch, metrics.upstream(name, u["id"])))
+    hold_s = raw.get("hold_s", 30.0)
+    if not isinstance(hold_s, (int, float)) or hold_s < 0:
+        raise RouteError(f"{name}: bad hold_s {hold_s!r}")
+    return Endpoint(
+        name, label, domains, port, bool(raw.get("requires_proxy_auth")), state, float(hold_s), ups,
+        metrics.endpoint(name),
+    )
+
+
+def build_table(message: dict[str, Any], metrics: Metrics) -> tuple[RouteTable, list[str]]:
+    """The new table and a warning per entry that had to be skipped (the rest still applies)."""
+    raw = message.get("endpoints")
+    if not isinstance(raw, list):
+        raise RouteError("routes message without an endpoints list")
+    endpoints: list[Endpoint] = []
+    warnings: list[str] = []
+    seen: set[str] = set()
+    for entry in raw:
+        try:
+            ep = _endpoint(entry, metrics)
+        except RouteError as e:
+            warnings.append(str(e))
+            continue
+        if ep.name in seen:
+            warnings.append(f"duplicate endpoint {ep.name!r} ignored")
+            continue
+        seen.add(ep.name)
+        endpoints.append(ep)
+    table = RouteTable(endpoints)
+    live = {(ep.name, up.id) for ep in endpoints for up in ep.upstreams}
+    for key in [k for k in metrics.upstreams if k not in live]:
+        metrics.forget_upstream(*key)
+    return table, warnings
