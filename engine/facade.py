@@ -228,6 +228,7 @@ class Engine:
         manifest = await discover_async(self.ref)
         if manifest.error:
             self.load_error = manifest.error
+            self.reload_guard.reload_done(time.monotonic())
             self._reload_state = "error"
             self._say(f"reload failed, the previous version keeps serving: {manifest.error.message}")
             self._notify()
@@ -284,6 +285,7 @@ class Engine:
         self._emit(LogLine("mwtui", "mwtui", text, time.time()))
 
     def _notify(self) -> None:
+        self._publish_status()
         for listener in self._listeners:
             listener(PoolChanged(""))
 
@@ -407,13 +409,17 @@ class Engine:
                 )
         self._routes_seq += 1
         self.gateway.send({"type": "routes", "seq": self._routes_seq, "endpoints": routes})
+        self._publish_status()  # so /api/endpoints never lags behind what is routed
+
+    def _publish_status(self) -> None:
+        self.gateway.send({"type": "status", "endpoints": [e.to_json() for e in self.snapshot().endpoints]})
 
     async def _status_loop(self) -> None:
         while True:
             for pool in self.pools.values():
                 for r in pool.replicas:
                     r.sample()
-            self.gateway.send({"type": "status", "endpoints": [e.to_json() for e in self.snapshot().endpoints]})
+            self._publish_status()
             await asyncio.sleep(1.0)
 
     # ----- snapshots

@@ -53,10 +53,11 @@ class WatchRules:
 class ReloadGuard:
     """Stops a reload loop: a path that changes again right after each reload it caused is most
     likely written by the app itself (a log, a cache, generated code). After `strikes` such changes
-    in a row it is ignored, and the caller says so on screen."""
+    in a row it is ignored, and the caller says so on screen. A person saving quickly stops long
+    before `strikes`; a loop never stops, so a high count costs a few reloads and no false alarm."""
 
-    window_s: float = 2.0
-    strikes: int = 3
+    window_s: float = 1.0
+    strikes: int = 8
     _last_reload_done: float = -1e9
     _counts: dict[str, int] = field(default_factory=dict)
     ignored: set[str] = field(default_factory=set)

@@ -135,7 +135,8 @@ def seed_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """The seed's examples, served once for the whole module."""
     folder = tmp_path_factory.mktemp("seed")
     text = (FIXTURES / "seed_app.py").read_text()
-    text = text.replace("FILE_SERVER_PORT", str(free_port())).replace("START_SERVER_PORT", str(free_port()))
+    text = text.replace("FILE_SERVER_PORT = 8000", f"FILE_SERVER_PORT = {free_port()}")
+    text = text.replace("START_SERVER_PORT = 8001", f"START_SERVER_PORT = {free_port()}")
     app = folder / "seed.py"
     app.write_text(text)
     served = start_serve(app, env={"MWTUI_HOME": str(folder / "home")})

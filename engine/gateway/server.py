@@ -522,6 +522,10 @@ class Gateway:
         self.table = table
         self._host_cache = {}
         self._release_waiters()
+        # From here on no new request goes to a replica missing from this table: the engine waits
+        # for this before it stops replicas that left it.
+        if self.control is not None and "seq" in msg:
+            self.control.emit({"type": "routes_applied", "seq": msg["seq"]})
         task = self.loop.create_task(self.reconcile_ports())
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
