@@ -1,122 +1,471 @@
-"""The terminal app: the engine's endpoints live, driven from the keyboard."""
+"""The terminal app: the engine's endpoints live, driven from the keyboard and the mouse.
+
+The app never awaits the engine on its own message loop: starting, restarting and closing run in
+workers; everything else reads `snapshot()` once a second (and soon after a pool changes) and turns it
+into cells, lines and notifications.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import time
+import webbrowser
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import partial
 from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
 
-from mwtui.engine.facade import Engine, GatewayError, LoadFailed
+from mwtui.engine.facade import EndpointStatus, Engine, GatewayError, LoadFailed, Snapshot
 from mwtui.engine.loader import AppRef
-from mwtui.engine.supervisor import Event, LogLine
+from mwtui.engine.supervisor import Event, LogLine, PoolChanged
 from textual import work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.widgets import Footer, RichLog, Static
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer
 
-from .widgets.endpoint_table import EndpointTable
+from .messages import CommandDone, EngineFailed, EngineReady, FilterClosed
+from .screens.detail import DetailScreen
+from .screens.help import HelpScreen
+from .widgets import format as fmt
+from .widgets.app_header import AppHeader
+from .widgets.endpoint_summary import EndpointSummary
+from .widgets.endpoint_table import BY_KEY, EndpointTable
+from .widgets.load_error import LoadErrorPanel
+from .widgets.log_pane import ENGINE_POOL, LogPane
+from .widgets.reload_banner import ReloadBanner
+from .widgets.sparkline import RateHistory
+
+
+class EngineLike(Protocol):
+    """What the screen uses of `Engine`; tests hand in a fixed stand-in for the snapshot pictures."""
+
+    ref: AppRef
+
+    @property
+    def logs(self) -> Mapping[str, Iterable[LogLine]]: ...
+    async def start(self) -> Snapshot: ...
+    async def close(self) -> None: ...
+    def snapshot(self) -> Snapshot: ...
+    def subscribe(self, listener: Callable[[Event], None]) -> None: ...
+    def start_endpoint(self, name: str) -> None: ...
+    def stop_endpoint(self, name: str) -> None: ...
+    async def restart_endpoint(self, name: str) -> None: ...
+    async def reload(self, reason: str = ...) -> bool: ...
+    def scale(self, name: str, replicas: int) -> None: ...
+
+
+# Actions that act on the selected endpoint: they need a started engine and a row.
+ENDPOINT_ACTIONS = {"start", "stop", "restart", "scale", "autoscale", "open", "copy_url", "details"}
+# Actions about the main screen's table and logs: hidden on the detail screen.
+MAIN_ONLY = {"toggle_logs", "filter", "follow", "copy_log", "save_log", "sort", "details"}
+
+
+def crash_notices(prev: Snapshot | None, snap: Snapshot) -> list[tuple[str, str]]:
+    """(message, severity) for each pool that failed or restarted since `prev`: one per pool, since a
+    class's endpoints share their replicas."""
+    if prev is None:
+        return []
+    before = {e.spec.pool: e for e in prev.endpoints}
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for e in snap.endpoints:
+        pool = e.spec.pool
+        if pool in seen or pool not in before:
+            continue
+        seen.add(pool)
+        old = before[pool]
+        why = fmt.first_line(e.last_error, 120)
+        if e.state == "failed" and old.state != "failed":
+            out.append((f"{pool} failed and is not restarting; s starts it again. {why}".strip(), "error"))
+        elif e.restarts > old.restarts:
+            out.append((f"{pool} crashed and was restarted (restart {e.restarts}). {why}".strip(), "warning"))
+    return out
 
 
 class MwtuiApp(App[int]):
     CSS_PATH = str(resources.files("mwtui.assets").joinpath("mwtui.tcss"))
     TITLE = "mwtui"
     BINDINGS = [
-        Binding("s", "start", "start"),
-        Binding("x", "stop", "stop"),
-        Binding("r", "restart", "restart"),
-        Binding("plus,equals_sign", "scale(1)", "+replica", key_display="+"),
-        Binding("minus", "scale(-1)", "-replica", key_display="-"),
-        Binding("l", "toggle_logs", "logs"),
-        Binding("q", "quit", "quit"),
+        Binding("s", "start", "start", tooltip="start the selected endpoint again (after x, or after it failed)"),
+        Binding("x", "stop", "stop", tooltip="stop its replicas; in-flight requests finish first"),
+        Binding("r", "restart", "restart", tooltip="rolling restart: each new replica replaces an old one once ready"),
+        Binding("plus,equals_sign", "scale(1)", "more", key_display="+", tooltip="pin one more replica"),
+        Binding("minus", "scale(-1)", "fewer", key_display="-", tooltip="pin one replica fewer (0: idle)"),
+        Binding("a", "autoscale", "auto", tooltip="back to autoscaling (for now: max(1, min_containers) replicas)"),
+        Binding("R", "reload", "reload", key_display="R", tooltip="load the app file again and roll every pool"),
+        Binding("o", "open", "open", tooltip="open the label URL in a browser"),
+        Binding("c", "copy_url", "copy", tooltip="copy the label URL to the clipboard"),
+        Binding("l", "toggle_logs", "logs", tooltip="show or hide the logs of the selected endpoint"),
+        Binding("slash", "filter", "filter", key_display="/", tooltip="filter the logs (esc clears)"),
+        Binding("f", "follow", "follow", show=False, tooltip="follow the end of the logs, or pause there"),
+        Binding("y", "copy_log", "copy log", show=False, tooltip="copy the log lines shown to the clipboard"),
+        Binding("w", "save_log", "save log", show=False, tooltip="write the log lines shown to a file"),
+        Binding("S", "sort", "sort", key_display="S", show=False, tooltip="sort by the next column (or click one)"),
+        Binding("enter", "details", "details", show=False, tooltip="settings, URLs, replicas, last error"),
+        Binding("question_mark", "help", "help", key_display="?", tooltip="this list"),
+        Binding("q", "quit", "quit", tooltip="drain and stop every replica, then leave"),
     ]
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: EngineLike, *, tick: float | None = 1.0, log_dir: Path | None = None) -> None:
+        """`tick`: seconds between snapshots; None takes one at start only (tests use it for fixed
+        pictures). `log_dir`: where `w` writes logs (default: the current directory)."""
         super().__init__()
         self.engine = engine
+        self.tick_s = tick
+        self.log_dir = log_dir
+        self.rate_history = RateHistory()
+        self.snap: Snapshot | None = None
+        self.engine_ready = False
+        self.engine_closing = False
+        self._notice_prev: Snapshot | None = None
+        self._pending_logs: list[LogLine] = []
+        self._flush_scheduled = False
+        self._refresh_scheduled = False
 
+    # ----- layout
     def compose(self) -> ComposeResult:
-        yield Static(id="header")
-        yield EndpointTable(id="endpoints")
-        yield Static(id="detail")
-        yield RichLog(id="logs", max_lines=2000, wrap=False, markup=False)
-        yield Footer()
+        yield AppHeader(id="header")
+        yield LoadErrorPanel(id="load-error")
+        yield ReloadBanner(id="reload-error")
+        yield EndpointTable(self.rate_history, id="endpoints")
+        yield EndpointSummary(id="summary")
+        yield LogPane(self._log_source, id="logs")
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.query_one("#header", Static).update(f" mwtui  {self.engine.ref.path} · starting…")
+        self.query_one(LoadErrorPanel).display = False
+        self.query_one(ReloadBanner).display = False
+        self.query_one(AppHeader).show(None, self.engine.ref.path)
+        self.query_one(EndpointTable).focus()
         self.engine.subscribe(self._on_engine_event)
         self.start_engine()
-        self.set_interval(1.0, self.refresh_view)
+        if self.tick_s:
+            self.set_interval(self.tick_s, self._on_tick)
 
-    @work(exclusive=True, group="engine")
+    @property
+    def table(self) -> EndpointTable:
+        return self.query_one(EndpointTable)
+
+    @property
+    def log_pane(self) -> LogPane:
+        return self.query_one(LogPane)
+
+    # ----- engine lifecycle
+    @work(exclusive=True, group="engine", exit_on_error=False)
     async def start_engine(self) -> None:
         try:
             await self.engine.start()
-        except (LoadFailed, GatewayError) as e:
-            message = e.error.message if isinstance(e, LoadFailed) else str(e)
-            self.query_one("#detail", Static).update(f"[red]{message}[/]")
-            return
-        self.refresh_view()
+        except LoadFailed as e:
+            self.post_message(EngineFailed(f"{Path(self.engine.ref.path).name} did not load", e.error))
+        except GatewayError as e:
+            self.post_message(EngineFailed("the gateway did not start", str(e)))
+        except Exception as e:  # anything else still belongs on screen, not in a crashed terminal
+            self.post_message(EngineFailed("mwtui could not start", f"{type(e).__name__}: {e}"))
+        else:
+            self.post_message(EngineReady())
 
-    def refresh_view(self) -> None:
+    def on_engine_ready(self, _: EngineReady) -> None:
+        self.engine_ready = True
+        self._take_snapshot()
+        self.refresh_bindings()
+
+    def on_engine_failed(self, msg: EngineFailed) -> None:
+        for widget in (self.table, self.query_one(EndpointSummary), self.log_pane):
+            widget.display = False
+        self.query_one(LoadErrorPanel).show(msg.title, msg.error)
+        self.query_one(AppHeader).show(None, self.engine.ref.path, "did not start")
+        self.refresh_bindings()
+
+    def _on_tick(self) -> None:
+        if self.engine_ready and not self.engine_closing:
+            self._take_snapshot()
+
+    def _take_snapshot(self) -> None:
         snap = self.engine.snapshot()
-        ready = sum(1 for e in snap.endpoints if e.state == "running")
-        self.query_one("#header", Static).update(
-            f" [b]mwtui[/]  {snap.app_name} · gateway {snap.gateway_url} · {len(snap.endpoints)} endpoints "
-            f"({ready} running) · {snap.total_rps:.1f} req/s"
-        )
-        table = self.query_one(EndpointTable)
-        table.show(snap)
-        name = table.selected
-        e = next((x for x in snap.endpoints if x.name == name), None)
-        if e is not None:
-            s = e.spec
-            extra = f" · own port {e.own_url}" if e.own_url else ""
-            domains = f" · domains {', '.join(s.custom_domains)}" if s.custom_domains else ""
-            self.query_one("#detail", Static).update(
-                f" {e.name} · {e.state} · {e.ready}/{e.desired} replicas · restarts {e.restarts}{extra}{domains}\n"
-                f" curl {e.url}/"
-            )
+        self.rate_history.record(snap)  # once a second: the sparkline's time axis
+        self.show_snapshot(snap)
+
+    def show_snapshot(self, snap: Snapshot) -> None:
+        """Put a snapshot on screen: header, table cells, summary, logs' pool, details, notices."""
+        self.snap = snap
+        self.query_one(AppHeader).show(snap, self.engine.ref.path, "stopping…" if self.engine_closing else None)
+        self.query_one(ReloadBanner).show(snap.error)
+        self.table.show(snap)
+        current = self.current()
+        self.query_one(EndpointSummary).show(current)
+        self.log_pane.show_pool(current.spec.pool if current else None)
+        for screen in self.screen_stack:
+            if isinstance(screen, DetailScreen):
+                screen.show(self._status(screen.endpoint))
+        prev_error = self._notice_prev.error if self._notice_prev else None
+        if snap.error is not None and snap.error != prev_error:
+            self.notify(fmt.first_line(snap.error.message, 200), title="the edit does not load", severity="error")
+        for text, severity in crash_notices(self._notice_prev, snap):
+            self.notify(text, severity=severity, timeout=8)  # type: ignore[arg-type]
+        self._notice_prev = snap
 
     def _on_engine_event(self, ev: Event) -> None:
+        # Called by the engine on this loop, possibly many times a second: only queue and coalesce.
         if isinstance(ev, LogLine):
-            self.query_one("#logs", RichLog).write(f"{ev.replica:<16} {ev.text}")
+            if ev.pool in (self.log_pane.pool, ENGINE_POOL):
+                self._pending_logs.append(ev)
+                if not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    self.set_timer(0.1, self._flush_logs)
+        elif isinstance(ev, PoolChanged) and not self._refresh_scheduled:
+            self._refresh_scheduled = True
+            self.set_timer(0.1, self._refresh_soon)
 
-    def _selected(self) -> str | None:
-        return self.query_one(EndpointTable).selected
+    def _flush_logs(self) -> None:
+        self._flush_scheduled = False
+        lines, self._pending_logs = self._pending_logs, []
+        self.log_pane.append(lines)
 
+    def _refresh_soon(self) -> None:
+        # A state change shows at once, without waiting for the tick (and without a history sample).
+        self._refresh_scheduled = False
+        if self.engine_ready and not self.engine_closing:
+            self.show_snapshot(self.engine.snapshot())
+
+    def _log_source(self, pool: str) -> Iterable[LogLine]:
+        self._pending_logs = []  # they are in the engine's buffer already
+        # mwtui's own lines (reloads, gateway warnings) belong in every endpoint's view, in time order.
+        ours = list(self.engine.logs.get(ENGINE_POOL, ()))
+        return sorted([*self.engine.logs.get(pool, ()), *ours], key=lambda ln: ln.t) if ours else list(
+            self.engine.logs.get(pool, ())
+        )
+
+    # ----- selection
+    def _status(self, name: str | None) -> EndpointStatus | None:
+        if self.snap is None or name is None:
+            return None
+        return next((e for e in self.snap.endpoints if e.name == name), None)
+
+    def selected_name(self) -> str | None:
+        if isinstance(self.screen, DetailScreen):
+            return self.screen.endpoint
+        return self.table.selected
+
+    def current(self) -> EndpointStatus | None:
+        return self._status(self.selected_name())
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table is not self.table or self.snap is None:
+            return
+        current = self.current()
+        self.query_one(EndpointSummary).show(current)
+        self.log_pane.show_pool(current.spec.pool if current else None)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table is self.table:
+            self.action_details()
+
+    def on_filter_closed(self, _: FilterClosed) -> None:
+        self.table.focus()
+
+    def on_command_done(self, msg: CommandDone) -> None:
+        self.notify(msg.text, severity=msg.severity, timeout=5)  # type: ignore[arg-type]
+
+    # ----- what is allowed where
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in MAIN_ONLY and isinstance(self.screen, DetailScreen):
+            return False
+        if action in ENDPOINT_ACTIONS | {"reload", "filter", "toggle_logs", "copy_log", "save_log", "sort"}:
+            return True if self.engine_ready and not self.engine_closing else None
+        return True
+
+    def _need(self) -> EndpointStatus | None:
+        e = self.current()
+        if e is None and self.engine_ready:
+            self.notify("no endpoint selected", severity="warning")
+        return e if self.engine_ready and not self.engine_closing else None
+
+    # ----- endpoint commands
     def action_start(self) -> None:
-        if name := self._selected():
-            self.engine.start_endpoint(name)
+        if e := self._need():
+            self.engine.start_endpoint(e.name)
+            self.notify(f"starting {e.spec.pool}", timeout=2)
 
     def action_stop(self) -> None:
-        if name := self._selected():
-            self.engine.stop_endpoint(name)
+        if e := self._need():
+            self.engine.stop_endpoint(e.name)
+            self.notify(f"stopping {e.spec.pool}: in-flight requests finish first", timeout=3)
 
-    @work(group="commands")
-    async def action_restart(self) -> None:
-        if name := self._selected():
+    def action_restart(self) -> None:
+        if e := self._need():
+            self.notify(f"restarting {e.spec.pool}: one replica at a time", timeout=3)
+            self._restart(e.name, e.spec.pool)
+
+    @work(group="commands", exit_on_error=False)
+    async def _restart(self, name: str, pool: str) -> None:
+        try:
             await self.engine.restart_endpoint(name)
+        except Exception as err:
+            self.post_message(CommandDone(f"restart of {pool} failed: {err}", "error"))
+        else:
+            self.post_message(CommandDone(f"{pool} restarted"))
 
     def action_scale(self, delta: int) -> None:
-        if name := self._selected():
-            e = next(x for x in self.engine.snapshot().endpoints if x.name == name)
-            self.engine.scale(name, e.desired + delta)
+        e = self._need()
+        if e is None:
+            return
+        s = e.spec
+        if e.state == "stopped":
+            self.notify(f"{s.pool} is stopped: s starts it", severity="warning")
+            return
+        want = max(0, e.desired + delta)
+        if s.max_containers is not None and want > s.max_containers:
+            self.notify(f"{s.pool}: max_containers is {s.max_containers}", severity="warning")
+            return
+        if s.kind == "web_server" and "." not in s.name and want > 1:
+            self.notify(f"{s.pool} listens on fixed port {s.port}: one replica only", severity="warning")
+            return
+        if want == e.desired:
+            return
+        self.engine.scale(e.name, want)
+        self.notify(f"{s.pool}: pinned to {want} replica{'s' if want != 1 else ''} (a: back to auto)", timeout=3)
 
+    def action_autoscale(self) -> None:
+        if e := self._need():
+            n = max(1, e.spec.min_containers)
+            self.engine.scale(e.name, n)
+            self.notify(
+                f"{e.spec.pool}: the autoscaler is not here yet, so back to max(1, min_containers) = {n} "
+                f"replica{'s' if n != 1 else ''}",
+                timeout=5,
+            )
+
+    def action_reload(self) -> None:
+        if not self.engine_ready or self.engine_closing:
+            return
+        if getattr(self.engine, "reload", None) is None:
+            self.notify("reload comes with the reloader", severity="warning")
+            return
+        self.notify("reloading the app file…", timeout=2)
+        self._reload()
+
+    @work(group="reload", exclusive=True, exit_on_error=False)
+    async def _reload(self) -> None:
+        try:
+            ok = await self.engine.reload("R pressed")
+        except Exception as err:
+            self.post_message(CommandDone(f"reload failed: {err}", "error"))
+            return
+        if ok:
+            self.post_message(CommandDone(f"reloaded (generation {self.engine.snapshot().reload.generation})"))
+        else:
+            self.post_message(CommandDone("reload incomplete: the previous version keeps serving (see logs)", "warning"))
+
+    def action_open(self) -> None:
+        if e := self._need():
+            self.notify(f"opening {e.url}", timeout=3)
+            self._open_url(e.url)
+
+    @work(thread=True, group="browser", exit_on_error=False)
+    def _open_url(self, url: str) -> None:
+        # webbrowser may start a browser process and wait for it: never on the UI loop.
+        if not webbrowser.open(url):
+            self.post_message(CommandDone(f"no browser to open {url}; c copies it", "warning"))
+
+    def action_copy_url(self) -> None:
+        if e := self._need():
+            self.copy_to_clipboard(e.url)
+            self.notify(e.url, title="copied", timeout=3)
+
+    def action_details(self) -> None:
+        if isinstance(self.screen, DetailScreen):
+            return
+        if e := self._need():
+            self.push_screen(DetailScreen(e.name))
+
+    # ----- logs and table
     def action_toggle_logs(self) -> None:
-        logs = self.query_one("#logs", RichLog)
+        logs = self.log_pane
         logs.display = not logs.display
+        self.table.set_class(not logs.display, "-alone")
 
+    def action_filter(self) -> None:
+        if not self.log_pane.display:
+            self.action_toggle_logs()
+        self.log_pane.open_filter()
+
+    def action_follow(self) -> None:
+        on = self.log_pane.toggle_follow()
+        self.notify("logs follow the end" if on else "logs paused: f follows again", timeout=2)
+
+    def action_copy_log(self) -> None:
+        text = self.log_pane.text()
+        self.copy_to_clipboard(text)
+        n = len(self.log_pane.shown)
+        self.notify(f"copied {n} log line{'s' if n != 1 else ''} of {self.log_pane.pool}", timeout=3)
+
+    def action_save_log(self) -> None:
+        if self.log_pane.pool is None:
+            return
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = (self.log_dir or Path.cwd()) / f"mwtui-{self.log_pane.pool}-{stamp}.log"
+        self._save_log(path, self.log_pane.text())
+
+    @work(thread=True, group="save", exit_on_error=False)
+    def _save_log(self, path: Path, text: str) -> None:
+        try:
+            path.write_text(text)
+        except OSError as e:
+            self.post_message(CommandDone(f"could not write {path}: {e}", "error"))
+        else:
+            self.post_message(CommandDone(f"saved the logs to {path}"))
+
+    def action_sort(self) -> None:
+        key = self.table.cycle_sort()
+        title = BY_KEY[key].title or key if key else "file order"
+        self.notify(f"sorted by {title}", timeout=2)
+
+    def action_clear_filter(self) -> None:
+        self.log_pane.action_clear_filter()
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self._all_bindings()))
+
+    def _all_bindings(self) -> list[Binding]:
+        out = [b for b in self.BINDINGS if isinstance(b, Binding)]
+        return [*out, *(b for b in DetailScreen.BINDINGS if isinstance(b, Binding) and b.action == "copy_curl")]
+
+    def get_system_commands(self, screen: Screen) -> Iterator[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for b in self.BINDINGS:
+            if isinstance(b, Binding) and b.action != "quit":
+                yield SystemCommand(
+                    b.description.capitalize(), f"{b.tooltip} ({b.key_display or b.key})", partial(self.run_action, b.action)
+                )
+
+    # ----- leaving
     async def action_quit(self) -> None:
-        self.query_one("#header", Static).update(" mwtui  stopping: draining in-flight requests…")
+        if self.engine_closing:
+            return
+        self.engine_closing = True
+        self.refresh_bindings()
+        self.query_one(AppHeader).show(self.snap, self.engine.ref.path, "stopping: draining in-flight requests…")
+        self._shutdown()
+
+    @work(group="shutdown", exit_on_error=False)
+    async def _shutdown(self) -> None:
+        self.workers.cancel_group(self, "engine")  # a start still in progress must not spawn more
+        with contextlib.suppress(Exception):
+            await self.engine.close()
         self.exit(0)
 
     async def on_unmount(self) -> None:
-        # However the app ends, replicas drain and stop here; if mwtui itself is killed, the
-        # lifeline takes them down instead.
+        # However the app ends, replicas drain and stop here (close is idempotent); if mwtui itself is
+        # killed, the lifeline takes them down instead.
         with contextlib.suppress(Exception):
             await self.engine.close()
 
 
-def run_tui(ref: AppRef, host: str, port: int, *, own_ports: bool = True) -> int:
-    app = MwtuiApp(Engine(ref, host=host, port=port, own_ports=own_ports))
+def run_tui(ref: AppRef, options: Mapping[str, Any] | None = None) -> int:
+    """`options`: the Engine's keyword arguments (host, port, own_ports, reload, watch_rules)."""
+    app = MwtuiApp(Engine(ref, **dict(options or {})))
     app.run()
     return app.return_code or 0

@@ -15,7 +15,10 @@ from mwtui.engine.loader import AppRef
 from mwtui.engine.manifest import AppManifest, LoadError
 from mwtui.engine.ports import DEFAULT_GATEWAY_PORT
 
-SUBCOMMANDS = ("serve", "list", "token")
+SUBCOMMANDS = ("serve", "list", "token", "secret", "export", "worker")
+# Subcommands that live in a module of their own, `tui/commands/<name>.py`, each with
+# `add_parser(subparsers)` and `run(args) -> int`. A module not written yet leaves its name unknown.
+PLUGGED = ("token", "secret", "export", "worker")
 
 
 def demo_app_path() -> str:
@@ -55,10 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("app")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.add_argument("--port", type=int, default=DEFAULT_GATEWAY_PORT, help="gateway port used in the URLs")
-    token = sub.add_parser("token", help="manage proxy-auth tokens (Modal-Key / Modal-Secret)")
-    token.add_argument("action", choices=["create", "list", "revoke"])
-    token.add_argument("key", nargs="?")
+    for name in PLUGGED:
+        module = _command_module(name)
+        if module is not None:
+            module.add_parser(sub)
     return p
+
+
+def _command_module(name: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(f"mwtui.tui.commands.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"mwtui.tui.commands.{name}":
+            raise
+        return None
 
 
 def build_tui_parser() -> argparse.ArgumentParser:
@@ -115,20 +130,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_token(args: argparse.Namespace) -> int:
-    print("mwtui: proxy-auth tokens are not available yet; endpoints with requires_proxy_auth=True answer 401.",
-          file=sys.stderr)
-    return 2
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
         args = build_parser().parse_args(argv)
         if args.command == "list":
             return cmd_list(args)
-        if args.command == "token":
-            return cmd_token(args)
+        if args.command in PLUGGED:
+            return int(_command_module(args.command).run(args))
         from .headless import serve
 
         return asyncio.run(serve(AppRef.parse(args.app), engine_options(args)))

@@ -1,73 +1,221 @@
-"""The endpoint table: one row per endpoint, updated in place from engine snapshots."""
+"""The endpoint table: one row per endpoint, cells updated in place, sortable, narrow-screen aware."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from mwtui.engine.facade import EndpointStatus, Snapshot
 from rich.text import Text
 from textual.widgets import DataTable
 
-GLYPHS = {
-    "running": ("●", "green"),
-    "starting": ("◐", "yellow"),
-    "idle": ("○", "grey50"),
-    "stopped": ("■", "grey50"),
-    "failed": ("✖", "red"),
-}
-COLUMNS = (
-    ("state", ""), ("name", "name"), ("kind", "kind"), ("url", "url"), ("repl", "repl"),
-    ("rps", "req/s"), ("p50", "p50"), ("p95", "p95"), ("err", "err"), ("cpu", "cpu"), ("mem", "mem"),
+from . import format as fmt
+from .sparkline import RateHistory, sparkline
+
+SPARK_WIDTH = 10
+STATE_ORDER = {"failed": 0, "starting": 1, "running": 2, "idle": 3, "stopped": 4}
+
+
+@dataclass(frozen=True)
+class Col:
+    key: str
+    title: str
+    width: int | None  # None: as wide as the widest value in this app
+    priority: int  # the highest numbers go first when the screen is narrow
+    sort: Callable[[EndpointStatus], Any]
+    descending: bool = False  # numbers sort largest first on the first click
+    right: bool = False
+
+
+COLUMNS: tuple[Col, ...] = (
+    Col("state", "", 1, 0, lambda e: STATE_ORDER.get(e.state, 9)),
+    Col("name", "name", None, 0, lambda e: e.name.lower()),
+    Col("kind", "kind", None, 3, lambda e: fmt.kind(e.spec)),
+    Col("url", "url", None, 5, lambda e: e.url),
+    Col("repl", "repl", 5, 1, lambda e: (e.ready, e.desired), True, True),
+    Col("range", "min..max", 8, 7, lambda e: (e.spec.min_containers, e.spec.max_containers or 1 << 30), True),
+    Col("rps", "req/s", SPARK_WIDTH + 7, 1, lambda e: e.rps, True),
+    Col("p50", "p50", 6, 4, lambda e: e.p50_ms or 0.0, True, True),
+    Col("p95", "p95", 6, 2, lambda e: e.p95_ms or 0.0, True, True),
+    Col("err", "err", 5, 2, lambda e: e.errors_total, True, True),
+    Col("cpu", "cpu", 5, 6, lambda e: e.cpu_percent, True, True),
+    Col("mem", "mem", 5, 6, lambda e: e.rss_bytes, True, True),
 )
+BY_KEY = {c.key: c for c in COLUMNS}
+SORTABLE = [c.key for c in COLUMNS]
+URL_MAX = 48
 
 
-def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{v:.0f}ms" if v >= 10 else f"{v:.1f}ms"
+def cell(col: str, e: EndpointStatus, history: RateHistory) -> Text:
+    s = e.spec
+    if col == "state":
+        return fmt.glyph(e.state)
+    if col == "name":
+        return Text(e.name, style="bold" if e.state == "running" else "")
+    if col == "kind":
+        return Text(fmt.kind(s))
+    if col == "url":
+        if e.state == "failed" and e.last_error:
+            # A crash shows on its own row, where the eye already is.
+            return Text(fmt.first_line(e.last_error, URL_MAX), style="red")
+        return Text(e.url, style="grey70" if e.state in ("stopped", "idle") else "")
+    if col == "repl":
+        return Text(f"{e.ready}/{e.desired}", justify="right", style="yellow" if e.ready < e.desired else "")
+    if col == "range":
+        return Text(fmt.range_text(s), justify="right")
+    if col == "rps":
+        return sparkline(history.series(e.name), SPARK_WIDTH) + Text(f" {e.rps:6.1f}")
+    if col == "p50":
+        return Text(fmt.ms(e.p50_ms), justify="right")
+    if col == "p95":
+        return Text(fmt.ms(e.p95_ms), justify="right")
+    if col == "err":
+        return Text(str(e.errors_total), justify="right", style="red" if e.errors_total else "")
+    if col == "cpu":
+        return Text(fmt.cpu(e.cpu_percent), justify="right")
+    if col == "mem":
+        return Text(fmt.mem(e.rss_bytes), justify="right")
+    raise KeyError(col)
 
 
-def _mem(n: int) -> str:
-    return f"{n / 2**20:.0f}M" if n else "-"
+def column_widths(snap: Snapshot) -> dict[str, int]:
+    widths = {c.key: c.width or len(c.title) for c in COLUMNS}
+    for e in snap.endpoints:
+        widths["name"] = max(widths["name"], len(e.name))
+        widths["kind"] = max(widths["kind"], len(fmt.kind(e.spec)))
+        widths["url"] = min(URL_MAX, max(widths["url"], len(e.url)))
+    return widths
 
 
-def row_cells(e: EndpointStatus) -> list[Text | str]:
-    glyph, colour = GLYPHS.get(e.state, ("?", "white"))
-    kind = f"{e.spec.kind} {e.spec.method}" if e.spec.kind == "fastapi" else e.spec.kind
-    url: Text | str = e.url
-    if e.state == "failed" and e.last_error:
-        url = Text(e.last_error.strip().splitlines()[0][:60], style="red")
-    return [
-        Text(glyph, style=colour),
-        e.name,
-        kind,
-        url,
-        f"{e.ready}/{e.desired}",
-        f"{e.rps:.1f}",
-        _ms(e.p50_ms),
-        _ms(e.p95_ms),
-        str(e.errors_total),
-        f"{e.cpu_percent:.0f}%",
-        _mem(e.rss_bytes),
-    ]
+def fit_columns(widths: dict[str, int], available: int, padding: int = 1) -> list[str]:
+    """The columns that fit in `available` cells: the most important first, then any smaller one that
+    still fits (a long URL that does not fit leaves room for cpu and mem); shown in table order."""
+    used, keep = 0, set()
+    for c in sorted(COLUMNS, key=lambda c: (c.priority, COLUMNS.index(c))):
+        need = widths[c.key] + 2 * padding
+        if c.priority == 0 or used + need <= available:
+            keep.add(c.key)
+            used += need
+    return [c.key for c in COLUMNS if c.key in keep]
 
 
-class EndpointTable(DataTable[Text | str]):
-    def on_mount(self) -> None:
-        self.cursor_type = "row"
-        for key, title in COLUMNS:
-            self.add_column(title, key=key)
+class EndpointTable(DataTable[Text]):
+    """Rows keyed by endpoint name. `show()` is called once a second with a fresh snapshot."""
 
+    def __init__(self, history: RateHistory, **kw: Any) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=False, **kw)
+        self.history = history
+        self.snap: Snapshot | None = None
+        self.sort_key: str | None = None
+        self.sort_reverse = False
+        self._columns: list[str] = []
+        self._names: list[str] = []
+        self._cells: dict[tuple[str, str], Text] = {}
+
+    # ----- data
     def show(self, snap: Snapshot) -> None:
+        self.snap = snap
         names = [e.name for e in snap.endpoints]
-        present = [str(k.value) for k in self.rows]
-        if present != names:
-            self.clear()
+        columns = fit_columns(column_widths(snap), self._available_width())
+        if names != self._names or columns != self._columns:
+            self._rebuild(snap, columns)
+        else:
             for e in snap.endpoints:
-                self.add_row(*row_cells(e), key=e.name)
-            return
-        for e in snap.endpoints:
-            for (key, _), value in zip(COLUMNS, row_cells(e), strict=True):
-                self.update_cell(e.name, key, value)
+                for col in columns:
+                    value = cell(col, e, self.history)
+                    if self._cells.get((e.name, col)) != value:  # only what changed: no needless repaint
+                        self._cells[(e.name, col)] = value
+                        self.update_cell(e.name, col, value)
+        self._apply_sort()
 
+    def _available_width(self) -> int:
+        # Before the first layout the size is zero: assume a full 80-column terminal.
+        width = self.size.width or 80
+        return width - 1  # leave room for the vertical scrollbar
+
+    def _rebuild(self, snap: Snapshot, columns: list[str]) -> None:
+        selected = self.selected
+        widths = column_widths(snap)
+        self.clear(columns=True)
+        self._cells.clear()
+        for key in columns:
+            col = BY_KEY[key]
+            self.add_column(self._title(col), key=key, width=widths[key])
+        for e in snap.endpoints:
+            row = []
+            for key in columns:
+                value = cell(key, e, self.history)
+                self._cells[(e.name, key)] = value
+                row.append(value)
+            self.add_row(*row, key=e.name)
+        self._columns = columns
+        self._names = [e.name for e in snap.endpoints]
+        self.select(selected)
+
+    def _title(self, col: Col) -> Text:
+        arrow = ""
+        if col.key == self.sort_key:
+            arrow = "▼" if self.sort_reverse else "▲"
+        return Text(col.title + arrow, justify="right" if col.right else "left", style="bold")
+
+    def on_resize(self) -> None:
+        if self.snap is not None:
+            self.show(self.snap)
+
+    # ----- sorting
+    def sort_by(self, key: str | None) -> None:
+        """Sort by a column; the same column again reverses the order; None restores file order."""
+        if key is not None and key == self.sort_key:
+            self.sort_reverse = not self.sort_reverse
+        else:
+            self.sort_key = key
+            self.sort_reverse = BY_KEY[key].descending if key else False
+        if self.snap is not None:
+            self._rebuild(self.snap, self._columns or fit_columns(column_widths(self.snap), self._available_width()))
+            self._apply_sort()
+
+    def cycle_sort(self) -> str | None:
+        """The next sortable column (after the last: back to file order); returns its key."""
+        order: list[str | None] = [None, *[k for k in SORTABLE if k != "state"], "state"]
+        nxt = order[(order.index(self.sort_key) + 1) % len(order)]
+        self.sort_key = None  # so that sort_by does not read it as "reverse"
+        self.sort_by(nxt)
+        return nxt
+
+    def _apply_sort(self) -> None:
+        if self.snap is None or not self.row_count:
+            return
+        selected = self.selected
+        by_name = {e.name: e for e in self.snap.endpoints}
+        if self.sort_key is None:
+            order = {name: i for i, name in enumerate(self._names)}
+            self.sort("name", key=lambda name: order[name.plain])
+        else:
+            value = BY_KEY[self.sort_key].sort
+            tie = -1 if self.sort_reverse else 1
+            self.sort(
+                "name",
+                # Ties keep file order, so rows with equal values do not swap places every second.
+                key=lambda name: (value(by_name[name.plain]), tie * self._names.index(name.plain)),
+                reverse=self.sort_reverse,
+            )
+        self.select(selected)
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        self.sort_by(str(event.column_key.value))
+
+    # ----- selection
     @property
     def selected(self) -> str | None:
         if self.row_count == 0:
             return None
         return str(self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value)
+
+    def select(self, name: str | None) -> None:
+        if name is None or name not in self._names:
+            return
+        row = self.get_row_index(name)
+        if row != self.cursor_row:
+            self.move_cursor(row=row, animate=False)

@@ -1,0 +1,110 @@
+"""Small text formatters shared by the widgets: durations, sizes, kinds, state glyphs, curl lines."""
+
+from __future__ import annotations
+
+import shlex
+
+from mwtui.engine.facade import EndpointStatus
+from mwtui.engine.manifest import EndpointSpec
+from rich.text import Text
+
+GLYPHS: dict[str, tuple[str, str]] = {
+    "running": ("●", "green"),
+    "starting": ("◐", "yellow"),
+    "idle": ("○", "grey50"),
+    "stopped": ("■", "grey50"),
+    "failed": ("✖", "red"),
+}
+
+
+def glyph(state: str) -> Text:
+    char, colour = GLYPHS.get(state, ("?", "white"))
+    return Text(char, style=colour)
+
+
+def state_text(state: str) -> Text:
+    char, colour = GLYPHS.get(state, ("?", "white"))
+    return Text(f"{char} {state}", style=colour)
+
+
+def kind(spec: EndpointSpec) -> str:
+    return f"{spec.kind} {spec.method}" if spec.kind == "fastapi" and spec.method else spec.kind
+
+
+def ms(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if v >= 10_000:
+        return f"{v / 1000:.0f}s"
+    if v >= 1000:
+        return f"{v / 1000:.1f}s"
+    return f"{v:.0f}ms" if v >= 10 else f"{v:.1f}ms"
+
+
+def mem(n: int) -> str:
+    if not n:
+        return "-"
+    if n >= 2**30:
+        return f"{n / 2**30:.1f}G"
+    return f"{n / 2**20:.0f}M"
+
+
+def cpu(p: float) -> str:
+    return f"{p:.0f}%"
+
+
+def age(seconds: float) -> str:
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def range_text(spec: EndpointSpec) -> str:
+    top = "∞" if spec.max_containers is None else str(spec.max_containers)
+    return f"{spec.min_containers}..{top}"
+
+
+def first_line(text: str | None, width: int = 80) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0][:width] if lines else ""
+
+
+def port_of(url: str) -> str:
+    return url.rsplit(":", 1)[1].split("/", 1)[0]
+
+
+def curl(spec: EndpointSpec, url: str, host: str | None = None) -> str:
+    """A curl line that works as pasted: the right method, a JSON body for writes, the Host header for a
+    custom domain (which does not resolve locally), and the proxy-auth headers when they are needed."""
+    parts = ["curl"]
+    method = (spec.method or "GET").upper() if spec.kind == "fastapi" else "GET"
+    if method != "GET":
+        parts += ["-X", method]
+        if method in ("POST", "PUT", "PATCH"):
+            parts += ["-H", "content-type: application/json", "-d", "{}"]
+    if host:
+        parts += ["-H", f"Host: {host}"]
+    if spec.requires_proxy_auth:
+        parts += ["-H", "Modal-Key: $MODAL_KEY", "-H", "Modal-Secret: $MODAL_SECRET"]
+    parts.append(url + "/")
+    # Keep $MODAL_KEY expandable: quote everything else, but double-quote the auth headers.
+    out = []
+    for p in parts:
+        out.append(f'"{p}"' if "$MODAL_" in p else shlex.quote(p))
+    return " ".join(out)
+
+
+def endpoint_urls(e: EndpointStatus) -> list[tuple[str, str, str]]:
+    """Every way to reach an endpoint: (what, url, curl)."""
+    s = e.spec
+    out = [("label", e.url, curl(s, e.url))]
+    port = port_of(e.url)
+    for domain in s.custom_domains:
+        # A custom domain does not resolve on this machine: curl the gateway with that Host.
+        out.append((f"domain {domain}", f"http://{domain}:{port}", curl(s, f"http://127.0.0.1:{port}", domain)))
+    if e.own_url:
+        out.append(("own port", e.own_url, curl(s, e.own_url)))
+    return out
