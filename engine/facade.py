@@ -27,6 +27,7 @@ from .loader import AppRef
 from .manifest import AppManifest, EndpointSpec, LoadError, PoolSpec
 from .ports import DEFAULT_GATEWAY_PORT, stable_port
 from .reloader import ReloadGuard, WatchRules, local_folders, watch
+from .spawner import ColdSpawner, Spawner
 from .supervisor import Event, LogLine, Pool, PoolChanged
 
 LOG_LINES_KEPT = 2000
@@ -152,8 +153,10 @@ class Engine:
         own_ports: bool = True,
         reload: bool = True,
         watch_rules: WatchRules | None = None,
+        spawner: Spawner | None = None,
     ) -> None:
         self.ref = ref
+        self.spawner: Spawner = spawner or ColdSpawner()
         self.host = host
         self.lifeline = Lifeline()
         self.gateway = GatewayLink(host, port, self.lifeline, self._on_gateway_event)
@@ -201,7 +204,8 @@ class Engine:
     def _add_pool(self, spec: PoolSpec) -> Pool:
         self.logs.setdefault(spec.name, deque(maxlen=LOG_LINES_KEPT))
         pool = Pool(
-            spec, self.ref, self._socket_dir, self.lifeline, self._emit, self.generation, self._routes_applied
+            spec, self.ref, self._socket_dir, self.lifeline, self._emit, self.generation, self._routes_applied,
+            self.spawner,
         )
         self.pools[spec.name] = pool
         pool.start()
@@ -299,6 +303,7 @@ class Engine:
             if task:
                 task.cancel()
         await asyncio.gather(*(p.close() for p in self.pools.values()), return_exceptions=True)
+        await self.spawner.close()
         await self.gateway.close()
         self.lifeline.close()
         shutil.rmtree(self._socket_dir, ignore_errors=True)

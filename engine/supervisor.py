@@ -23,6 +23,7 @@ import psutil
 from .lifeline import Lifeline
 from .loader import AppRef
 from .manifest import PoolSpec
+from .spawner import ColdSpawner, ReplicaProcess, Spawner
 
 ReplicaState = Literal["starting", "ready", "stopping", "exited"]
 PoolState = Literal["starting", "running", "idle", "stopped", "failed"]
@@ -81,7 +82,7 @@ class RestartPolicy:
 class Replica:
     id: str  # "<pool>.<n>"
     generation: int
-    proc: asyncio.subprocess.Process | None = None
+    proc: ReplicaProcess | None = None
     state: ReplicaState = "starting"
     started_at: float = field(default_factory=time.time)
     ready_at: float | None = None
@@ -137,6 +138,7 @@ class Pool:
         emit: Callable[[Event], None],
         generation: int = 1,
         before_drain: Callable[[], Awaitable[None]] | None = None,
+        spawner: Spawner | None = None,
     ) -> None:
         self.spec = spec
         self.ref = ref
@@ -145,6 +147,7 @@ class Pool:
         self.emit = emit
         self.generation = generation  # the version being served; replicas of others are on their way in or out
         self.before_drain = before_drain  # awaited after new routes are out, before old replicas stop
+        self.spawner: Spawner = spawner or ColdSpawner()
         knobs = spec.knobs
         # One replica per pool until the autoscaler arrives; min_containers more if asked.
         self.desired = max(1, knobs.min_containers)
@@ -301,20 +304,10 @@ class Pool:
             # `python` in user code means the replica's interpreter, as it means the image's on Modal.
             "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
         }
-        cmd = [
-            sys.executable, "-m", "mwtui.engine.worker", str(self.ref),
-            "--pool", self.spec.name, "--socket-dir", self.socket_dir, "--replica", r.id,
-        ]
+        argv = [str(self.ref), "--pool", self.spec.name, "--socket-dir", self.socket_dir, "--replica", r.id]
         try:
-            r.proc = await asyncio.create_subprocess_exec(
-                *cmd,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                cwd=os.path.dirname(self.ref.path),
-                env=env,
-                pass_fds=(ready_w, self.lifeline.child_fd),
-                start_new_session=True,  # its own process group, killed as one
+            r.proc = await self.spawner.spawn(
+                argv, env, os.path.dirname(self.ref.path), (ready_w, self.lifeline.child_fd)
             )
         except OSError as e:
             os.close(ready_r)
