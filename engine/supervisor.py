@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -94,6 +95,8 @@ class Replica:
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # set when ready or exited
     cpu_percent: float = 0.0
     rss_bytes: int = 0
+    inflight: int = 0  # from the gateway's metrics
+    idle_since: float = field(default_factory=time.time)
     _ps: psutil.Process | None = None
     _children: dict[int, psutil.Process] = field(default_factory=dict)
 
@@ -148,11 +151,11 @@ class Pool:
         self.generation = generation  # the version being served; replicas of others are on their way in or out
         self.before_drain = before_drain  # awaited after new routes are out, before old replicas stop
         self.spawner: Spawner = spawner or ColdSpawner()
-        knobs = spec.knobs
-        # One replica per pool until the autoscaler arrives; min_containers more if asked.
-        self.desired = max(1, knobs.min_containers)
-        if spec.server == "web_server":
-            self.desired = 1  # each replica would need the same fixed port
+        # Start warm (one replica even when min_containers is 0) so that a broken factory shows at once;
+        # the autoscaler takes the pool to zero after scaledown_window without traffic.
+        self.desired = self._clamp(max(1, spec.knobs.min_containers))
+        self.pinned: int | None = None  # set from the screen (+/-): the autoscaler stands aside
+        self.scale_events: deque[tuple[float, str]] = deque(maxlen=50)
         self.replicas: list[Replica] = []
         self.stopped = False  # the user stopped it
         self.failed = False  # it kept crashing: wait for a restart or a new version
@@ -199,9 +202,29 @@ class Pool:
         self.stopped = True
         self._poke()
 
-    def scale(self, n: int) -> None:
-        self.desired = max(0, n if self.spec.server != "web_server" else min(n, 1))
+    def _clamp(self, n: int) -> int:
+        # Each web_server replica would need the same fixed port: one at most until replicas are isolated.
+        return max(0, min(n, 1) if self.spec.server == "web_server" else n)
+
+    def set_desired(self, n: int, reason: str) -> None:
+        """The autoscaler's (or the user's) new target; the reconcile loop does the rest."""
+        n = self._clamp(n)
+        if n == self.desired:
+            return
+        self.scale_events.append((time.time(), f"{self.desired} -> {n}: {reason}"))
+        self.desired = n
+        self.emit(PoolChanged(self.spec.name))
         self._poke()
+
+    def scale(self, n: int) -> None:
+        """Pin the replica count by hand; `unpin()` hands it back to the autoscaler."""
+        self.pinned = self._clamp(n)
+        self.set_desired(self.pinned, "pinned from mwtui")
+
+    def unpin(self) -> None:
+        self.pinned = None
+        self.scale_events.append((time.time(), "back to autoscaling"))
+        self.emit(PoolChanged(self.spec.name))
 
     async def restart(self) -> None:
         """Rolling: start a fresh replica for each one running, stop an old one once a new one is ready."""
@@ -227,7 +250,7 @@ class Pool:
             # the gateway holds requests meanwhile.
             await asyncio.gather(*(self._stop_replica(r) for r in old))
             self.spec, self.generation = spec, generation
-            self.desired = 1
+            self.desired = self._clamp(max(1, self.desired))
             self.resume()
             return None
         count = max(1, len(old)) if not (self.stopped or self.failed) else self.desired
@@ -281,7 +304,11 @@ class Pool:
                 self._spawn()
         elif len(live) > want:
             # Surplus: stop the newest (starting first) so the warmest replicas keep serving.
-            surplus = sorted(live, key=lambda r: (r.state == "ready", r.started_at))[: len(live) - want]
+            # Surplus: replicas still starting go first, then idle ones, the most recently idle first;
+            # a busy one only when nothing else is left (and even then it drains before it stops).
+            surplus = sorted(
+                live, key=lambda r: (r.state == "ready", r.inflight > 0, -r.idle_since)
+            )[: len(live) - want]
             for r in surplus:
                 r.stop_requested = True  # now, so the next pass does not count it again
                 asyncio.get_running_loop().create_task(self._stop_replica(r))
@@ -397,6 +424,8 @@ class Pool:
         r.state = "stopping"
         if was == "ready":
             self.emit(PoolChanged(self.spec.name))  # take it out of the routes before it stops accepting
+            if self.before_drain:
+                await self.before_drain()
         with contextlib.suppress(ProcessLookupError):
             r.proc.send_signal(signal.SIGTERM)
         try:
