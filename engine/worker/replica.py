@@ -18,6 +18,7 @@ import contextlib
 import io
 import os
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -25,12 +26,13 @@ from collections.abc import Awaitable
 from typing import Any, NoReturn
 
 from .. import lifeline
+from ..labels import default_label
 from ..loader import AppNotFound, AppRef, load_app
 from .dispatch import Dispatcher
 from .fastapi_app import FastAPIMissing, build_fastapi_app
 from .lifespan import ASGIApp, Lifespan, LifespanFailed, WithState
-from .listen import GRACEFUL_SECONDS, KEEPALIVE_SECONDS, bind_unix
-from .pool import Endpoint, Pool, subject_before_import
+from .listen import GRACEFUL_SECONDS, KEEPALIVE_SECONDS, Listen, bind_tcp, bind_unix
+from .pool import Endpoint, Pool, before_import, params_arg, subject_before_import
 from .report import (
     FAILED_EXIT_CODE,
     Reporter,
@@ -61,9 +63,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m mwtui.engine.worker", description="Run one replica of a pool.")
     p.add_argument("app_ref", help="path/to/app.py or path/to/app.py::app_variable")
     p.add_argument("--pool", required=True, help="a web function's tag or a class's name")
-    p.add_argument("--socket-dir", required=True, help="folder for this replica's unix socket")
-    p.add_argument("--replica", required=True, help="replica id, e.g. hello.0 (names the socket)")
-    return p.parse_args(argv)
+    p.add_argument("--params", type=params_arg, metavar="JSON",
+                   help='a parametrized class\'s parameter values, e.g. \'{"name": "a"}\'')
+    p.add_argument("--socket-dir", help="folder for this replica's unix socket (unix mode)")
+    p.add_argument("--replica", help="replica id, e.g. hello.0 (names the socket; unix mode)")
+    p.add_argument(
+        "--listen", default="unix", metavar="unix|tcp:HOST:PORT",
+        help="unix (default): DIR/ID.sock behind the gateway; tcp:HOST:PORT: serve the pool on its own",
+    )
+    args = p.parse_args(argv)
+    try:
+        args.listen = Listen.parse(args.listen)
+    except ValueError as e:
+        p.error(str(e))
+    if not args.listen.tcp and not (args.socket_dir and args.replica):
+        p.error("--socket-dir and --replica are required unless --listen tcp:HOST:PORT")
+    return args
 
 
 def unbuffer_stdio() -> None:
@@ -96,8 +111,13 @@ class Replica:
     def __init__(self, args: argparse.Namespace, reporter: Reporter, stop: Stop) -> None:
         self.ref = AppRef.parse(args.app_ref)
         self.pool_name: str = args.pool
-        self.replica_id: str = args.replica
-        self.socket_path = os.path.join(os.path.abspath(args.socket_dir), f"{args.replica}.sock")
+        self.params: dict[str, Any] | None = args.params
+        self.listen: Listen = args.listen
+        self.replica_id: str = args.replica or args.pool
+        self.socket_path = (
+            "" if self.listen.tcp else os.path.join(os.path.abspath(args.socket_dir), f"{args.replica}.sock")
+        )
+        self.app_name = self.ref.stem
         self.reporter = reporter
         self.stop = stop
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -121,6 +141,7 @@ class Replica:
         return self._run_in_process(pool)
 
     def _load(self) -> Pool:
+        before_import(self.pool_name, self.ref.path)  # raises StartupFailure for a missing secret
         try:
             _, app = load_app(self.ref)
         except AppNotFound as exc:
@@ -130,7 +151,8 @@ class Replica:
             endpoint = self.pool_name if subject.startswith("endpoint") else None
             lead = f"importing {os.path.basename(self.ref.path)} raised"
             raise failure("import", endpoint, subject, lead, exc, self.ref.path) from exc
-        pool = Pool.resolve(app, self.pool_name, self.ref.path)
+        self.app_name = getattr(app, "name", None) or self.ref.stem
+        pool = Pool.resolve(app, self.pool_name, self.ref.path, self.params)
         pool.check_image_imports()
         return pool
 
@@ -240,6 +262,9 @@ class Replica:
 
     def _ready(self, pool: Pool, pid: int | None = None) -> None:
         self.reporter.ready({ep.name: self.upstreams[ep.name] for ep in pool.endpoints}, pid=pid)
+        if self.listen.tcp:  # no supervisor reads the ready line: tell the person (or the pod's log)
+            print(f"mwtui: {pool.subject} serving on http://{self.listen.host}:{self.listen.port}",
+                  file=sys.stderr)
         for server in self.web_servers:
             server.watch(self._server_lost)
 
@@ -247,23 +272,66 @@ class Replica:
         print(f"mwtui: {reason}; stopping this replica", file=sys.stderr)
         self.stop.request(exit_code=1)
 
-    def _serve(self, pool: Pool) -> None:
-        if not self.apps:  # only web_server endpoints: their servers run on their own
-            self._ready(pool)
-            self.stop.wait()
-            return
+    def _bind(self) -> tuple[socket.socket, str]:
+        """The listening socket and its upstream address; OSError names what failed."""
+        if self.listen.tcp:
+            try:
+                return bind_tcp(self.listen.host, self.listen.port), str(self.listen)
+            except OSError as exc:
+                raise OSError(f"cannot listen on {self.listen.host}:{self.listen.port}: {exc}") from exc
         try:
             sock = bind_unix(self.socket_path)
         except OSError as exc:
-            raise StartupFailure(
-                "serve", pool.failure_endpoint,
-                f"{pool.subject}: cannot listen on unix socket {self.socket_path}: {exc}", format_traceback(exc),
-            ) from exc
+            raise OSError(f"cannot listen on unix socket {self.socket_path}: {exc}") from exc
         self.socket_bound = True
+        return sock, f"unix:{self.socket_path}"
+
+    def _serve_web_servers_only(self, pool: Pool) -> None:
+        """Their servers run on their own. In tcp mode the listening port must reach the first one:
+        nothing to do when it is its own port, else relay to it."""
+        forwarder = None
+        target = self.web_servers[0].port if self.web_servers else None
+        if self.listen.tcp and target is not None and target != self.listen.port:
+            from .forward import Forwarder
+
+            try:
+                sock, _ = self._bind()
+                forwarder = Forwarder(sock, target)
+                forwarder.start()
+            except OSError as exc:
+                raise StartupFailure("serve", pool.failure_endpoint, f"{pool.subject}: {exc}",
+                                     format_traceback(exc)) from exc
+        self._ready(pool)
+        self.stop.wait()
+        if forwarder is not None:
+            forwarder.stop()
+
+    def _dispatcher(self, pool: Pool) -> ASGIApp:
+        if not self.listen.tcp:
+            return Dispatcher(self.apps)
+        # No gateway names the method: route by host, else the first web method (see dispatch.py).
+        served = [ep for ep in pool.endpoints if ep.name in self.apps]
+        return Dispatcher(
+            self.apps,
+            hosts={d: ep.name for ep in served for d in ep.web.custom_domains},
+            labels={(ep.web.label or default_label(self.app_name, ep.name)): ep.name for ep in served},
+            default=served[0].name,
+        )
+
+    def _serve(self, pool: Pool) -> None:
+        if not self.apps:
+            self._serve_web_servers_only(pool)
+            return
+        try:
+            sock, address = self._bind()
+        except OSError as exc:
+            raise StartupFailure(
+                "serve", pool.failure_endpoint, f"{pool.subject}: {exc}", format_traceback(exc),
+            ) from exc
         # A class's methods share one socket and are told apart by header; a function needs none.
         for name in self.apps:
-            self.upstreams[name] = Upstream(f"unix:{self.socket_path}", name if pool.is_class else None)
-        app: ASGIApp = Dispatcher(self.apps) if pool.is_class else next(iter(self.apps.values()))
+            self.upstreams[name] = Upstream(address, name if pool.is_class else None)
+        app: ASGIApp = self._dispatcher(pool) if pool.is_class else next(iter(self.apps.values()))
         from .uvicorn_server import make_server  # imported only by the pools that use it: startup time
 
         server = make_server(app, on_started=lambda: self._ready(pool))
@@ -284,13 +352,11 @@ class Replica:
 
         ep = pool.endpoints[0]
         try:
-            sock = bind_unix(self.socket_path)
+            sock, address = self._bind()
         except OSError as exc:
-            self.reporter.failed(StartupFailure(
-                "serve", ep.name, f"{ep.subject}: cannot listen on unix socket {self.socket_path}: {exc}",
-                format_traceback(exc)))
+            self.reporter.failed(StartupFailure("serve", ep.name, f"{ep.subject}: {exc}", format_traceback(exc)))
             return FAILED_EXIT_CODE
-        self.upstreams[ep.name] = Upstream(f"unix:{self.socket_path}")
+        self.upstreams[ep.name] = Upstream(address)
 
         def load() -> Any:  # runs in gunicorn's worker process
             try:
