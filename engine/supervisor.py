@@ -15,9 +15,9 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import psutil
 
@@ -155,6 +155,8 @@ class Pool:
         # the autoscaler takes the pool to zero after scaledown_window without traffic.
         self.desired = self._clamp(max(1, spec.knobs.min_containers))
         self.pinned: int | None = None  # set from the screen (+/-): the autoscaler stands aside
+        self.panic = False  # the autoscaler's panic mode, shown on screen
+        self.started_monotonic = time.monotonic()
         self.scale_events: deque[tuple[float, str]] = deque(maxlen=50)
         self.replicas: list[Replica] = []
         self.stopped = False  # the user stopped it
@@ -164,6 +166,7 @@ class Pool:
         self.restarts = 0
         self._next_index = 0
         self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._not_before = 0.0  # backoff: no new replica before this time
 
@@ -282,6 +285,12 @@ class Pool:
         await asyncio.gather(*(self._stop_replica(r) for r in list(self.replicas)))
 
     # ----- the loop
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        # The loop keeps only weak references to tasks: hold them until they finish.
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _poke(self) -> None:
         self._wake.set()
 
@@ -311,13 +320,13 @@ class Pool:
             )[: len(live) - want]
             for r in surplus:
                 r.stop_requested = True  # now, so the next pass does not count it again
-                asyncio.get_running_loop().create_task(self._stop_replica(r))
+                self._background(self._stop_replica(r))
 
     def _spawn(self, generation: int | None = None) -> Replica:
         r = Replica(id=f"{self.spec.name}.{self._next_index}", generation=generation or self.generation)
         self._next_index += 1
         self.replicas.append(r)
-        asyncio.get_running_loop().create_task(self._run_replica(r), name=f"replica-{r.id}")
+        self._background(self._run_replica(r))
         self.emit(PoolChanged(self.spec.name))
         return r
 
@@ -348,6 +357,8 @@ class Pool:
         finally:
             with contextlib.suppress(OSError):
                 os.close(ready_w)
+        if r.stop_requested:  # stopped while it was being spawned
+            self._background(self._stop_replica(r))
         logs = asyncio.create_task(self._pump_logs(r))
         reports = asyncio.create_task(self._read_reports(r, ready_r))
         code = await r.proc.wait()
@@ -417,9 +428,11 @@ class Pool:
             self.emit(LogLine(self.spec.name, r.id, raw.decode(errors="replace").rstrip(), time.time()))
 
     async def _stop_replica(self, r: Replica) -> None:
-        if r.proc is None or r.state == "exited":
-            return
         r.stop_requested = True
+        if r.state in ("exited", "stopping"):
+            return
+        if r.proc is None:
+            return  # still being spawned: _run_replica stops it as soon as it exists
         was = r.state
         r.state = "stopping"
         if was == "ready":
