@@ -14,16 +14,18 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from mwtui.engine.facade import EndpointStatus, Engine, GatewayError, LoadFailed, Snapshot
 from mwtui.engine.loader import AppRef
 from mwtui.engine.supervisor import Event, LogLine, PoolChanged
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer
+from textual.timer import Timer
+from textual.widget import Widget
+from textual.widgets import DataTable
 
 from .messages import CommandDone, EngineFailed, EngineReady, FilterClosed
 from .screens.detail import DetailScreen
@@ -32,10 +34,13 @@ from .widgets import format as fmt
 from .widgets.app_header import AppHeader
 from .widgets.endpoint_summary import EndpointSummary
 from .widgets.endpoint_table import BY_KEY, EndpointTable
+from .widgets.key_bar import KeyBar
 from .widgets.load_error import LoadErrorPanel
 from .widgets.log_pane import ENGINE_POOL, LogPane
 from .widgets.reload_banner import ReloadBanner
 from .widgets.sparkline import RateHistory
+
+W = TypeVar("W", bound=Widget)
 
 
 class EngineLike(Protocol):
@@ -84,6 +89,18 @@ def crash_notices(prev: Snapshot | None, snap: Snapshot) -> list[tuple[str, str]
     return out
 
 
+def open_in_browser(url: str) -> str | None:
+    """Open `url`; None on success, else what went wrong. A browser that runs in the terminal (lynx,
+    w3m: what webbrowser picks without a display) would fight the screen for it, so it is not used."""
+    try:
+        browser = webbrowser.get()
+    except webbrowser.Error:
+        return "no browser found"
+    if type(browser) is webbrowser.GenericBrowser:
+        return f"the only browser here ({browser.name}) runs in this terminal"
+    return None if browser.open(url) else "the browser did not open"
+
+
 class MwtuiApp(App[int]):
     CSS_PATH = str(resources.files("mwtui.assets").joinpath("mwtui.tcss"))
     TITLE = "mwtui"
@@ -98,7 +115,9 @@ class MwtuiApp(App[int]):
         Binding("o", "open", "open", tooltip="open the label URL in a browser"),
         Binding("c", "copy_url", "copy", tooltip="copy the label URL to the clipboard"),
         Binding("l", "toggle_logs", "logs", tooltip="show or hide the logs of the selected endpoint"),
-        Binding("slash", "filter", "filter", key_display="/", tooltip="filter the logs (esc clears)"),
+        # Priority: handled before the key reaches the table, so that what is typed right after it
+        # (or pasted with it) lands in the filter box instead of on the keys above.
+        Binding("slash", "filter", "filter", key_display="/", priority=True, tooltip="filter the logs (esc clears)"),
         Binding("f", "follow", "follow", show=False, tooltip="follow the end of the logs, or pause there"),
         Binding("y", "copy_log", "copy log", show=False, tooltip="copy the log lines shown to the clipboard"),
         Binding("w", "save_log", "save log", show=False, tooltip="write the log lines shown to a file"),
@@ -119,38 +138,50 @@ class MwtuiApp(App[int]):
         self.snap: Snapshot | None = None
         self.engine_ready = False
         self.engine_closing = False
+        self.engine_failed = False
         self._notice_prev: Snapshot | None = None
         self._pending_logs: list[LogLine] = []
         self._flush_scheduled = False
         self._refresh_scheduled = False
+        self._leaving = False
+        self._ticker: Timer | None = None
 
     # ----- layout
     def compose(self) -> ComposeResult:
-        yield AppHeader(id="header")
+        yield AppHeader(self.engine.ref.path, id="header")
         yield LoadErrorPanel(id="load-error")
         yield ReloadBanner(id="reload-error")
         yield EndpointTable(self.rate_history, id="endpoints")
         yield EndpointSummary(id="summary")
         yield LogPane(self._log_source, id="logs")
-        yield Footer(compact=True)
+        yield KeyBar()
 
     def on_mount(self) -> None:
-        self.query_one(LoadErrorPanel).display = False
-        self.query_one(ReloadBanner).display = False
-        self.query_one(AppHeader).show(None, self.engine.ref.path)
-        self.query_one(EndpointTable).focus()
+        self.main(LoadErrorPanel).display = False
+        self.main(ReloadBanner).display = False
+        self.main(AppHeader).show(None, self.engine.ref.path)
+        self.main(EndpointTable).focus()
         self.engine.subscribe(self._on_engine_event)
         self.start_engine()
         if self.tick_s:
-            self.set_interval(self.tick_s, self._on_tick)
+            self._ticker = self.set_interval(self.tick_s, self._on_tick)
+
+    def main(self, cls: type[W]) -> W:
+        """A widget of the main screen, whichever screen is on top (App.query_one searches only that)."""
+        return self.screen_stack[0].query_one(cls)
+
+    @property
+    def _gone(self) -> bool:
+        # Leaving: widgets are being removed while the engine drains; its events must not touch them.
+        return self._leaving or not self.is_running or not self.screen_stack
 
     @property
     def table(self) -> EndpointTable:
-        return self.query_one(EndpointTable)
+        return self.main(EndpointTable)
 
     @property
     def log_pane(self) -> LogPane:
-        return self.query_one(LogPane)
+        return self.main(LogPane)
 
     # ----- engine lifecycle
     @work(exclusive=True, group="engine", exit_on_error=False)
@@ -172,10 +203,11 @@ class MwtuiApp(App[int]):
         self.refresh_bindings()
 
     def on_engine_failed(self, msg: EngineFailed) -> None:
-        for widget in (self.table, self.query_one(EndpointSummary), self.log_pane):
+        self.engine_failed = True
+        for widget in (self.table, self.main(EndpointSummary), self.log_pane):
             widget.display = False
-        self.query_one(LoadErrorPanel).show(msg.title, msg.error)
-        self.query_one(AppHeader).show(None, self.engine.ref.path, "did not start")
+        self.main(LoadErrorPanel).show(msg.title, msg.error)
+        self.main(AppHeader).show(None, self.engine.ref.path, "did not start")
         self.refresh_bindings()
 
     def _on_tick(self) -> None:
@@ -189,12 +221,14 @@ class MwtuiApp(App[int]):
 
     def show_snapshot(self, snap: Snapshot) -> None:
         """Put a snapshot on screen: header, table cells, summary, logs' pool, details, notices."""
+        if self._gone:
+            return
         self.snap = snap
-        self.query_one(AppHeader).show(snap, self.engine.ref.path, "stopping…" if self.engine_closing else None)
-        self.query_one(ReloadBanner).show(snap.error)
+        self.main(AppHeader).show(snap, self.engine.ref.path, "stopping…" if self.engine_closing else None)
+        self.main(ReloadBanner).show(snap.error)
         self.table.show(snap)
         current = self.current()
-        self.query_one(EndpointSummary).show(current)
+        self.main(EndpointSummary).show(current)
         self.log_pane.show_pool(current.spec.pool if current else None)
         for screen in self.screen_stack:
             if isinstance(screen, DetailScreen):
@@ -208,6 +242,8 @@ class MwtuiApp(App[int]):
 
     def _on_engine_event(self, ev: Event) -> None:
         # Called by the engine on this loop, possibly many times a second: only queue and coalesce.
+        if self._gone:
+            return
         if isinstance(ev, LogLine):
             if ev.pool in (self.log_pane.pool, ENGINE_POOL):
                 self._pending_logs.append(ev)
@@ -220,6 +256,8 @@ class MwtuiApp(App[int]):
 
     def _flush_logs(self) -> None:
         self._flush_scheduled = False
+        if self._gone:
+            return
         lines, self._pending_logs = self._pending_logs, []
         self.log_pane.append(lines)
 
@@ -243,9 +281,13 @@ class MwtuiApp(App[int]):
             return None
         return next((e for e in self.snap.endpoints if e.name == name), None)
 
+    def detail_screen(self) -> DetailScreen | None:
+        """The endpoint's details, if open (even under the help screen): keys then act on it."""
+        return next((s for s in reversed(self.screen_stack) if isinstance(s, DetailScreen)), None)
+
     def selected_name(self) -> str | None:
-        if isinstance(self.screen, DetailScreen):
-            return self.screen.endpoint
+        if detail := self.detail_screen():
+            return detail.endpoint
         return self.table.selected
 
     def current(self) -> EndpointStatus | None:
@@ -255,7 +297,7 @@ class MwtuiApp(App[int]):
         if event.data_table is not self.table or self.snap is None:
             return
         current = self.current()
-        self.query_one(EndpointSummary).show(current)
+        self.main(EndpointSummary).show(current)
         self.log_pane.show_pool(current.spec.pool if current else None)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
@@ -270,17 +312,24 @@ class MwtuiApp(App[int]):
 
     # ----- what is allowed where
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in MAIN_ONLY and isinstance(self.screen, DetailScreen):
+        if action in MAIN_ONLY and self.detail_screen() is not None:
             return False
-        if action in ENDPOINT_ACTIONS | {"reload", "filter", "toggle_logs", "copy_log", "save_log", "sort"}:
+        if action in ENDPOINT_ACTIONS | {"reload", "filter", "toggle_logs", "follow", "copy_log", "save_log", "sort"}:
+            if self.engine_failed:
+                return False  # nothing to act on: only help and quit stay in the footer
             return True if self.engine_ready and not self.engine_closing else None
         return True
 
     def _need(self) -> EndpointStatus | None:
-        e = self.current()
-        if e is None and self.engine_ready:
+        """The selected endpoint as the engine has it now: keys pressed faster than the once-a-second
+        refresh (+ + +) must each build on the one before, not on the picture on screen."""
+        if not self.engine_ready or self.engine_closing:
+            return None
+        name = self.selected_name()
+        e = next((x for x in self.engine.snapshot().endpoints if x.name == name), None)
+        if e is None:
             self.notify("no endpoint selected", severity="warning")
-        return e if self.engine_ready and not self.engine_closing else None
+        return e
 
     # ----- endpoint commands
     def action_start(self) -> None:
@@ -329,6 +378,11 @@ class MwtuiApp(App[int]):
 
     def action_autoscale(self) -> None:
         if e := self._need():
+            unpin = getattr(self.engine, "unpin", None)  # the engine's own command, once it has one
+            if callable(unpin):
+                unpin(e.name)
+                self.notify(f"{e.spec.pool}: back to autoscaling", timeout=3)
+                return
             n = max(1, e.spec.min_containers)
             self.engine.scale(e.name, n)
             self.notify(
@@ -366,8 +420,8 @@ class MwtuiApp(App[int]):
     @work(thread=True, group="browser", exit_on_error=False)
     def _open_url(self, url: str) -> None:
         # webbrowser may start a browser process and wait for it: never on the UI loop.
-        if not webbrowser.open(url):
-            self.post_message(CommandDone(f"no browser to open {url}; c copies it", "warning"))
+        if problem := open_in_browser(url):
+            self.post_message(CommandDone(f"{problem}; c copies the URL", "warning"))
 
     def action_copy_url(self) -> None:
         if e := self._need():
@@ -375,7 +429,7 @@ class MwtuiApp(App[int]):
             self.notify(e.url, title="copied", timeout=3)
 
     def action_details(self) -> None:
-        if isinstance(self.screen, DetailScreen):
+        if self.detail_screen() is not None:
             return
         if e := self._need():
             self.push_screen(DetailScreen(e.name))
@@ -387,6 +441,11 @@ class MwtuiApp(App[int]):
         self.table.set_class(not logs.display, "-alone")
 
     def action_filter(self) -> None:
+        box = self.log_pane.filter_box
+        if self.focused is box:
+            # A `/` typed into the filter itself ("GET /items"): queue it behind the keys before it.
+            box.post_message(events.Key("slash", "/"))
+            return
         if not self.log_pane.display:
             self.action_toggle_logs()
         self.log_pane.open_filter()
@@ -447,11 +506,11 @@ class MwtuiApp(App[int]):
             return
         self.engine_closing = True
         self.refresh_bindings()
-        self.query_one(AppHeader).show(self.snap, self.engine.ref.path, "stopping: draining in-flight requests…")
-        self._shutdown()
+        self.main(AppHeader).show(self.snap, self.engine.ref.path, "stopping: draining in-flight requests…")
+        self._drain_and_exit()
 
     @work(group="shutdown", exit_on_error=False)
-    async def _shutdown(self) -> None:
+    async def _drain_and_exit(self) -> None:
         self.workers.cancel_group(self, "engine")  # a start still in progress must not spawn more
         with contextlib.suppress(Exception):
             await self.engine.close()
@@ -460,6 +519,9 @@ class MwtuiApp(App[int]):
     async def on_unmount(self) -> None:
         # However the app ends, replicas drain and stop here (close is idempotent); if mwtui itself is
         # killed, the lifeline takes them down instead.
+        self._leaving = True
+        if self._ticker is not None:
+            self._ticker.stop()
         with contextlib.suppress(Exception):
             await self.engine.close()
 

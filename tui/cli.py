@@ -43,6 +43,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-own-ports", action="store_true", help="serve endpoints only through the gateway's port, by label"
     )
+    p.add_argument(
+        "--cold-start", action="store_true",
+        help="start every replica as a fresh Python process instead of forking it from a pre-imported zygote",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """The Engine's keyword arguments from the common flags."""
     from mwtui.engine.reloader import DEFAULT_INCLUDE, WatchRules
+    from mwtui.engine.spawner import ColdSpawner
 
     home = os.environ.get("MWTUI_HOME", os.path.expanduser("~/.config/mwtui"))
     rules = WatchRules(
@@ -163,6 +168,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
         "own_ports": not args.no_own_ports,
         "reload": not args.no_reload,
         "watch_rules": rules,
+        **({"spawner": ColdSpawner()} if args.cold_start else {}),
     }
 
 

@@ -13,9 +13,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from ..widgets import format as fmt
+from ..widgets.key_bar import KeyBar
 
 REPLICA_COLUMNS = ("replica", "pid", "state", "gen", "age", "startup", "cpu", "mem")
 
@@ -89,7 +90,8 @@ class DetailScreen(Screen[None]):
         super().__init__()
         self.endpoint = endpoint
         self._urls: list[tuple[str, str, str]] = []
-        self._replica_ids: list[str] = []
+        self._replica_ids: list[str] | None = None
+        self._built = False  # the app may call show() before on_mount has made the tables
 
     def compose(self) -> ComposeResult:
         yield Static(id="detail-title")
@@ -98,26 +100,29 @@ class DetailScreen(Screen[None]):
             yield DataTable(id="detail-urls", cursor_type="row", classes="section")
             yield DataTable(id="detail-replicas", cursor_type="row", classes="section")
             yield Static(id="detail-error", classes="section")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#detail-settings").border_title = "settings"
         urls = self.query_one("#detail-urls", DataTable)
         urls.border_title = "URLs · enter or c copies the curl line"
+        urls.show_header = False
         urls.add_column("", key="what")
-        urls.add_column("url", key="url")
-        urls.add_column("curl", key="curl")
+        urls.add_column("url and curl", key="url")
         replicas = self.query_one("#detail-replicas", DataTable)
         replicas.border_title = "replicas"
         for key in REPLICA_COLUMNS:
             replicas.add_column(key, key=key)
         self.query_one("#detail-error").border_title = "last error"
         urls.focus()
+        self._built = True
         snap = getattr(self.app, "snap", None)
         if snap is not None:
             self.show(next((x for x in snap.endpoints if x.name == self.endpoint), None))
 
     def show(self, e: EndpointStatus | None) -> None:
+        if not self._built:
+            return
         self.query_one("#detail-title", Static).update(title_text(e, self.endpoint))
         if e is None:
             return
@@ -137,7 +142,10 @@ class DetailScreen(Screen[None]):
         row = table.cursor_row
         table.clear()
         for what, url, curl in urls:
-            table.add_row(Text(what, style="grey70"), url, Text(curl, style="cyan"))
+            # Two lines a row: the URL, then the curl line that `enter` copies.
+            cell = Text.assemble((url, "bold"))
+            cell.append(f"\n$ {curl}", style="cyan")
+            table.add_row(Text(what, style="grey70"), cell, height=2)
         table.move_cursor(row=min(row, len(urls) - 1), animate=False)
 
     def _show_replicas(self, e: EndpointStatus) -> None:
@@ -155,7 +163,7 @@ class DetailScreen(Screen[None]):
             table.clear()
             for rid in ids:
                 table.add_row(*rows[rid], key=rid)
-            table.border_subtitle = "" if ids else "no replica (stopped or idle)"
+            table.border_subtitle = "" if ids else "no replica now"
             return
         for rid, values in rows.items():
             for key, value in zip(REPLICA_COLUMNS, values, strict=True):

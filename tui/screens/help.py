@@ -36,11 +36,11 @@ class HelpScreen(ModalScreen[None]):
 
     def __init__(self, bindings: list[Binding]) -> None:
         super().__init__()
-        self.bindings = bindings
+        self.key_list = bindings
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-box"):
-            yield Static(keys_table(self.bindings), id="help-keys")
+            yield Static(keys_table(self.key_list), id="help-keys")
             yield Static(Text(MOUSE_HELP, style="grey70"), id="help-mouse")
 
     def on_mount(self) -> None:

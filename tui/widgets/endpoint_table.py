@@ -45,10 +45,16 @@ COLUMNS: tuple[Col, ...] = (
 BY_KEY = {c.key: c for c in COLUMNS}
 SORTABLE = [c.key for c in COLUMNS]
 URL_MAX = 48
+ERROR_MAX = 60  # a failed row's error, in its URL or req/s cell
+ERROR_EXTRA = 16  # at most this much wider the req/s column gets for it (a wider gap looks broken)
 
 
-def cell(col: str, e: EndpointStatus, history: RateHistory) -> Text:
+def cell(col: str, e: EndpointStatus, history: RateHistory, error_in: str = "rps") -> Text:
+    """One cell. A failed endpoint's error replaces its URL, or its (zero) rate if the URL is hidden:
+    a crash shows on its own row, where the eye already is."""
     s = e.spec
+    if col == error_in and e.state == "failed" and e.last_error:
+        return Text(fmt.first_line(e.last_error, ERROR_MAX), style="red")
     if col == "state":
         return fmt.glyph(e.state)
     if col == "name":
@@ -56,9 +62,6 @@ def cell(col: str, e: EndpointStatus, history: RateHistory) -> Text:
     if col == "kind":
         return Text(fmt.kind(s))
     if col == "url":
-        if e.state == "failed" and e.last_error:
-            # A crash shows on its own row, where the eye already is.
-            return Text(fmt.first_line(e.last_error, URL_MAX), style="red")
         return Text(e.url, style="grey70" if e.state in ("stopped", "idle") else "")
     if col == "repl":
         return Text(f"{e.ready}/{e.desired}", justify="right", style="yellow" if e.ready < e.desired else "")
@@ -100,6 +103,18 @@ def fit_columns(widths: dict[str, int], available: int, padding: int = 1) -> lis
     return [c.key for c in COLUMNS if c.key in keep]
 
 
+def layout(snap: Snapshot, available: int) -> tuple[list[str], dict[str, int]]:
+    """Columns and their widths: what fits; without a URL column, room left over goes to the req/s
+    column, where a failed row's error is shown then."""
+    widths = column_widths(snap)
+    columns = fit_columns(widths, available)
+    errors = [len(fmt.first_line(e.last_error, ERROR_MAX)) for e in snap.endpoints if e.state == "failed"]
+    if errors and "rps" in columns and "url" not in columns:
+        spare = available - sum(widths[k] + 2 for k in columns)
+        widths["rps"] += max(0, min(spare, ERROR_EXTRA, max(errors) - widths["rps"]))
+    return columns, widths
+
+
 class EndpointTable(DataTable[Text]):
     """Rows keyed by endpoint name. `show()` is called once a second with a fresh snapshot."""
 
@@ -110,6 +125,7 @@ class EndpointTable(DataTable[Text]):
         self.sort_key: str | None = None
         self.sort_reverse = False
         self._columns: list[str] = []
+        self._widths: dict[str, int] = {}
         self._names: list[str] = []
         self._cells: dict[tuple[str, str], Text] = {}
 
@@ -117,13 +133,13 @@ class EndpointTable(DataTable[Text]):
     def show(self, snap: Snapshot) -> None:
         self.snap = snap
         names = [e.name for e in snap.endpoints]
-        columns = fit_columns(column_widths(snap), self._available_width())
-        if names != self._names or columns != self._columns:
-            self._rebuild(snap, columns)
+        columns, widths = layout(snap, self._available_width())
+        if names != self._names or columns != self._columns or widths != self._widths:
+            self._rebuild(snap, columns, widths)
         else:
             for e in snap.endpoints:
                 for col in columns:
-                    value = cell(col, e, self.history)
+                    value = cell(col, e, self.history, self._error_in)
                     if self._cells.get((e.name, col)) != value:  # only what changed: no needless repaint
                         self._cells[(e.name, col)] = value
                         self.update_cell(e.name, col, value)
@@ -134,9 +150,13 @@ class EndpointTable(DataTable[Text]):
         width = self.size.width or 80
         return width - 1  # leave room for the vertical scrollbar
 
-    def _rebuild(self, snap: Snapshot, columns: list[str]) -> None:
+    @property
+    def _error_in(self) -> str:
+        return "url" if "url" in self._columns else "rps"
+
+    def _rebuild(self, snap: Snapshot, columns: list[str], widths: dict[str, int]) -> None:
         selected = self.selected
-        widths = column_widths(snap)
+        self._columns = columns
         self.clear(columns=True)
         self._cells.clear()
         for key in columns:
@@ -145,11 +165,12 @@ class EndpointTable(DataTable[Text]):
         for e in snap.endpoints:
             row = []
             for key in columns:
-                value = cell(key, e, self.history)
+                value = cell(key, e, self.history, self._error_in)
                 self._cells[(e.name, key)] = value
                 row.append(value)
             self.add_row(*row, key=e.name)
         self._columns = columns
+        self._widths = widths
         self._names = [e.name for e in snap.endpoints]
         self.select(selected)
 
@@ -172,7 +193,7 @@ class EndpointTable(DataTable[Text]):
             self.sort_key = key
             self.sort_reverse = BY_KEY[key].descending if key else False
         if self.snap is not None:
-            self._rebuild(self.snap, self._columns or fit_columns(column_widths(self.snap), self._available_width()))
+            self._rebuild(self.snap, *layout(self.snap, self._available_width()))
             self._apply_sort()
 
     def cycle_sort(self) -> str | None:

@@ -18,8 +18,9 @@ GLYPHS: dict[str, tuple[str, str]] = {
 
 
 def glyph(state: str) -> Text:
+    """A span, not a styled Text, so that text appended to it keeps its own colour."""
     char, colour = GLYPHS.get(state, ("?", "white"))
-    return Text(char, style=colour)
+    return Text.assemble((char, colour))
 
 
 def state_text(state: str) -> Text:
@@ -104,7 +105,7 @@ def endpoint_urls(e: EndpointStatus) -> list[tuple[str, str, str]]:
     port = port_of(e.url)
     for domain in s.custom_domains:
         # A custom domain does not resolve on this machine: curl the gateway with that Host.
-        out.append((f"domain {domain}", f"http://{domain}:{port}", curl(s, f"http://127.0.0.1:{port}", domain)))
+        out.append(("domain", f"http://{domain}:{port}", curl(s, f"http://127.0.0.1:{port}", domain)))
     if e.own_url:
         out.append(("own port", e.own_url, curl(s, e.own_url)))
     return out

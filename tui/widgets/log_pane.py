@@ -30,7 +30,8 @@ def plain_line(line: LogLine) -> str:
 
 
 def styled_line(line: LogLine, needle: str) -> Text:
-    out = Text(time.strftime("%H:%M:%S ", time.localtime(line.t)), style="grey50")
+    # Text.assemble, not Text(style=): a Text's own style would colour everything appended after.
+    out = Text.assemble((time.strftime("%H:%M:%S ", time.localtime(line.t)), "grey50"))
     out.append(f"{line.replica:<14} ", style=replica_style(line.replica))
     out.append(line.text)
     if needle:
@@ -59,6 +60,10 @@ class LogPane(Vertical):
     def on_mount(self) -> None:
         self.query_one("#log-filter", Input).display = False
         self._title()
+
+    @property
+    def filter_box(self) -> Input:
+        return self.query_one("#log-filter", Input)
 
     @property
     def view(self) -> RichLog:
@@ -102,7 +107,7 @@ class LogPane(Vertical):
         return "\n".join(plain_line(ln) for ln in self.shown) + ("\n" if self.shown else "")
 
     def _title(self) -> None:
-        out = Text(" logs", style="bold")
+        out = Text.assemble((" logs", "bold"))
         out.append(f" · {self.pool or '-'}")
         out.append(" · follow" if self.follow else " · paused (f follows)", style="" if self.follow else "yellow")
         if self.needle:
@@ -110,6 +115,10 @@ class LogPane(Vertical):
         else:
             out.append(f" · {len(self.shown)} lines", style="grey50")
         self.query_one("#log-title", Static).update(out)
+
+    def on_resize(self) -> None:
+        if self.follow:  # a new size re-lays the lines out: keep the end in view
+            self.view.scroll_end(animate=False)
 
     # ----- follow
     def toggle_follow(self) -> bool:
@@ -125,7 +134,9 @@ class LogPane(Vertical):
         box = self.query_one("#log-filter", Input)
         box.display = True
         box.value = self.needle
-        box.focus()
+        # Now, not via focus() (which waits for the queue): keys typed right after `/` (or pasted
+        # with it) are already queued behind it, and must land in the box, not on the app's keys.
+        self.screen.set_focus(box)
 
     def set_filter(self, needle: str) -> None:
         if needle != self.needle:

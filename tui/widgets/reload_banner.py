@@ -11,7 +11,7 @@ from textual.widgets import Static
 
 
 def banner_text(error: LoadError) -> Text:
-    out = Text("✖ the latest edit does not load; the previous version keeps serving. ", style="bold red")
+    out = Text.assemble(("✖ the latest edit does not load; the previous version keeps serving. ", "bold red"))
     out.append(error.message.strip().splitlines()[0] if error.message.strip() else "")
     if error.file:
         out.append(f"  ({os.path.basename(error.file)}{f':{error.line}' if error.line else ''})", style="grey70")
