@@ -17,9 +17,10 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .autoscaler import Autoscaler, ScalingConfig
 from .discovery import discover_async
 from .gateway_link import GatewayError, GatewayLink
 from .lifeline import Lifeline
@@ -28,7 +29,7 @@ from .manifest import AppManifest, EndpointSpec, LoadError, PoolSpec
 from .ports import DEFAULT_GATEWAY_PORT, stable_port
 from .reloader import ReloadGuard, WatchRules, local_folders, watch
 from .spawner import ColdSpawner, Spawner
-from .supervisor import Event, LogLine, Pool, PoolChanged
+from .supervisor import ENGINE_LOG, Event, LogLine, Pool, PoolChanged
 
 LOG_LINES_KEPT = 2000
 
@@ -64,6 +65,9 @@ class EndpointStatus:
     desired: int
     restarts: int
     generation: int = 1
+    pinned: int | None = None
+    panic: bool = False
+    scale_events: tuple[str, ...] = ()
     inflight: int = 0
     rps: float = 0.0
     p50_ms: float | None = None
@@ -99,8 +103,17 @@ class EndpointStatus:
                 "min": s.min_containers,
                 "max": s.max_containers,
             },
+            "replica_list": [
+                {"id": r.id, "pid": r.pid, "state": r.state, "generation": r.generation,
+                 "startup_ms": r.startup_ms, "cpu_percent": round(r.cpu_percent, 1), "rss_bytes": r.rss_bytes}
+                for r in self.replicas
+            ],
             "restarts": self.restarts,
             "generation": self.generation,
+            "autoscaling": self.pinned is None,
+            "pinned": self.pinned,
+            "panic": self.panic,
+            "scale_events": list(self.scale_events),
             "inflight": self.inflight,
             "rps": self.rps,
             "p50_ms": self.p50_ms,
@@ -164,6 +177,7 @@ class Engine:
         self.manifest: AppManifest | None = None  # the last one that loaded
         self.load_error: LoadError | None = None  # the latest edit's, while it does not load
         self.pools: dict[str, Pool] = {}
+        self.autoscalers: dict[str, Autoscaler] = {}
         self.generation = 1
         self.reload_enabled = reload
         self.watch_rules = watch_rules or WatchRules()
@@ -201,7 +215,14 @@ class Engine:
             self._watch_task = loop.create_task(self._watch_loop())
         return self.snapshot()
 
+    def _scaling(self, spec: PoolSpec) -> ScalingConfig:
+        cfg = ScalingConfig.from_spec(spec.knobs)
+        if spec.server == "web_server":  # one fixed port: one replica at most
+            cfg = replace(cfg, min_containers=min(cfg.min_containers, 1), max_containers=1)
+        return cfg
+
     def _add_pool(self, spec: PoolSpec) -> Pool:
+        self.autoscalers[spec.name] = Autoscaler(self._scaling(spec), time.monotonic())
         self.logs.setdefault(spec.name, deque(maxlen=LOG_LINES_KEPT))
         pool = Pool(
             spec, self.ref, self._socket_dir, self.lifeline, self._emit, self.generation, self._routes_applied,
@@ -243,6 +264,7 @@ class Engine:
         removed = [p for name, p in self.pools.items() if name not in new]
         for pool in removed:
             del self.pools[pool.spec.name]
+            self.autoscalers.pop(pool.spec.name, None)
         results = await asyncio.gather(
             *(p.close() for p in removed),
             *(self.pools[name].rollout(spec, self.generation) for name, spec in new.items() if name in self.pools),
@@ -250,6 +272,8 @@ class Engine:
         for name, spec in new.items():
             if name not in self.pools:
                 self._add_pool(spec)
+            else:
+                self.autoscalers[name].reconfigure(self._scaling(self.pools[name].spec))
         # Keep the order of the new file, with pools whose new version failed still in it.
         self.pools = {name: self.pools[name] for name in new}
         self.manifest = manifest
@@ -286,7 +310,7 @@ class Engine:
             self._say(f"file watching stopped: {e}")
 
     def _say(self, text: str) -> None:
-        self._emit(LogLine("mwtui", "mwtui", text, time.time()))
+        self._emit(LogLine(ENGINE_LOG, "mwtui", text, time.time()))
 
     def _notify(self) -> None:
         self._publish_status()
@@ -353,30 +377,78 @@ class Engine:
         self._pool_of(name).resume()
         self._publish_routes()
 
-    async def restart_endpoint(self, name: str) -> None:
-        await self._pool_of(name).restart()
+    async def restart_endpoint(self, name: str) -> str | None:
+        """Rolling restart of the endpoint's pool; returns why it failed, if it did."""
+        return await self._pool_of(name).restart()
 
     def scale(self, name: str, replicas: int) -> None:
+        """Pin the endpoint's pool at `replicas` until `autoscale(name)`."""
         self._pool_of(name).scale(replicas)
+
+    def unpin(self, name: str) -> None:
+        """Hand the pool back to the autoscaler."""
+        self._pool_of(name).unpin()
 
     # ----- gateway
     def _on_gateway_event(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
         if kind == "metrics":
             self._metrics = msg.get("endpoints", {})
+            self._on_metrics(time.time())
         elif kind == "access":
             for line in msg.get("lines", []):
                 spec = self.endpoint_spec(line.get("endpoint", ""))
                 if spec is None:
                     continue
                 text = f"{line['method']} {line['path']} {line['status']} {line['ms']:.1f}ms"
-                self._emit(LogLine(spec.pool, line.get("upstream") or spec.pool, text, line.get("t", time.time())))
+                self._emit(LogLine(
+                    spec.pool, line.get("upstream") or spec.pool, text, line.get("t", time.time()), spec.name
+                ))
         elif kind == "ports":
             for warning in msg.get("warnings", []):
-                self._emit(LogLine("mwtui", "gateway", warning, time.time()))
+                self._emit(LogLine(ENGINE_LOG, "gateway", warning, time.time()))
         elif kind == "routes_applied":
             self._routes_acked = max(self._routes_acked, int(msg.get("seq", 0)))
             self._routes_event.set()
+
+    def _on_metrics(self, now: float) -> None:
+        """Per-replica load from the gateway (for choosing which replica to stop first)."""
+        per_replica: dict[str, int] = {}
+        for m in self._metrics.values():
+            for rid, u in (m.get("upstreams") or {}).items():
+                per_replica[rid] = per_replica.get(rid, 0) + int(u.get("inflight", 0))
+        for pool in self.pools.values():
+            for r in pool.replicas:
+                busy = per_replica.get(r.id, 0)
+                if r.inflight and not busy:
+                    r.idle_since = now
+                r.inflight = busy
+        self._autoscale(time.monotonic())
+
+    def _autoscale(self, now: float) -> None:
+        """Feed each pool's load to its autoscaler and apply what it decides, unless pinned by hand."""
+        for name, pool in self.pools.items():
+            scaler = self.autoscalers.get(name)
+            if scaler is None:
+                continue
+            inflight = requests = 0
+            for spec in pool.spec.endpoints:
+                m = self._metrics.get(spec.name, {})
+                inflight += int(m.get("inflight", 0))
+                requests += int(m.get("requests_total", 0))
+            scaler.observe(now, inflight, requests)
+            current = len(pool.ready_replicas()) + len(pool.starting_replicas())
+            decision = scaler.decide(now, current)
+            pool.panic = decision.panic
+            if pool.pinned is not None or pool.stopped or pool.failed or decision.desired == pool.desired:
+                continue
+            # The pool starts warm so that a broken factory shows at once; the autoscaler may only
+            # grow it until one scaledown_window has passed without traffic.
+            warm = now - pool.started_monotonic < scaler.config.scaledown_window
+            if decision.desired < pool.desired and warm:
+                continue
+            reason = decision.reason.split(": ", 1)[1] if " -> " in decision.reason else decision.reason
+            pool.set_desired(decision.desired, reason or f"{inflight} in flight, target {scaler.config.target:g}")
 
     async def _routes_applied(self) -> None:
         """Until the gateway runs on the routes sent so far, so that no request goes to a replica that
@@ -409,6 +481,8 @@ class Engine:
                         "requires_proxy_auth": spec.requires_proxy_auth,
                         "state": pool.state,
                         "hold_s": hold,
+                        "max_inputs": spec.max_inputs,  # per replica, Modal's @concurrent (default 1)
+                        "timeout": spec.timeout,  # per request, seconds: over it the gateway answers 504
                         "upstreams": upstreams,
                     }
                 )
@@ -461,6 +535,11 @@ class Engine:
                         desired=0 if pool.stopped else pool.desired,
                         restarts=pool.restarts,
                         generation=pool.generation,
+                        pinned=pool.pinned,
+                        panic=pool.panic,
+                        scale_events=tuple(
+                            f"{time.strftime('%H:%M:%S', time.localtime(t))} {text}" for t, text in pool.scale_events
+                        ),
                         inflight=int(metrics.get("inflight", 0)),
                         rps=float(metrics.get("rps", 0.0)),
                         p50_ms=metrics.get("p50_ms"),

@@ -38,12 +38,16 @@ class Upstream:
     dispatch: str | None  # value of x-mwtui-endpoint the replica needs, if it serves several endpoints
 
 
+ENGINE_LOG = "mwtui"  # the pool name of the engine's own log lines (reloads, warnings)
+
+
 @dataclass(frozen=True)
 class LogLine:
     pool: str
     replica: str
     text: str
     t: float
+    endpoint: str | None = None  # set on access lines: a class's endpoints share one pool log
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,8 @@ class RestartPolicy:
 @dataclass
 class Replica:
     id: str  # "<pool>.<n>"
-    generation: int
+    generation: int  # the engine's reload generation it runs (for the screen)
+    version: int = 0  # the pool's own counter: replicas of the version being served have pool.version
     proc: ReplicaProcess | None = None
     state: ReplicaState = "starting"
     started_at: float = field(default_factory=time.time)
@@ -148,7 +153,10 @@ class Pool:
         self.socket_dir = socket_dir
         self.lifeline = lifeline
         self.emit = emit
-        self.generation = generation  # the version being served; replicas of others are on their way in or out
+        self.generation = generation  # the engine's reload generation being served (for the screen)
+        # Replicas of the version being served carry this number; others are on their way in or out.
+        # A restart makes a new version of the same code, so it is the pool's own counter.
+        self.version = 1
         self.before_drain = before_drain  # awaited after new routes are out, before old replicas stop
         self.spawner: Spawner = spawner or ColdSpawner()
         # Start warm (one replica even when min_containers is 0) so that a broken factory shows at once;
@@ -184,10 +192,10 @@ class Pool:
         return "starting"
 
     def ready_replicas(self) -> list[Replica]:
-        return [r for r in self.replicas if r.state == "ready" and r.generation == self.generation]
+        return [r for r in self.replicas if r.state == "ready" and r.version == self.version]
 
     def starting_replicas(self) -> list[Replica]:
-        return [r for r in self.replicas if r.state == "starting" and r.generation == self.generation]
+        return [r for r in self.replicas if r.state == "starting" and r.version == self.version]
 
     # ----- commands
     def start(self) -> None:
@@ -229,35 +237,28 @@ class Pool:
         self.scale_events.append((time.time(), "back to autoscaling"))
         self.emit(PoolChanged(self.spec.name))
 
-    async def restart(self) -> None:
-        """Rolling: start a fresh replica for each one running, stop an old one once a new one is ready."""
+    async def restart(self) -> str | None:
+        """Rolling: fresh replicas of the same code beside the old ones, which drain once the new
+        ones are ready (a web_server's fixed port is freed first)."""
         self.resume()
-        old = [r for r in self.replicas if r.state in ("starting", "ready")]
-        if self.spec.server == "web_server":
-            # A fixed port cannot be held by two generations at once: stop first.
-            await asyncio.gather(*(self._stop_replica(r) for r in old))
-            self._poke()
-            return
-        for r in old:
-            new = self._spawn()
-            await new.settled.wait()
-            await self._stop_replica(r)
+        return await self.rollout(self.spec, self.generation)
 
     async def rollout(self, spec: PoolSpec, generation: int) -> str | None:
         """Serve a new version of the code. Its replicas start beside the old ones; only when all are
         ready do routes switch to them and the old ones drain. If one fails, the old version keeps
         serving and the failure is returned (and kept as `last_error`)."""
-        old = [r for r in self.replicas if r.generation == self.generation and r.state in ("starting", "ready")]
+        old = [r for r in self.replicas if r.version == self.version and r.state in ("starting", "ready")]
+        version = self.version + 1
         if self.spec.server == "web_server" or spec.server == "web_server":
             # A fixed port cannot be held by two versions at once: the old one must go first, and
             # the gateway holds requests meanwhile.
             await asyncio.gather(*(self._stop_replica(r) for r in old))
-            self.spec, self.generation = spec, generation
+            self.spec, self.generation, self.version = spec, generation, version
             self.desired = self._clamp(max(1, self.desired))
             self.resume()
             return None
         count = max(1, len(old)) if not (self.stopped or self.failed) else self.desired
-        news = [self._spawn(generation) for _ in range(count)]
+        news = [self._spawn(generation, version) for _ in range(count)]
         await asyncio.gather(*(r.settled.wait() for r in news))
         broken = [r for r in news if r.state != "ready"]
         if broken:
@@ -265,7 +266,7 @@ class Pool:
             self.last_error = broken[0].exit_message or "the new version did not start"
             self.emit(PoolChanged(self.spec.name))
             return self.last_error
-        self.spec, self.generation = spec, generation
+        self.spec, self.generation, self.version = spec, generation, version
         self.failed, self.stopped, self.last_error = False, False, None
         self.policy.reset()
         self.emit(PoolChanged(self.spec.name))  # routes now point at the new replicas only
@@ -305,7 +306,7 @@ class Pool:
     def _reconcile(self) -> None:
         live = [
             r for r in self.replicas
-            if r.state in ("starting", "ready") and not r.stop_requested and r.generation == self.generation
+            if r.state in ("starting", "ready") and not r.stop_requested and r.version == self.version
         ]
         want = 0 if (self.stopped or self.failed) else self.desired
         if len(live) < want and time.monotonic() >= self._not_before:
@@ -322,8 +323,12 @@ class Pool:
                 r.stop_requested = True  # now, so the next pass does not count it again
                 self._background(self._stop_replica(r))
 
-    def _spawn(self, generation: int | None = None) -> Replica:
-        r = Replica(id=f"{self.spec.name}.{self._next_index}", generation=generation or self.generation)
+    def _spawn(self, generation: int | None = None, version: int | None = None) -> Replica:
+        r = Replica(
+            id=f"{self.spec.name}.{self._next_index}",
+            generation=generation or self.generation,
+            version=version or self.version,
+        )
         self._next_index += 1
         self.replicas.append(r)
         self._background(self._run_replica(r))
@@ -369,7 +374,7 @@ class Pool:
         self.replicas.remove(r)
         if not r.stop_requested:
             r.exit_message = self._exit_message(r, code, was_ready)
-            if r.generation == self.generation:
+            if r.version == self.version:
                 self._on_unexpected_exit(r, was_ready)
             # A replica of a version on its way in reports through rollout() instead.
         r.settled.set()
@@ -414,7 +419,7 @@ class Pool:
                     r.ready_at = time.time()
                     r.startup_ms = msg.get("startup_ms")
                     r.settled.set()
-                    if r.generation == self.generation:
+                    if r.version == self.version:
                         self.failed = False
                         self.emit(PoolChanged(self.spec.name))
                 elif msg.get("event") == "failed":

@@ -71,7 +71,7 @@ def test_burst_scales_out_idle_scales_to_zero_and_a_request_wakes_it(tmp_path: P
 
 
 def test_pinning_overrides_the_policy_until_released(tmp_path: Path) -> None:
-    """The screen's +/- and a keys go through Engine.scale/autoscale; here through the same engine
+    """The screen's +/- and a keys go through Engine.scale/unpin; here through the same engine
     calls, in process."""
     import asyncio
 
@@ -95,9 +95,13 @@ def test_pinning_overrides_the_policy_until_released(tmp_path: Path) -> None:
                 await asyncio.sleep(0.05)
             e = engine.snapshot().endpoints[0]
             assert e.ready == 3 and e.pinned == 3
+            before = {r.pid for r in e.replicas}
+            assert await engine.restart_endpoint("work") is None  # rolling: same count, all new
+            e = engine.snapshot().endpoints[0]
+            assert e.ready == 3 and not before & {r.pid for r in e.replicas if r.state == "ready"}
             await asyncio.sleep(3)  # longer than scaledown_window: pinned, so nothing moves
             assert engine.snapshot().endpoints[0].desired == 3
-            engine.autoscale("work")
+            engine.unpin("work")
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and engine.snapshot().endpoints[0].desired != 0:
                 await asyncio.sleep(0.05)

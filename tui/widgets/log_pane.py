@@ -7,6 +7,7 @@ import zlib
 from collections.abc import Callable, Iterable
 
 from mwtui.engine.facade import LOG_LINES_KEPT
+from mwtui.engine.supervisor import ENGINE_LOG as ENGINE_POOL  # the engine's own lines
 from mwtui.engine.supervisor import LogLine
 from rich.text import Text
 from textual.app import ComposeResult
@@ -16,7 +17,6 @@ from textual.widgets import Input, RichLog, Static
 
 from ..messages import FilterClosed
 
-ENGINE_POOL = "mwtui"  # the engine's own lines: reloads, gateway warnings
 PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green")
 
 
