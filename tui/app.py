@@ -56,9 +56,10 @@ class EngineLike(Protocol):
     def subscribe(self, listener: Callable[[Event], None]) -> None: ...
     def start_endpoint(self, name: str) -> None: ...
     def stop_endpoint(self, name: str) -> None: ...
-    async def restart_endpoint(self, name: str) -> None: ...
+    async def restart_endpoint(self, name: str) -> str | None: ...
     async def reload(self, reason: str = ...) -> bool: ...
     def scale(self, name: str, replicas: int) -> None: ...
+    def unpin(self, name: str) -> None: ...
 
 
 # Actions that act on the selected endpoint: they need a started engine and a row.
@@ -378,18 +379,8 @@ class MwtuiApp(App[int]):
 
     def action_autoscale(self) -> None:
         if e := self._need():
-            unpin = getattr(self.engine, "unpin", None)  # the engine's own command, once it has one
-            if callable(unpin):
-                unpin(e.name)
-                self.notify(f"{e.spec.pool}: back to autoscaling", timeout=3)
-                return
-            n = max(1, e.spec.min_containers)
-            self.engine.scale(e.name, n)
-            self.notify(
-                f"{e.spec.pool}: the autoscaler is not here yet, so back to max(1, min_containers) = {n} "
-                f"replica{'s' if n != 1 else ''}",
-                timeout=5,
-            )
+            self.engine.unpin(e.name)
+            self.notify(f"{e.spec.pool}: back to autoscaling", timeout=3)
 
     def action_reload(self) -> None:
         if not self.engine_ready or self.engine_closing:

@@ -32,13 +32,13 @@ COLUMNS: tuple[Col, ...] = (
     Col("state", "", 1, 0, lambda e: STATE_ORDER.get(e.state, 9)),
     Col("name", "name", None, 0, lambda e: e.name.lower()),
     Col("kind", "kind", None, 3, lambda e: fmt.kind(e.spec)),
-    Col("url", "url", None, 5, lambda e: e.url),
+    Col("url", "url", None, 2, lambda e: e.url),  # where to send requests: next after the basics
     Col("repl", "repl", 5, 1, lambda e: (e.ready, e.desired), True, True),
     Col("range", "min..max", 8, 7, lambda e: (e.spec.min_containers, e.spec.max_containers or 1 << 30), True),
     Col("rps", "req/s", SPARK_WIDTH + 7, 1, lambda e: e.rps, True),
     Col("p50", "p50", 6, 4, lambda e: e.p50_ms or 0.0, True, True),
-    Col("p95", "p95", 6, 2, lambda e: e.p95_ms or 0.0, True, True),
-    Col("err", "err", 5, 2, lambda e: e.errors_total, True, True),
+    Col("p95", "p95", 6, 3, lambda e: e.p95_ms or 0.0, True, True),
+    Col("err", "err", 5, 3, lambda e: e.errors_total, True, True),
     Col("cpu", "cpu", 5, 6, lambda e: e.cpu_percent, True, True),
     Col("mem", "mem", 5, 6, lambda e: e.rss_bytes, True, True),
 )
