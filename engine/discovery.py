@@ -550,6 +550,10 @@ def describe(app: Any, ref: AppRef, found_warnings: Sequence[str] = ()) -> AppMa
             f"{main_rel}: the app defines no web endpoints (@modal.fastapi_endpoint, @modal.asgi_app, "
             "@modal.wsgi_app or @modal.web_server under @app.function or on an @app.cls method)"
         )
+    from .sdk.environment import app_report  # what this machine cannot give the "containers", and plans
+
+    setup_warnings, plans = app_report(app)
+    out_warnings += setup_warnings
     error = None
     conflicts = find_conflicts(specs)
     if conflicts:
@@ -565,6 +569,7 @@ def describe(app: Any, ref: AppRef, found_warnings: Sequence[str] = ()) -> AppMa
         endpoints=tuple(specs),
         warnings=tuple(dict.fromkeys(out_warnings)),
         error=error,
+        pool_plans=tuple(plans.items()),
     )
 
 

@@ -5,31 +5,88 @@ Both discovery and every replica go through here, so the file is imported the sa
 
 from __future__ import annotations
 
+import importlib
+import importlib.machinery
 import importlib.util
 import os
 import sys
 from dataclasses import dataclass
 from types import ModuleType
 
+MODULE_FLAG = "-m "
+
 
 @dataclass(frozen=True)
 class AppRef:
-    """`path/to/app.py` or `path/to/app.py::variable`, Modal's syntax."""
+    """What to import: `path/to/app.py[::variable]` (Modal's syntax), or the module form of `modal serve
+    -m package.module[::variable]`, which imports a module by name with `root` first on sys.path (so
+    that relative imports inside the package work). For a module, `path` is its file (found without
+    running anything), which discovery, the reloader and error messages use like any app file's.
+
+    `str()` gives one argument that `parse` reads back: `-m package.module[::variable]@/abs/root` for
+    the module form."""
 
     path: str  # absolute
     var: str | None = None
+    module: str | None = None  # dotted name, for the module form
+    root: str | None = None  # the sys.path folder the module is found in (module form)
 
     @classmethod
     def parse(cls, text: str) -> AppRef:
+        if text.startswith(MODULE_FLAG):
+            target, _, root = text[len(MODULE_FLAG):].strip().partition("@")
+            module, _, var = target.partition("::")
+            return cls.for_module(module, var or None, root or None)
         path, _, var = text.partition("::")
         return cls(os.path.abspath(path), var or None)
 
+    @classmethod
+    def for_module(cls, module: str, var: str | None = None, root: str | None = None) -> AppRef:
+        """`-m package.module`: find its file under `root` (default: the working directory), then on
+        sys.path. Raises ModuleNotFoundError with a readable message if there is none."""
+        search = [os.path.abspath(root or os.getcwd())]
+        if root is None:
+            search += [p for p in sys.path if p and os.path.isdir(p)]
+        for folder in search:
+            origin = _module_file(module, folder)
+            if origin is not None:
+                return cls(origin, var, module, folder)
+        raise ModuleNotFoundError(f"no module named {module!r} under {search[0]} or on sys.path", name=module)
+
     def __str__(self) -> str:
+        if self.module is not None:
+            target = f"{self.module}::{self.var}" if self.var else self.module
+            return f"{MODULE_FLAG}{target}@{self.root}"
         return f"{self.path}::{self.var}" if self.var else self.path
 
     @property
     def stem(self) -> str:
+        if self.module is not None:
+            return self.module.rpartition(".")[2]
         return os.path.splitext(os.path.basename(self.path))[0]
+
+    @property
+    def cwd(self) -> str:
+        """Where the app's processes should run: the file's folder, or the module form's root (where
+        one runs `modal serve -m`)."""
+        return self.root if self.root is not None else os.path.dirname(self.path)
+
+
+def _module_file(module: str, folder: str) -> str | None:
+    """The file of `module` found from `folder`, by the import system's own finder, without importing
+    (and so without running) any package on the way."""
+    locations: list[str] | None = [folder]
+    spec = None
+    for part in module.split("."):
+        if not part.isidentifier() or locations is None:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(part, locations)
+        if spec is None:
+            return None
+        locations = list(spec.submodule_search_locations or []) or None
+    if spec is None or not spec.origin or not spec.has_location:
+        return None
+    return os.path.abspath(spec.origin)
 
 
 class AppNotFound(Exception):
@@ -48,8 +105,14 @@ def install_sdk() -> ModuleType:
 
 def import_file(ref: AppRef) -> ModuleType:
     """Import the file as a module named after its stem, with its folder first on sys.path (as `modal
-    serve` does), so that its sibling modules import too."""
+    serve` does), so that its sibling modules import too. The module form imports the module by name,
+    with its root first on sys.path."""
     install_sdk()
+    if ref.module is not None:
+        root = ref.root or os.getcwd()
+        if root not in sys.path:
+            sys.path.insert(0, root)
+        return importlib.import_module(ref.module)
     folder = os.path.dirname(ref.path)
     if folder not in sys.path:
         sys.path.insert(0, folder)

@@ -59,10 +59,18 @@ class PoolSpec:
     name: str
     server: PoolServer
     endpoints: tuple[EndpointSpec, ...]
+    # JSON (sdk.environment.plan): the environment, mounts and class parameters of the pool; the
+    # supervisor gives it to each replica as MWTUI_POOL_PLAN. "" when there is nothing to set up.
+    plan: str = ""
 
     @property
     def knobs(self) -> EndpointSpec:
         return self.endpoints[0]
+
+    @property
+    def parameters(self) -> list[dict[str, Any]]:
+        """A parametrized class's `modal.parameter()`s (see engine/params.py); [] for other pools."""
+        return list(json.loads(self.plan).get("parameters") or []) if self.plan else []
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,7 @@ class AppManifest:
     warnings: tuple[str, ...] = ()
     error: LoadError | None = None
     sources: tuple[str, ...] = ()  # files of the Python modules the import loaded (the reloader watches them)
+    pool_plans: tuple[tuple[str, str], ...] = ()  # (pool, plan JSON), see PoolSpec.plan
 
     @property
     def ok(self) -> bool:
@@ -97,7 +106,8 @@ class AppManifest:
         order: dict[str, list[EndpointSpec]] = {}
         for ep in self.endpoints:
             order.setdefault(ep.pool, []).append(ep)
-        return [PoolSpec(name, pool_server(eps), tuple(eps)) for name, eps in order.items()]
+        plans = dict(self.pool_plans)
+        return [PoolSpec(name, pool_server(eps), tuple(eps), plans.get(name, "")) for name, eps in order.items()]
 
     def endpoint(self, name: str) -> EndpointSpec | None:
         return next((e for e in self.endpoints if e.name == name), None)
@@ -111,6 +121,7 @@ class AppManifest:
             "warnings": list(self.warnings),
             "error": self.error.to_json() if self.error else None,
             "sources": list(self.sources),
+            "pool_plans": {name: json.loads(plan) for name, plan in self.pool_plans},
         }
 
     def dumps(self) -> str:
@@ -127,6 +138,7 @@ class AppManifest:
             warnings=tuple(d.get("warnings", [])),
             error=LoadError(**err) if err else None,
             sources=tuple(d.get("sources", [])),
+            pool_plans=tuple((k, json.dumps(v, sort_keys=True)) for k, v in (d.get("pool_plans") or {}).items()),
         )
 
 

@@ -17,7 +17,8 @@ from mwtui.engine.sdk.model import Options, ParameterInfo
 
 
 @pytest.fixture
-def app() -> modal.App:
+def app(mwtui_home: Path) -> modal.App:
+    # Spawned calls, Dicts and Queues are kept under MWTUI_HOME: never the real one in tests.
     return modal.App("t")
 
 
@@ -621,7 +622,11 @@ def test_local_call_runs_enter_once(app: modal.App) -> None:
     assert obj.predict.local(1) == (True, 1)
     assert obj.predict.remote(2) == (True, 2)
     assert obj.web.local() == "web"
-    assert calls == ["enter"]
+    # .local() entered this handle's instance; .remote() runs on the instance its "container" shares
+    # with every handle of the same parameters, entered once.
+    assert calls == ["enter", "enter"]
+    assert Model().predict.remote(3) == (True, 3)
+    assert calls == ["enter", "enter"]
     with pytest.raises(InvalidError, match="A webhook function cannot be invoked for remote execution with `.remote`"):
         obj.web.remote()
 
@@ -744,7 +749,7 @@ def test_image_chains_and_swallows_imports() -> None:
     assert isinstance(image.import_errors[0], ModuleNotFoundError)
 
 
-def test_other_resources_import_and_chain() -> None:
+def test_other_resources_import_and_chain(mwtui_home: Path) -> None:
     d = modal.Dict.from_name("cache", create_if_missing=True)
     d["a"] = 1
     assert d.get("a") == 1 and "a" in d and d.len() == 1

@@ -13,13 +13,15 @@ from textwrap import dedent
 from typing import Any, ClassVar
 
 from . import options as opts
+from . import runtime
 from .cls import Cls, check_class_partials, class_parameters, class_partials
 from .deprecation import warn_at_user_line
 from .exception import InvalidError
 from .functions import Function
+from .image import Image
 from .model import Options
 from .partial import PartialFunction
-from .resources import Image, Secret
+from .secret import Secret
 
 __all__ = ["App", "Cls", "Function", "LocalEntrypoint"]
 
@@ -84,6 +86,7 @@ class App:
         self._local_entrypoints: dict[str, LocalEntrypoint] = {}
         self._web_endpoints: list[str] = []
         App._all_apps.append(self)
+        runtime.app_created(self)
 
     @property
     def name(self) -> str | None:
@@ -183,6 +186,7 @@ class App:
                 _check_batched(raw, is_generator)
             fn = Function(self, tag, raw, web, options, is_generator=is_generator, schedule=schedule)
             self._add_function(fn)
+            runtime.registered(fn.tag, fn.options)
             return fn
 
         return wrapper
@@ -210,6 +214,7 @@ class App:
                 if info.web is not None:
                     self._web_endpoints.append(f"{c.tag}.{name}")
             self._classes[c.tag] = c
+            runtime.registered(c.tag, c.options)
             return c
 
         return wrapper

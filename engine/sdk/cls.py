@@ -7,7 +7,9 @@ goes through `Obj`, which runs the `@enter` methods once, as Modal does locally.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import threading
 import typing
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -136,7 +138,6 @@ class Cls:
         self.options = options
         self.source = source_of(user_cls)
         self.parameters: dict[str, ParameterInfo] = dict(parameters or {})
-        self._web_urls: dict[str, str] = {}  # method name -> local URL, if a replica sets it
         partials = class_partials(user_cls) if partials is None else partials
         self.methods: dict[str, MethodInfo] = {
             name: MethodInfo(
@@ -148,6 +149,7 @@ class Cls:
                 exit=pf.exit,
                 is_method=pf.is_method,
                 source=source_of(pf.raw_f),
+                is_generator=bool(pf.is_generator),
             )
             for name, pf in partials.items()
             if pf.raw_f is not None
@@ -183,6 +185,16 @@ class Cls:
             elif p.required:
                 raise ValueError(f"missing required parameter '{p.name}' (a query argument)")
         return out
+
+    def parameter_specs(self) -> list[dict[str, Any]]:
+        """The parameters as JSON (see `mwtui.engine.params`): what the gateway needs to validate a query."""
+        from ..params import ParamSpec, to_json_value
+
+        return [
+            ParamSpec(p.name, p.type.__name__, not p.required,
+                      None if p.required else to_json_value(p.default)).to_json()
+            for p in self.parameters.values()
+        ]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Obj:
         if args:
@@ -238,6 +250,7 @@ class Obj:
         self._params = params
         self._instance: Any = None
         self._entered = False
+        self._lock = threading.Lock()
 
     def _user_instance(self) -> Any:
         if self._instance is None:
@@ -245,15 +258,19 @@ class Obj:
         return self._instance
 
     def _enter(self) -> None:
-        if self._entered:
-            return
-        instance = self._user_instance()
-        for m in self._cls.enter_methods():
-            run_sync(m.raw_f.__get__(instance))
-        self._entered = True
+        with self._lock:  # spawned and mapped calls may arrive on several threads at once
+            if self._entered:
+                return
+            instance = self._user_instance()
+            for m in self._cls.enter_methods():
+                run_sync(m.raw_f.__get__(instance))
+            self._entered = True
 
     async def _aenter(self) -> None:
         if self._entered:
+            return
+        if not any(inspect.iscoroutinefunction(m.raw_f) for m in self._cls.enter_methods()):
+            await asyncio.to_thread(self._enter)
             return
         instance = self._user_instance()
         for m in self._cls.enter_methods():
@@ -275,33 +292,40 @@ class Obj:
         return f"<modal.Obj {self._cls.tag}>"
 
 
+# "Remote" calls share one entered instance per class and parameter values, as they would share a
+# container on Modal: `Model(name="x").predict.remote()` in every request runs `@enter` once.
+_shared: dict[tuple[Cls, tuple[tuple[str, Any], ...]], Obj] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_obj(obj: Obj) -> Obj:
+    key = (obj._cls, tuple(sorted(obj._params.items())))
+    with _shared_lock:
+        return _shared.setdefault(key, Obj(obj._cls, dict(obj._params)))
+
+
 class BoundMethod(Invocable):
-    """`Model().predict`: `.local()` runs `@enter` once and calls the method; `.remote()` does the same
-    here (web methods refuse it, as on Modal)."""
+    """`Model().predict`: `.local()` runs `@enter` once for this handle and calls the method;
+    `.remote()` and friends do the same on the instance shared by these parameter values (web
+    methods refuse them, as on Modal)."""
 
     def __init__(self, obj: Obj, info: MethodInfo) -> None:
         self._obj = obj
         self._info = info
         self.tag = f"{obj._cls.tag}.{info.name}"
         self.web: WebConfig | None = info.web
-        self._web_url = obj._cls._web_urls.get(info.name)
+        self.is_generator = info.is_generator
         self._setup_invokers()
 
+    def _options(self) -> Options | None:
+        return self._obj._cls.options
+
     def _target(self) -> Callable[..., Any]:
-        obj, raw = self._obj, self._info.raw_f
-        if inspect.iscoroutinefunction(raw):
+        return _method_caller(self._obj, self._info.raw_f)
 
-            async def call_async(*args: Any, **kwargs: Any) -> Any:
-                await obj._aenter()
-                return await raw(obj._user_instance(), *args, **kwargs)
-
-            return call_async
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            obj._enter()
-            return raw(obj._user_instance(), *args, **kwargs)
-
-        return call
+    def _remote_target(self, how: str) -> Callable[..., Any]:
+        super()._remote_target(how)  # checks and environment
+        return _method_caller(shared_obj(self._obj), self._info.raw_f)
 
     def local(self, *args: Any, **kwargs: Any) -> Any:
         # Like Modal: an async method gives a coroutine that enters first.
@@ -309,6 +333,22 @@ class BoundMethod(Invocable):
 
     def __repr__(self) -> str:
         return f"<modal.Function {self.tag}>"
+
+
+def _method_caller(obj: Obj, raw: Callable[..., Any]) -> Callable[..., Any]:
+    if inspect.iscoroutinefunction(raw):
+
+        async def call_async(*args: Any, **kwargs: Any) -> Any:
+            await obj._aenter()
+            return await raw(obj._user_instance(), *args, **kwargs)
+
+        return call_async
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        obj._enter()
+        return raw(obj._user_instance(), *args, **kwargs)
+
+    return call
 
 
 class ClsRef:

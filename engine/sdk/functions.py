@@ -1,7 +1,8 @@
 """`modal.Function`: a registered function, and the ways user code calls one.
 
 Locally there are no remote containers, so `.remote()`, `.spawn()` and `.map()` run the function in the
-calling process. Web functions refuse them with Modal's message, as Modal does once they have a URL.
+calling process (see `calls`), with its own environment added first. Web functions refuse them with
+Modal's message, as Modal does once they have a URL.
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from . import calls, runtime
+from .calls import FunctionCall, gather
 from .context import is_local
 from .exception import ExecutionError, InvalidError, NotFoundError
 from .model import Options, Source, WebConfig
+
+__all__ = ["Function", "FunctionCall", "FunctionRef", "Invocable", "Invoker", "gather"]
 
 if TYPE_CHECKING:
     from .app import App
@@ -63,49 +68,52 @@ class Invoker:
         return self._sync(*args, **kwargs)
 
 
-class FunctionCall:
-    """The handle `.spawn()` returns. The call has already run; `get()` gives its result or raises."""
-
-    def __init__(self, object_id: str, result: Any = None, error: BaseException | None = None) -> None:
-        self.object_id = object_id
-        self._result = result
-        self._error = error
-        self.get = Invoker(self._get, self._get_aio)
-
-    def _get(self, timeout: float | None = None) -> Any:
-        if self._error is not None:
-            raise self._error
-        return self._result
-
-    async def _get_aio(self, timeout: float | None = None) -> Any:
-        return self._get(timeout)
-
-    def cancel(self, terminate_containers: bool = False) -> None:
-        pass
-
-    @staticmethod
-    def from_id(function_call_id: str, **kwargs: Any) -> FunctionCall:
-        raise NotFoundError(f"No function call with id {function_call_id!r} in this process")
-
-
 class Invocable:
     """What Function and a class's bound method share: the call surface user code sees."""
 
     tag: str
     web: WebConfig | None
-    _web_url: str | None
+    is_generator: bool = False
 
     def _target(self) -> Callable[..., Any]:
         raise NotImplementedError
 
+    def _options(self) -> Options | None:
+        """The function's own options (environment, mounts), applied before it runs "remotely"."""
+        return None
+
+    @property
+    def _web_url(self) -> str | None:
+        return runtime.web_url(self.tag) if self.web is not None else None
+
     def _refuse_if_web(self, how: str) -> None:
         if self.web is None:
             return
-        where = f"via its web url '{self._web_url}'" if self._web_url else "via its web url"
+        url = self._web_url
+        where = f"via its web url '{url}'" if url else "via its web url"
         raise InvalidError(
             f"A webhook function cannot be invoked for remote execution with `.{how}`. "
             f"Invoke this function {where} or call it locally: {self.tag}.local()"
         )
+
+    def _check_generator(self, how: str) -> None:
+        if self.is_generator and how != "remote_gen":
+            raise InvalidError(
+                f"A generator function cannot be called with `.{how}(...)`. Use `.remote_gen(...)` instead."
+            )
+        if not self.is_generator and how == "remote_gen":
+            raise InvalidError(
+                "A non-generator function cannot be called with `.remote_gen(...)`. Use `.remote(...)` instead."
+            )
+
+    def _remote_target(self, how: str) -> Callable[..., Any]:
+        """The callable a "remote" call runs, once the checks pass and its environment is in place."""
+        self._refuse_if_web(how)
+        self._check_generator(how)
+        options = self._options()
+        if options is not None:
+            runtime.prepare_call(self.tag, options)
+        return self._target()
 
     def _setup_invokers(self) -> None:
         self.remote = Invoker(self._remote, self._remote_aio)
@@ -117,37 +125,25 @@ class Invocable:
         self.spawn_map = Invoker(self._spawn_map, self._spawn_map_aio)
 
     def _remote(self, *args: Any, **kwargs: Any) -> Any:
-        self._refuse_if_web("remote")
-        return run_sync(self._target(), *args, **kwargs)
+        return run_sync(self._remote_target("remote"), *args, **kwargs)
 
     async def _remote_aio(self, *args: Any, **kwargs: Any) -> Any:
-        self._refuse_if_web("remote")
-        return await run_async(self._target(), *args, **kwargs)
+        return await run_async(self._remote_target("remote"), *args, **kwargs)
 
     def _spawn(self, *args: Any, **kwargs: Any) -> FunctionCall:
-        self._refuse_if_web("spawn")
-        try:
-            return FunctionCall(f"fc-local-{id(self):x}", result=run_sync(self._target(), *args, **kwargs))
-        except Exception as e:  # noqa: BLE001 - delivered by .get(), as on Modal
-            return FunctionCall(f"fc-local-{id(self):x}", error=e)
+        return calls.spawn(self.tag, self._remote_target("spawn"), args, kwargs)
 
     async def _spawn_aio(self, *args: Any, **kwargs: Any) -> FunctionCall:
-        self._refuse_if_web("spawn")
-        try:
-            return FunctionCall(f"fc-local-{id(self):x}", result=await run_async(self._target(), *args, **kwargs))
-        except Exception as e:  # noqa: BLE001 - delivered by .get(), as on Modal
-            return FunctionCall(f"fc-local-{id(self):x}", error=e)
+        return self._spawn(*args, **kwargs)
 
     def _remote_gen(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        self._refuse_if_web("remote_gen")
-        result = self._target()(*args, **kwargs)
+        result = self._remote_target("remote_gen")(*args, **kwargs)
         if inspect.isasyncgen(result):
             raise InvalidError("An async generator must be consumed with `.remote_gen.aio()`")
         yield from result
 
     async def _remote_gen_aio(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        self._refuse_if_web("remote_gen")
-        result = self._target()(*args, **kwargs)
+        result = self._remote_target("remote_gen")(*args, **kwargs)
         if inspect.isasyncgen(result):
             async for item in result:
                 yield item
@@ -155,79 +151,62 @@ class Invocable:
             for item in result:
                 yield item
 
-    def _map(
-        self, *iterables: Iterable[Any], order_outputs: bool = True, return_exceptions: bool = False,
-        **kwargs: Any,
-    ) -> Iterator[Any]:
-        self._refuse_if_web("map")
-        for args in zip(*iterables, strict=False):
-            try:
-                yield run_sync(self._target(), *args)
-            except Exception as e:
-                if not return_exceptions:
-                    raise
-                yield e
+    def _many(self, how: str, inputs: Iterable[tuple[tuple[Any, ...], dict[str, Any]]], order_outputs: bool,
+              return_exceptions: bool) -> Iterator[Any]:
+        target = self._remote_target(how)
+        return calls.run_many(
+            lambda *a, **k: run_sync(target, *a, **k), inputs, ordered=order_outputs,
+            return_exceptions=return_exceptions,
+        )
 
-    async def _map_aio(
-        self, *iterables: Iterable[Any], order_outputs: bool = True, return_exceptions: bool = False,
-        **kwargs: Any,
-    ) -> AsyncIterator[Any]:
-        self._refuse_if_web("map")
-        for args in zip(*iterables, strict=False):
-            try:
-                yield await run_async(self._target(), *args)
-            except Exception as e:
-                if not return_exceptions:
-                    raise
-                yield e
+    def _map(
+        self, *input_iterators: Iterable[Any], kwargs: dict[str, Any] | None = None, order_outputs: bool = True,
+        return_exceptions: bool = False, wrap_returned_exceptions: bool = True,
+    ) -> Iterator[Any]:
+        inputs = ((args, dict(kwargs or {})) for args in zip(*input_iterators, strict=False))
+        return self._many("map", inputs, order_outputs, return_exceptions)
+
+    def _map_aio(self, *input_iterators: Iterable[Any], **options: Any) -> AsyncIterator[Any]:
+        return _aiter_in_thread(self._map(*input_iterators, **options))
 
     def _starmap(self, input_iterator: Iterable[tuple[Any, ...]], *, kwargs: dict[str, Any] | None = None,
-                 order_outputs: bool = True, return_exceptions: bool = False, **options: Any) -> Iterator[Any]:
-        self._refuse_if_web("starmap")
-        for args in input_iterator:
-            try:
-                yield run_sync(self._target(), *args, **(kwargs or {}))
-            except Exception as e:
-                if not return_exceptions:
-                    raise
-                yield e
+                 order_outputs: bool = True, return_exceptions: bool = False,
+                 wrap_returned_exceptions: bool = True) -> Iterator[Any]:
+        inputs = ((tuple(args), dict(kwargs or {})) for args in input_iterator)
+        return self._many("starmap", inputs, order_outputs, return_exceptions)
 
-    async def _starmap_aio(self, input_iterator: Iterable[tuple[Any, ...]], *, kwargs: dict[str, Any] | None = None,
-                           order_outputs: bool = True, return_exceptions: bool = False,
-                           **options: Any) -> AsyncIterator[Any]:
-        self._refuse_if_web("starmap")
-        for args in input_iterator:
-            try:
-                yield await run_async(self._target(), *args, **(kwargs or {}))
-            except Exception as e:
-                if not return_exceptions:
-                    raise
-                yield e
+    def _starmap_aio(self, input_iterator: Iterable[tuple[Any, ...]], **options: Any) -> AsyncIterator[Any]:
+        return _aiter_in_thread(self._starmap(input_iterator, **options))
 
-    def _for_each(self, *iterables: Iterable[Any], ignore_exceptions: bool = False, **kwargs: Any) -> None:
-        for _ in self._map(*iterables, return_exceptions=ignore_exceptions):
+    def _for_each(self, *input_iterators: Iterable[Any], kwargs: dict[str, Any] | None = None,
+                  ignore_exceptions: bool = False) -> None:
+        for _ in self._map(*input_iterators, kwargs=kwargs, return_exceptions=ignore_exceptions):
             pass
 
-    async def _for_each_aio(self, *iterables: Iterable[Any], ignore_exceptions: bool = False, **kwargs: Any) -> None:
-        async for _ in self._map_aio(*iterables, return_exceptions=ignore_exceptions):
-            pass
+    async def _for_each_aio(self, *input_iterators: Iterable[Any], **options: Any) -> None:
+        await asyncio.to_thread(self._for_each, *input_iterators, **options)
 
-    def _spawn_map(self, *iterables: Iterable[Any], **kwargs: Any) -> None:
-        self._refuse_if_web("spawn_map")
-        for args in zip(*iterables, strict=False):
-            self._spawn(*args)
+    def _spawn_map(self, *input_iterators: Iterable[Any], kwargs: dict[str, Any] | None = None) -> None:
+        target = self._remote_target("spawn_map")
+        for args in zip(*input_iterators, strict=False):
+            calls.spawn(self.tag, target, tuple(args), dict(kwargs or {}))
 
-    async def _spawn_map_aio(self, *iterables: Iterable[Any], **kwargs: Any) -> None:
-        self._refuse_if_web("spawn_map")
-        for args in zip(*iterables, strict=False):
-            await self._spawn_aio(*args)
+    async def _spawn_map_aio(self, *input_iterators: Iterable[Any], **options: Any) -> None:
+        self._spawn_map(*input_iterators, **options)
 
     def get_web_url(self) -> str | None:
+        """The local URL the gateway serves this endpoint at (None for a function that is not one)."""
         return self._web_url
 
     @property
     def web_url(self) -> str | None:
         return self._web_url
+
+
+async def _aiter_in_thread(it: Iterator[Any]) -> AsyncIterator[Any]:
+    done = object()
+    while (item := await asyncio.to_thread(next, it, done)) is not done:
+        yield item
 
 
 class Function(Invocable):
@@ -252,11 +231,13 @@ class Function(Invocable):
         self.is_generator = is_generator
         self.schedule = schedule
         self.source = source_of(raw_f)
-        self._web_url: str | None = None  # a replica may set the local URL here
         self._setup_invokers()
 
     def _target(self) -> Callable[..., Any]:
         return self.raw_f
+
+    def _options(self) -> Options | None:
+        return self.options
 
     def local(self, *args: Any, **kwargs: Any) -> Any:
         """Call the Python function directly (an async one returns its coroutine), as Modal does."""
@@ -299,7 +280,6 @@ class FunctionRef(Invocable):
     """`modal.Function.from_name(app, name)`: resolved on first use against the apps in this process."""
 
     web = None
-    _web_url = None
 
     def __init__(self, app_name: str, name: str) -> None:
         self.app_name = app_name
@@ -317,10 +297,15 @@ class FunctionRef(Invocable):
             "no such app or function is defined in this process."
         )
 
-    def _target(self) -> Callable[..., Any]:
-        fn = self.resolve()
-        fn._refuse_if_web("remote")
-        return fn.raw_f
+    def _remote_target(self, how: str) -> Callable[..., Any]:
+        return self.resolve()._remote_target(how)
+
+    def get_web_url(self) -> str | None:
+        return self.resolve().get_web_url()
+
+    @property
+    def web_url(self) -> str | None:
+        return self.resolve().get_web_url()
 
     def local(self, *args: Any, **kwargs: Any) -> Any:
         raise ExecutionError(

@@ -75,6 +75,7 @@ class MethodInfo:
     exit: bool = False
     is_method: bool = False  # @modal.method (or @modal.batched)
     source: Source | None = None
+    is_generator: bool = False
 
 
 class _Missing:

@@ -1,13 +1,20 @@
 """What one replica serves: a web function, or a class with all its web methods, found in the App.
 
 The pool owns the class instance (one per replica, as one per Modal container), so that state set in
-`@enter` or changed by one method is seen by every other method.
+`@enter` or changed by one method is seen by every other method. For a parametrized class, the
+replica's parameter values (`--params`) go into that instance.
+
+It also gives the replica its "container": environment variables (image ENV, secrets, `env=`) and
+mount paths (volumes, `add_local_*`). `before_import` sets them from discovery's plan, before the app
+file runs, as Modal does; `Pool.resolve` sets them again from the imported objects, and fails the
+replica with a clear message when a secret cannot be provided.
 """
 
 from __future__ import annotations
 
 import ast
 import inspect
+import json
 import os
 import sys
 import traceback
@@ -17,6 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..manifest import EndpointSpec, PoolServer, pool_server
+from ..params import ParamError, decode
+from ..sdk import environment, runtime
+from ..sdk.exception import Error as ModalError
 from ..sdk.model import Options, WebConfig
 from .report import StartupFailure, failure
 
@@ -45,6 +55,32 @@ def subject_before_import(app_file: str, name: str) -> str:
     return f"class `{name}`" if is_class else f"endpoint `{name}`"
 
 
+def _say(problems: list[str], subject: str) -> None:
+    for p in problems:
+        print(f"mwtui: {subject}: {p}", file=sys.stderr)
+
+
+def before_import(pool_name: str, app_file: str) -> None:
+    """Name the pool this replica serves, and put its environment and mounts in place from the plan in
+    MWTUI_POOL_PLAN (made by discovery), so that module-level code sees them as on Modal. Without a
+    plan, the sdk sets them as the import registers the pool (see `sdk.runtime`)."""
+    runtime.serve_pool(pool_name)
+    raw = os.environ.pop(runtime.POOL_PLAN_ENV, None)  # user code and its subprocesses need not see it
+    if not raw:
+        return
+    subject = subject_before_import(app_file, pool_name)
+    try:
+        plan = json.loads(raw)
+        problems = environment.apply_plan(plan, pool_name)
+    except ValueError as exc:
+        print(f"mwtui: {subject}: ignoring an unreadable {runtime.POOL_PLAN_ENV} ({exc})", file=sys.stderr)
+        return
+    except ModalError as exc:
+        endpoint = pool_name if subject.startswith("endpoint") else None
+        raise StartupFailure("import", endpoint, f"{subject}: {exc}", f"{type(exc).__name__}: {exc}\n") from exc
+    _say(problems, subject)
+
+
 def _call(fn: Callable[..., Any], run_async: RunAsync, *args: Any) -> Any:
     result = fn(*args)
     if inspect.isawaitable(result):
@@ -69,22 +105,41 @@ class Pool:
         self.cls = cls  # sdk.Cls, for a class pool
         self.instance = instance
         self.entered = False
+        self.env: dict[str, str] | None = None  # resolved by `prepare`
 
     @classmethod
-    def resolve(cls, app: Any, name: str, app_file: str) -> Pool:
-        """Find NAME among the App's web functions and classes; fail (stage "import") otherwise."""
+    def resolve(cls, app: Any, name: str, app_file: str, params: dict[str, Any] | None = None) -> Pool:
+        """Find NAME among the App's web functions and classes, and prepare its environment; fail
+        (stage "import") if it is not there or its secrets cannot be provided. `params` are the
+        parameter values of a parametrized class, in JSON form (see `mwtui.engine.params`)."""
         fn = app._functions.get(name)
         if fn is not None and fn.web is not None:
-            return cls(name, app_file, fn.options, [Endpoint(name, fn.web, fn.raw_f)])
+            if params:
+                raise StartupFailure("import", name, f"endpoint `{name}` is a function: it takes no --params")
+            pool = cls(name, app_file, fn.options, [Endpoint(name, fn.web, fn.raw_f)])
+            pool.prepare()
+            return pool
         klass = app._classes.get(name)
         if klass is not None and klass.web_methods():
-            instance = klass.instantiate()
+            try:
+                values = decode(klass.parameter_specs(), params or {})
+            except ParamError as exc:
+                raise StartupFailure("import", None, f"class `{name}`: {exc}") from exc
+            missing = [p.name for p in klass.parameters.values() if p.required and p.name not in values]
+            if missing:
+                example = "&".join(f"{m}=..." for m in missing)
+                raise StartupFailure("import", None, (
+                    f"class `{name}` needs a value for its parameter(s) {', '.join(missing)}: each set of values "
+                    f"is served by replicas of its own, made when a request gives them (?{example})"))
+            instance = klass.instantiate(values)
             endpoints = [
                 Endpoint(f"{name}.{m.name}", m.web, types.MethodType(m.raw_f, instance))
                 for m in klass.web_methods()
                 if m.web is not None
             ]
-            return cls(name, app_file, klass.options, endpoints, klass, instance)
+            pool = cls(name, app_file, klass.options, endpoints, klass, instance)
+            pool.prepare()
+            return pool
         known = sorted([t for t, f in app._functions.items() if f.web] +
                        [t for t, c in app._classes.items() if c.web_methods()])
         what = "is not a web endpoint" if (fn or klass) else "is not defined"
@@ -93,6 +148,17 @@ class Pool:
             f"`{name}` {what} in {os.path.basename(app_file)}; its web functions and classes are: "
             f"{', '.join(known) or 'none'}",
         )
+
+    def prepare(self) -> None:
+        """The container's environment and mounts, from the imported objects."""
+        try:
+            env = environment.function_env(self.options, self.name)
+        except ModalError as exc:
+            raise StartupFailure("import", self.failure_endpoint, f"{self.subject}: {exc}",
+                                 f"{type(exc).__name__}: {exc}\n") from exc
+        mount_env, problems = environment.provide(environment.mounts_of(self.options, create=True))
+        _say(problems, self.subject)
+        self.env = {**env, **mount_env}
 
     @property
     def is_class(self) -> bool:
@@ -112,16 +178,12 @@ class Pool:
         return pool_server(specs)
 
     def environment(self) -> dict[str, str]:
-        """The function's environment as on Modal: the image's ENV, then its secrets, then `env=`
-        (which Modal turns into one more secret)."""
-        env: dict[str, str] = {}
-        env.update(getattr(self.options.image, "env_vars", None) or {})
-        for secret in self.options.secrets:
-            for k, v in (getattr(secret, "values", None) or {}).items():
-                if v is not None:
-                    env[k] = str(v)
-        env.update({k: str(v) for k, v in self.options.env.items() if v is not None})
-        return env
+        """The function's environment as on Modal: the image's ENV, then its secrets (app-level first),
+        then `env=` (which Modal turns into one more secret); and MWTUI_VOLUME_* for its volumes."""
+        if self.env is None:
+            self.prepare()
+        assert self.env is not None
+        return dict(self.env)
 
     def check_image_imports(self) -> None:
         """Modal swallows a failed import inside `with image.imports():` locally and re-raises it in
@@ -169,3 +231,16 @@ def _takes_three(f: Callable[..., Any]) -> bool:
     except (TypeError, ValueError):
         return False
     return len(params) == 3
+
+
+def params_arg(text: str) -> dict[str, Any]:
+    """`--params JSON`: a JSON object of parameter values (argparse type)."""
+    import argparse
+
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--params must be a JSON object: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("--params must be a JSON object, e.g. '{\"name\": \"a\"}'")
+    return value
