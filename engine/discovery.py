@@ -84,7 +84,7 @@ async def discover_async(
     try:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "mwtui.engine.discovery", "--fd", str(write_fd), str(ref),
-            cwd=os.path.dirname(ref.path),
+            cwd=ref.cwd,
             env=child_env,
             pass_fds=(write_fd, *pass_fds),
             stdin=asyncio.subprocess.DEVNULL,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -226,11 +227,16 @@ class Engine:
         self.logs.setdefault(spec.name, deque(maxlen=LOG_LINES_KEPT))
         pool = Pool(
             spec, self.ref, self._socket_dir, self.lifeline, self._emit, self.generation, self._routes_applied,
-            self.spawner,
+            self.spawner, {"MWTUI_WEB_URLS": self._web_urls()},
         )
         self.pools[spec.name] = pool
         pool.start()
         return pool
+
+    def _web_urls(self) -> str:
+        """What `Function.get_web_url()` answers inside replicas: every endpoint's label URL."""
+        m = self.manifest
+        return json.dumps({e.name: label_url(e.label, self.gateway.port) for e in (m.endpoints if m else ())})
 
     # ----- reload
     async def reload(self, reason: str = "reload requested") -> bool:
@@ -260,6 +266,9 @@ class Engine:
             return False
         self.load_error = None
         self.generation += 1
+        self.manifest = manifest  # so that new replicas learn the new URLs
+        for pool in self.pools.values():
+            pool.extra_env["MWTUI_WEB_URLS"] = self._web_urls()
         new = {p.name: p for p in manifest.pools()}
         removed = [p for name, p in self.pools.items() if name not in new]
         for pool in removed:
@@ -276,7 +285,6 @@ class Engine:
                 self.autoscalers[name].reconfigure(self._scaling(self.pools[name].spec))
         # Keep the order of the new file, with pools whose new version failed still in it.
         self.pools = {name: self.pools[name] for name in new}
-        self.manifest = manifest
         self._publish_routes()
         failures = [r for r in results if isinstance(r, str)]
         self._reload_ms = (time.monotonic() - t0) * 1000

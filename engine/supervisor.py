@@ -88,6 +88,7 @@ class Replica:
     id: str  # "<pool>.<n>"
     generation: int  # the engine's reload generation it runs (for the screen)
     version: int = 0  # the pool's own counter: replicas of the version being served have pool.version
+    plan: str = ""  # its version's environment plan (see PoolSpec.plan), applied before user code runs
     proc: ReplicaProcess | None = None
     state: ReplicaState = "starting"
     started_at: float = field(default_factory=time.time)
@@ -147,8 +148,10 @@ class Pool:
         generation: int = 1,
         before_drain: Callable[[], Awaitable[None]] | None = None,
         spawner: Spawner | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.spec = spec
+        self.extra_env = extra_env or {}  # for every replica: e.g. the gateway's URLs
         self.ref = ref
         self.socket_dir = socket_dir
         self.lifeline = lifeline
@@ -258,7 +261,7 @@ class Pool:
             self.resume()
             return None
         count = max(1, len(old)) if not (self.stopped or self.failed) else self.desired
-        news = [self._spawn(generation, version) for _ in range(count)]
+        news = [self._spawn(generation, version, spec.plan) for _ in range(count)]
         await asyncio.gather(*(r.settled.wait() for r in news))
         broken = [r for r in news if r.state != "ready"]
         if broken:
@@ -323,11 +326,12 @@ class Pool:
                 r.stop_requested = True  # now, so the next pass does not count it again
                 self._background(self._stop_replica(r))
 
-    def _spawn(self, generation: int | None = None, version: int | None = None) -> Replica:
+    def _spawn(self, generation: int | None = None, version: int | None = None, plan: str | None = None) -> Replica:
         r = Replica(
             id=f"{self.spec.name}.{self._next_index}",
             generation=generation or self.generation,
             version=version or self.version,
+            plan=self.spec.plan if plan is None else plan,
         )
         self._next_index += 1
         self.replicas.append(r)
@@ -342,13 +346,15 @@ class Pool:
             **self.lifeline.env(),
             "MWTUI_READY_FD": str(ready_w),
             "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+            **({"MWTUI_POOL_PLAN": r.plan} if r.plan else {}),
             # `python` in user code means the replica's interpreter, as it means the image's on Modal.
             "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
         }
         argv = [str(self.ref), "--pool", self.spec.name, "--socket-dir", self.socket_dir, "--replica", r.id]
         try:
             r.proc = await self.spawner.spawn(
-                argv, env, os.path.dirname(self.ref.path), (ready_w, self.lifeline.child_fd)
+                argv, env, self.ref.cwd, (ready_w, self.lifeline.child_fd)
             )
         except OSError as e:
             os.close(ready_r)

@@ -318,10 +318,7 @@ def test_a_crashed_replica_is_restarted(tmp_path: Path) -> None:
         served.wait_running()
         slow = {e["name"]: e for e in served.status()}["slow"]
         assert slow["restarts"] == 0
-        pid = next(
-            p.pid for p in psutil.Process(served.proc.pid).children()
-            if "--pool" in p.cmdline() and p.cmdline()[p.cmdline().index("--pool") + 1] == "slow"
-        )
+        pid = slow["replica_list"][0]["pid"]
         psutil.Process(pid).kill()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -332,5 +329,35 @@ def test_a_crashed_replica_is_restarted(tmp_path: Path) -> None:
         assert slow["restarts"] == 1 and slow["state"] == "running"
         assert "ended unexpectedly" in slow["last_error"]
         assert served.get("small-slow").json() == {"slept": 0.0}
+    finally:
+        stop_serve(served)
+
+
+def test_module_form_and_get_web_url(tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "web.py").write_text(
+        "import modal\napp = modal.App('mm')\n"
+        "@app.function()\n@modal.fastapi_endpoint()\ndef hi():\n    return {'url': hi.get_web_url()}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mwtui.tui.cli", "serve", "-m", "pkg.web", "--port", "0"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    served = Served(proc, 0)
+
+    def pump() -> None:
+        assert proc.stdout
+        for line in proc.stdout:
+            served.lines.append(line.rstrip("\n"))
+            served._q.put(line.rstrip("\n"))
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        line = served.wait_for_line(r"gateway http://localhost:\d+")
+        served.port = int(line.split("localhost:")[1].split()[0])
+        served.wait_running()
+        assert served.get("mm-hi").json() == {"url": f"http://mm-hi.localhost:{served.port}"}
     finally:
         stop_serve(served)

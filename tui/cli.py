@@ -49,6 +49,24 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _app_argument(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    p.add_argument(
+        "app", nargs="?",
+        help="path/to/app.py or path/to/app.py::app_variable" + (f" (default: {default})" if default else ""),
+    )
+    p.add_argument("-m", dest="module", metavar="PACKAGE.MODULE[::app]",
+                   help="import the app as a module, as `modal serve -m` does (from the current folder)")
+
+
+def app_ref(args: argparse.Namespace, default: str | None = None) -> AppRef:
+    if args.module:
+        return AppRef.parse(f"-m {args.module}")
+    app = args.app or default
+    if not app:
+        raise SystemExit("mwtui: name an app file (path/to/app.py) or a module (-m package.module)")
+    return AppRef.parse(app)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mwtui",
@@ -56,10 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="run the app headless: print URLs, then logs, until Ctrl-C")
-    serve.add_argument("app", help="path/to/app.py or path/to/app.py::app_variable")
+    _app_argument(serve)
     _common(serve)
     ls = sub.add_parser("list", help="print the app's endpoints; exit 1 if the file does not load")
-    ls.add_argument("app")
+    _app_argument(ls)
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.add_argument("--port", type=int, default=DEFAULT_GATEWAY_PORT, help="gateway port used in the URLs")
     for name in PLUGGED:
@@ -86,7 +104,7 @@ def build_tui_parser() -> argparse.ArgumentParser:
         description="Open the terminal app on a Modal web app file (the bundled demo without one). "
         "Other commands: mwtui serve APP, mwtui list APP, mwtui token ...",
     )
-    p.add_argument("app", nargs="?", help="path/to/app.py[::app_variable]; default: the bundled demo")
+    _app_argument(p, default="the bundled demo")
     _common(p)
     return p
 
@@ -113,7 +131,7 @@ def _manifest_json(m: AppManifest, port: int) -> dict[str, object]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    ref = AppRef.parse(args.app)
+    ref = app_ref(args)
     m = discover(ref)
     if m.error:
         print(format_load_error(m.error), file=sys.stderr)
@@ -144,11 +162,11 @@ def main(argv: list[str] | None = None) -> int:
             return int(_command_module(args.command).run(args))
         from .headless import serve
 
-        return asyncio.run(serve(AppRef.parse(args.app), engine_options(args)))
+        return asyncio.run(serve(app_ref(args), engine_options(args)))
     args = build_tui_parser().parse_args(argv)
     from .app import run_tui
 
-    return run_tui(AppRef.parse(args.app or demo_app_path()), engine_options(args))
+    return run_tui(app_ref(args, default=demo_app_path()), engine_options(args))
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
