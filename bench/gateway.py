@@ -136,6 +136,9 @@ def main() -> int:
             gateway.stdin.write(json.dumps({"type": "routes", "endpoints": [{
                 "name": "hello", "label": LABEL, "domains": [], "port": None, "requires_proxy_auth": False,
                 "state": "running", "hold_s": 30,
+                # What the engine sends for @modal.concurrent(max_inputs=1000) and the default timeout:
+                # the per-replica cap and the timeout sweep are on the measured path.
+                "max_inputs": 1000, "timeout": 300,
                 "upstreams": [{"id": "hello.0", "address": f"unix:{sock_path}", "dispatch": None}],
             }]}).encode() + b"\n")
             gateway.stdin.flush()

@@ -7,13 +7,12 @@ are shared by the module. Waits are bounded; no assertion depends on how fast an
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import json
 import os
 import queue
+import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,171 +21,39 @@ from typing import Any
 
 import httpx
 import pytest
+from mwtui.engine.gateway_link import GatewayLink
+from mwtui.engine.lifeline import Lifeline
+from mwtui.engine.tokens import TokenStore
 from websockets.sync.client import connect as ws_connect
 
-FIXTURES = Path(__file__).parent / "fixtures"
-TIMEOUT = 10.0
+from .fixtures.gateway_harness import (
+    TIMEOUT,
+    Gateway,
+    Upstream,
+    endpoint,
+    free_port,
+    headers_of,
+    raw_exchange,
+    up,
+    wait_until,
+)
+from .fixtures.gateway_harness import tcp_upstream as tcp_upstream_cm
+from .fixtures.gateway_harness import unix_upstream as unix_upstream_at
 
 pytestmark = pytest.mark.timeout(60)
 
 
-# ----------------------------------------------------------------------------- helpers
-def wait_until(pred: Callable[[], Any], timeout: float = TIMEOUT, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def start_uvicorn(*bind: str, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "gateway_upstream:app", "--app-dir", str(FIXTURES),
-         "--log-level", "warning", "--no-access-log", *bind],
-        pass_fds=pass_fds,
-        start_new_session=True,
-    )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-class Upstream:
-    def __init__(self, address: str, proc: subprocess.Popen[bytes]) -> None:
-        self.address = address
-        self.proc = proc
-
-
+# ----------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def unix_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
-    path = tmp_path_factory.mktemp("up") / "replica.sock"
-    proc = start_uvicorn("--uds", str(path))
-
-    def ready() -> bool:
-        with socket.socket(socket.AF_UNIX) as s:
-            try:
-                s.connect(str(path))
-                return True
-            except OSError:
-                return False
-
-    try:
-        wait_until(ready, 20, "uvicorn on a unix socket")
-        yield Upstream(f"unix:{path}", proc)
-    finally:
-        stop(proc)
+    with unix_upstream_at(tmp_path_factory.mktemp("up") / "replica.sock") as u:
+        yield u
 
 
 @pytest.fixture(scope="module")
 def tcp_upstream() -> Iterator[Upstream]:
-    # The listening socket is ours, handed over with --fd: no port race, ready as soon as bound.
-    # (uvicorn then skips TCP_NODELAY, which only matters for speed: see bench/RESULTS.md.)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    port = sock.getsockname()[1]
-    proc = start_uvicorn("--fd", str(sock.fileno()), pass_fds=(sock.fileno(),))
-    sock.close()
-    try:
-        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/echo", timeout=TIMEOUT).status_code == 200,
-                   20, "uvicorn on tcp")
-        yield Upstream(f"tcp:127.0.0.1:{port}", proc)
-    finally:
-        stop(proc)
-
-
-class Gateway:
-    """A running gateway process: send it messages, read its events, talk HTTP to it."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mwtui.engine.gateway", "--host", "127.0.0.1", "--port", str(port)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            start_new_session=True,
-        )
-        self.events: list[dict[str, Any]] = []
-        self._cond = threading.Condition()
-        threading.Thread(target=self._pump, daemon=True).start()
-        self.port = 0
-
-    def _pump(self) -> None:
-        assert self.proc.stdout
-        for raw in self.proc.stdout:
-            msg = json.loads(raw)  # anything that is not one JSON object per line fails the test
-            with self._cond:
-                self.events.append(msg)
-                self._cond.notify_all()
-        with self._cond:
-            self.events.append({"type": "<eof>"})
-            self._cond.notify_all()
-
-    def wait_event(self, pred: Callable[[dict[str, Any]], bool], timeout: float = TIMEOUT) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        seen = 0
-        with self._cond:
-            while True:
-                for ev in self.events[seen:]:
-                    if pred(ev):
-                        return ev
-                seen = len(self.events)
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"no matching event; got {self.events[-5:]}")
-                self._cond.wait(left)
-
-    def started(self) -> Gateway:
-        ev = self.wait_event(lambda e: e["type"] in ("listening", "error", "<eof>"))
-        assert ev["type"] == "listening", ev
-        self.port = ev["port"]
-        return self
-
-    def send(self, msg: dict[str, Any]) -> None:
-        assert self.proc.stdin
-        self.proc.stdin.write(json.dumps(msg).encode() + b"\n")
-        self.proc.stdin.flush()
-
-    def routes(self, *endpoints: dict[str, Any]) -> None:
-        """Replace the table, then wait until the gateway serves it (/api/endpoints shows it)."""
-        self.send({"type": "routes", "endpoints": list(endpoints)})
-        want = {(e["name"], e.get("state", "running"), len(e.get("upstreams", []))) for e in endpoints}
-
-        def applied() -> bool:
-            got = {(e["name"], e["state"], e["replicas"]["ready"]) for e in self.api()}
-            return got == want
-
-        wait_until(applied, what="routes applied")
-
-    def api(self) -> list[dict[str, Any]]:
-        return httpx.get(f"http://127.0.0.1:{self.port}/api/endpoints", timeout=TIMEOUT).json()
-
-    def client(self, host: str | None = None, **kw: Any) -> httpx.Client:
-        headers = {"Host": host} if host else {}
-        return httpx.Client(base_url=f"http://127.0.0.1:{self.port}", headers=headers, timeout=TIMEOUT, **kw)
-
-    def get(self, host: str, path: str = "/echo", **kw: Any) -> httpx.Response:
-        with self.client(host) as c:
-            return c.get(path, **kw)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    with tcp_upstream_cm() as u:
+        yield u
 
 
 @pytest.fixture
@@ -196,44 +63,6 @@ def gw() -> Iterator[Gateway]:
         yield g
     finally:
         g.close()
-
-
-def endpoint(name: str = "hello", label: str = "demo-hello", upstreams: list[dict[str, Any]] | None = None,
-             **kw: Any) -> dict[str, Any]:
-    return {
-        "name": name, "label": label, "domains": [], "port": None, "requires_proxy_auth": False,
-        "state": "running", "hold_s": 10, "upstreams": upstreams or [], **kw,
-    }
-
-
-def up(upstream: Upstream, id: str = "hello.0", dispatch: str | None = None) -> dict[str, Any]:
-    return {"id": id, "address": upstream.address, "dispatch": dispatch}
-
-
-def headers_of(echo: dict[str, Any]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for k, v in echo["headers"]:
-        out.setdefault(k.lower(), []).append(v)
-    return out
-
-
-def raw_exchange(port: int, data: bytes, until: Callable[[bytes], bool] | None = None) -> bytes:
-    """Send raw bytes, read until `until(received)` or the server closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as s:
-        s.sendall(data)
-        got = b""
-        while not (until and until(got)):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            got += chunk
-        return got
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ----------------------------------------------------------------------------- routing
@@ -631,3 +460,257 @@ def test_busy_main_port_is_an_error_naming_it() -> None:
     finally:
         blocker.close()
         g.close()
+
+
+# ----------------------------------------------------------------------------- proxy auth with real tokens
+def test_proxy_auth_with_tokens_from_the_store(gw: Gateway, unix_upstream: Upstream) -> None:
+    store = TokenStore(Path(gw.home) / "tokens.json")
+    gw.routes(endpoint(requires_proxy_auth=True, upstreams=[up(unix_upstream)]))
+    info, secret = store.create("ci")
+    # Created after the gateway started, used at once: it looks at the file again on an unknown key.
+    for key_name, secret_name in (("Modal-Key", "Modal-Secret"), ("modal-key", "MODAL-SECRET")):
+        r = gw.get("demo-hello.localhost", headers={key_name: info.key, secret_name: secret})
+        assert r.status_code == 200, r.text
+        h = headers_of(r.json())
+        assert h["modal-key"] == [info.key]
+        assert "modal-secret" not in h  # user code never sees (so never logs) the secret
+    r = gw.get("demo-hello.localhost", headers={"Modal-Key": info.key, "Modal-Secret": secret + "x"})
+    assert r.status_code == 401 and r.text == "modal-http: invalid credentials for proxy authorization"
+    r = gw.get("demo-hello.localhost", headers={"Modal-Secret": secret})
+    assert r.status_code == 401 and r.text == "modal-http: missing credentials for proxy authorization"
+    assert store.revoke(info.key)
+    # Revoked: refused within the file re-check interval, without a restart.
+    wait_until(lambda: gw.get("demo-hello.localhost", headers={"Modal-Key": info.key, "Modal-Secret": secret})
+               .status_code == 401, 5, "revocation seen")
+    assert secret not in httpx.get(f"http://127.0.0.1:{gw.port}/api/endpoints", timeout=TIMEOUT).text
+
+
+# ----------------------------------------------------------------------------- DNS rebinding
+def test_own_pages_only_for_a_loopback_host(gw: Gateway, unix_upstream: Upstream) -> None:
+    gw.routes(endpoint(upstreams=[up(unix_upstream)]))
+    for host in ("127.0.0.2", "localhost.", "[::1]:1"):
+        assert gw.get(host, "/api/endpoints").status_code == 200, host
+    # A page whose DNS name was rebound to 127.0.0.1 still sends its own name: no status, no index.
+    for host in ("attacker.example", "attacker.example:8470", "192.168.1.10", "0.0.0.0"):
+        for path in ("/", "/api/endpoints", "/metrics"):
+            r = gw.get(host, path)
+            assert r.status_code == 404, (host, path)
+            assert "demo-hello" in r.text and '"requests_total"' not in r.text
+
+
+def test_own_pages_refuse_posts(gw: Gateway) -> None:
+    with gw.client("localhost") as c:
+        r = c.post("/api/endpoints", data={"x": "1"}, headers={"Origin": "http://attacker.example"})
+    assert r.status_code == 405
+
+
+# ----------------------------------------------------------------------------- max_inputs, queueing, timeouts
+def _run_concurrently(calls: list[Callable[[], httpx.Response]]) -> list[httpx.Response | BaseException]:
+    results: list[httpx.Response | BaseException] = [RuntimeError("no answer")] * len(calls)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = calls[i]()
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT * 2)
+    return results
+
+
+def test_max_inputs_caps_each_replica_and_balances(gw: Gateway, unix_upstream: Upstream,
+                                                   tcp_upstream: Upstream) -> None:
+    gw.routes(endpoint(max_inputs=2, upstreams=[up(unix_upstream, "hello.0"), up(tcp_upstream, "hello.1")]))
+    key = os.urandom(4).hex()
+    results = _run_concurrently([lambda: gw.get("demo-hello.localhost", f"/conc/{key}?s=0.3")] * 10)
+    assert all(isinstance(r, httpx.Response) and r.status_code == 200 for r in results), results
+    by_pid: dict[int, int] = {}
+    for r in results:
+        body = r.json()  # type: ignore[union-attr]
+        by_pid[body["pid"]] = max(by_pid.get(body["pid"], 0), body["max"])
+    assert len(by_pid) == 2  # both replicas were used (fewest in flight first)
+    assert max(by_pid.values()) == 2  # never more than max_inputs at once on one replica
+
+
+def test_queue_is_fifo_and_counted_in_metrics(gw: Gateway, unix_upstream: Upstream) -> None:
+    gw.routes(endpoint(max_inputs=1, upstreams=[up(unix_upstream)]))
+    key = os.urandom(4).hex()
+    done: queue.Queue[str] = queue.Queue()
+
+    def call(path: str) -> None:
+        try:
+            r = gw.get("demo-hello.localhost", path)
+            done.put(f"{path} {r.status_code}")
+        except BaseException as e:  # noqa: BLE001
+            done.put(f"{path} {e!r}")
+
+    threading.Thread(target=call, args=(f"/stream/{key}",), daemon=True).start()
+    gw.metrics_where("hello", lambda m: m["inflight"] == 1)
+    for i in range(3):  # one at a time, so that their arrival order is certain
+        threading.Thread(target=call, args=(f"/echo/{i}",), daemon=True).start()
+        gw.metrics_where("hello", lambda m, i=i: m["queued"] == i + 1)
+    m = gw.metrics_where("hello", lambda m: m["queued"] == 3)
+    assert m["inflight"] == 4  # the autoscaler sees the waiting ones too
+    assert done.empty()  # none of them got past the busy replica, none was refused
+    with unix_upstream.client() as direct:
+        assert direct.get(f"/release/{key}").status_code == 200
+    got = sorted(done.get(timeout=TIMEOUT) for _ in range(4))
+    assert got == ["/echo/0 200", "/echo/1 200", "/echo/2 200", f"/stream/{key} 200"]
+    # The order they were answered in, as the gateway logged them (client threads may report late).
+    def order() -> list[str]:
+        return [x["path"] for e in gw.events if e["type"] == "access" for x in e["lines"]]
+
+    wait_until(lambda: len(order()) == 4, what="four access lines")
+    assert order() == [f"/stream/{key}", "/echo/0", "/echo/1", "/echo/2"]
+    m = gw.metrics_where("hello", lambda m: m["inflight"] == 0)
+    assert m["queued"] == 0 and m["requests_total"] == 4
+
+
+def test_waiting_request_goes_to_a_new_replica(gw: Gateway, unix_upstream: Upstream,
+                                               tcp_upstream: Upstream) -> None:
+    gw.routes(endpoint(max_inputs=1, upstreams=[up(unix_upstream, "hello.0")]))
+    key = os.urandom(4).hex()
+    first = _background(lambda: gw.get("demo-hello.localhost", f"/stream/{key}"))
+    gw.metrics_where("hello", lambda m: m["inflight"] == 1)
+    second = _background(lambda: gw.get("demo-hello.localhost", "/echo/second"))
+    gw.metrics_where("hello", lambda m: m["queued"] == 1)
+    # A replica joins (the autoscaler's doing): the waiting request goes there, the first still runs.
+    gw.routes(endpoint(max_inputs=1, upstreams=[up(unix_upstream, "hello.0"), up(tcp_upstream, "hello.1")]))
+    r = second.get(timeout=TIMEOUT)
+    assert isinstance(r, httpx.Response) and r.status_code == 200 and r.json()["path"] == "/echo/second"
+    assert first.empty()
+    with unix_upstream.client() as direct:
+        direct.get(f"/release/{key}")
+    r = first.get(timeout=TIMEOUT)
+    assert isinstance(r, httpx.Response) and r.status_code == 200
+
+
+def _background(fn: Callable[[], Any]) -> queue.Queue[Any]:
+    out: queue.Queue[Any] = queue.Queue()
+
+    def run() -> None:
+        try:
+            out.put(fn())
+        except BaseException as e:  # noqa: BLE001
+            out.put(e)
+
+    threading.Thread(target=run, daemon=True).start()
+    return out
+
+
+def test_websocket_holds_a_slot(gw: Gateway, unix_upstream: Upstream) -> None:
+    gw.routes(endpoint(max_inputs=1, upstreams=[up(unix_upstream)]))
+    sock = socket.create_connection(("127.0.0.1", gw.port), timeout=TIMEOUT)
+    with ws_connect(f"ws://demo-hello.localhost:{gw.port}/ws", sock=sock, open_timeout=TIMEOUT) as ws:
+        ws.send("hi")
+        assert ws.recv(TIMEOUT) == "hi"
+        waiting = _background(lambda: gw.get("demo-hello.localhost", "/echo/after-ws"))
+        gw.metrics_where("hello", lambda m: m["queued"] == 1 and m["inflight"] == 2)
+        assert waiting.empty()
+    r = waiting.get(timeout=TIMEOUT)
+    assert isinstance(r, httpx.Response) and r.status_code == 200
+
+
+def test_queue_bound_and_wait_bound_say_why() -> None:
+    g = Gateway(0, "--max-queue", "2").started()
+    try:
+        g.routes(endpoint(state="starting", hold_s=30))
+        held = [_background(lambda: g.get("demo-hello.localhost")) for _ in range(2)]
+        g.metrics_where("hello", lambda m: m["queued"] == 2)
+        r = g.get("demo-hello.localhost")
+        assert r.status_code == 503 and r.headers["retry-after"] == "5"
+        assert "already has 2 requests waiting" in r.text and "--max-queue" in r.text
+        g.routes(endpoint(state="stopped"))
+        for q in held:
+            r = q.get(timeout=TIMEOUT)
+            assert r.status_code == 503 and "stopped" in r.text
+    finally:
+        g.close()
+
+
+def test_all_replicas_busy_past_the_bound_is_503(gw: Gateway, unix_upstream: Upstream) -> None:
+    gw.routes(endpoint(max_inputs=1, hold_s=0.3, timeout=0, upstreams=[up(unix_upstream)]))
+    key = os.urandom(4).hex()
+    first = _background(lambda: gw.get("demo-hello.localhost", f"/stream/{key}"))
+    gw.metrics_where("hello", lambda m: m["inflight"] == 1)
+    r = gw.get("demo-hello.localhost", "/echo")
+    assert r.status_code == 503 and "retry-after" in r.headers
+    assert "max_inputs=1" in r.text and "busy" in r.text
+    with unix_upstream.client() as direct:
+        direct.get(f"/release/{key}")
+    assert first.get(timeout=TIMEOUT).status_code == 200
+
+
+def test_timeout_is_504_and_frees_the_slot(gw: Gateway, unix_upstream: Upstream) -> None:
+    gw.routes(endpoint(max_inputs=1, timeout=1, upstreams=[up(unix_upstream)]))
+    slow = _background(lambda: gw.get("demo-hello.localhost", "/slow", params={"s": 4}))
+    gw.metrics_where("hello", lambda m: m["inflight"] == 1)
+    behind = _background(lambda: gw.get("demo-hello.localhost", "/echo/behind"))
+    r = slow.get(timeout=TIMEOUT)
+    assert isinstance(r, httpx.Response) and r.status_code == 504, r
+    assert "timeout of 1s" in r.text
+    # The slot is free at once: the waiting request runs long before the slow one would have ended.
+    r = behind.get(timeout=2)
+    assert isinstance(r, httpx.Response) and r.status_code == 200 and r.json()["path"] == "/echo/behind"
+    [obj] = gw.api()
+    assert obj["errors_total"] == 1
+
+
+def test_timeout_cuts_a_streaming_response(gw: Gateway, unix_upstream: Upstream) -> None:
+    gw.routes(endpoint(timeout=1, upstreams=[up(unix_upstream)]))
+    key = os.urandom(4).hex()
+    with gw.client("demo-hello.localhost") as c, c.stream("GET", f"/stream/{key}") as r:
+        assert r.status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):
+            b"".join(r.iter_raw())  # the head was out: only a close can say it failed
+    with unix_upstream.client() as direct:
+        direct.get(f"/release/{key}")
+
+
+# ----------------------------------------------------------------------------- the engine's link
+async def test_gateway_link_restarts_a_dead_gateway_on_its_port(unix_upstream: Upstream) -> None:
+    lifeline = Lifeline()
+    events: list[dict[str, Any]] = []
+    link = GatewayLink("127.0.0.1", 0, lifeline, events.append)
+    try:
+        port = await link.start()
+        link.send({"type": "routes", "seq": 1, "endpoints": [endpoint(upstreams=[up(unix_upstream)])]})
+        link.send({"type": "status", "endpoints": [{"name": "hello", "label": "demo-hello", "kind": "asgi",
+                                                    "state": "running", "replicas": {"ready": 1}}]})
+
+        async def get() -> int:
+            try:
+                async with httpx.AsyncClient(timeout=2) as c:
+                    r = await c.get(f"http://127.0.0.1:{port}/echo", headers={"Host": "demo-hello.localhost"})
+                    return r.status_code
+            except httpx.HTTPError:
+                return 0
+
+        async def until(pred: Callable[[], Any], what: str, timeout: float = 20) -> None:
+            deadline = time.monotonic() + timeout
+            while not await pred():
+                assert time.monotonic() < deadline, f"timed out waiting for {what}; events: {events[-5:]}"
+                await asyncio.sleep(0.05)
+
+        await until(lambda: _is(get, 200), "the first gateway to serve")
+        first = link.proc
+        assert first is not None
+        os.killpg(first.pid, signal.SIGKILL)
+        await until(lambda: _is(get, 200), "a new gateway with the old routes")
+        assert link.proc is not first and link.port == port and link.restarts == 1
+        assert any("SIGKILL" in w and str(port) in w for e in events for w in e.get("warnings", []))
+        async with httpx.AsyncClient(timeout=2) as c:  # the status came back too
+            api = (await c.get(f"http://127.0.0.1:{port}/api/endpoints")).json()
+        assert api[0]["kind"] == "asgi"
+    finally:
+        await link.close()
+        lifeline.close()
+    assert link.proc is not None and link.proc.returncode is not None
+
+
+async def _is(fn: Callable[[], Any], want: Any) -> bool:
+    return (await fn()) == want

@@ -26,12 +26,13 @@ class UpstreamStats:
 
 class EndpointStats:
     __slots__ = (
-        "inflight", "requests_total", "errors_total", "buckets", "latency_sum_ms", "samples",
+        "inflight", "queued", "requests_total", "errors_total", "buckets", "latency_sum_ms", "samples",
         "_window", "_totals", "rps", "p50_ms", "p95_ms",
     )
 
     def __init__(self) -> None:
-        self.inflight = 0
+        self.inflight = 0  # from request head to end of response, waiting for a replica included
+        self.queued = 0  # of those, the ones waiting for a replica (none ready, or all at max_inputs)
         self.requests_total = 0
         self.errors_total = 0
         self.buckets = [0] * (len(LATENCY_BOUNDS_MS) + 1)
@@ -75,6 +76,7 @@ class EndpointStats:
     def live(self) -> dict[str, Any]:
         return {
             "inflight": self.inflight,
+            "queued": self.queued,
             "requests_total": self.requests_total,
             "errors_total": self.errors_total,
             "rps": round(self.rps, 2),

@@ -154,6 +154,8 @@ def prometheus(view: View) -> bytes:
     lines += [f"mwtui_request_errors_total{{{label[ep.name]}}} {ep.stats.errors_total}" for ep in eps]
     family("mwtui_inflight_requests", "gauge", "Requests in flight, including those held while replicas start.")
     lines += [f"mwtui_inflight_requests{{{label[ep.name]}}} {ep.stats.inflight}" for ep in eps]
+    family("mwtui_queued_requests", "gauge", "Requests waiting for a replica (none ready, or all at max_inputs).")
+    lines += [f"mwtui_queued_requests{{{label[ep.name]}}} {ep.stats.queued}" for ep in eps]
     family("mwtui_requests_per_second", "gauge", "Request rate over the last few seconds.")
     lines += [f"mwtui_requests_per_second{{{label[ep.name]}}} {ep.stats.rps:.3f}" for ep in eps]
     family("mwtui_ready_replicas", "gauge", "Replicas the gateway routes to.")
@@ -203,7 +205,7 @@ def unknown_host(view: View, host: bytes) -> bytes:
             out.append(f"  {ep.label:<30} {view.url(ep)}  [{ep.name}]{also}")
     else:
         out.append("No endpoints are known yet.")
-    out += ["", f"Index: http://localhost:{view.port}/", ""]
+    out += ["", f"Index: http://localhost:{view.port}/ (mwtui's own pages answer only to a loopback host)", ""]
     return "\n".join(out).encode()
 
 
@@ -220,6 +222,27 @@ def not_ready(name: str, state: str, waited: float) -> bytes:
     return (
         f"mwtui: endpoint {name} has no ready replica yet (state {state}); waited {waited:g}s. "
         "Try again shortly.\n"
+    ).encode()
+
+
+def all_busy(name: str, replicas: int, max_inputs: int, waited: float) -> bytes:
+    return (
+        f"mwtui: endpoint {name} stayed busy: its {replicas} replica(s) each had max_inputs={max_inputs} "
+        f"requests in flight for the {waited:g}s this request waited. Try again shortly.\n"
+    ).encode()
+
+
+def queue_full(name: str, waiting: int) -> bytes:
+    return (
+        f"mwtui: endpoint {name} already has {waiting} requests waiting for a replica (the gateway's "
+        "--max-queue); try again shortly.\n"
+    ).encode()
+
+
+def timed_out(name: str, timeout: float) -> bytes:
+    return (
+        f"mwtui: endpoint {name} did not answer within its timeout of {timeout:g}s "
+        "(@app.function(timeout=...)); the request was cancelled.\n"
     ).encode()
 
 

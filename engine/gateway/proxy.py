@@ -38,8 +38,21 @@ POOL_MAX_IDLE = 256
 
 BODY_NONE, BODY_LENGTH, BODY_CHUNKED = 0, 1, 2  # request body framing
 RESP_NONE, RESP_RAW, RESP_CHUNKED = 0, 1, 2  # response body framing towards the client
+CLOSE, HALF_CLOSE = 1, 2  # how a connection ends once its writes are out: see Conn.close
 
 HEAD = b"HEAD"
+# Methods a client may repeat without asking (RFC 9110 §9.2.2): only these are retried on a fresh
+# connection when a pooled one turns out to be closed.
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+
+
+class Reject(ValueError):
+    """Raised inside a parser callback: answer `status` with `body`, then close the connection."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
 
 
 def log_bug(what: str) -> None:
@@ -57,7 +70,7 @@ class Conn(asyncio.Protocol):
         self.transport: Any = None
         self.out: list[bytes] = []
         self.closed = False
-        self.close_after = False
+        self.close_after = 0  # CLOSE or HALF_CLOSE once asked for; nothing is written after that
         self.paused = 0
 
     def write(self, data: bytes) -> None:
@@ -84,19 +97,40 @@ class Conn(asyncio.Protocol):
                 self._send(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
         if self.close_after:
-            self.close_after = False
-            self._close_now()
+            self._do_close()
 
-    def close(self) -> None:
-        """Close after whatever was written so far has gone out."""
+    def close(self, mode: int = CLOSE) -> None:
+        """Close after whatever was written so far has gone out. HALF_CLOSE sends our FIN but keeps
+        reading (and dropping) what the peer still sends, until it closes or the gateway's sweep
+        gives up: closing outright with unread bytes makes the kernel answer with a reset, which can
+        destroy an error response (400, 413, 408) before the client has read it."""
         if self.closed or self.close_after:
             return
+        self.close_after = mode
         if self.gw.batching:
             if not self.out:
                 self.gw.dirty.append(self)
-            self.close_after = True
         else:
+            self._do_close()
+
+    def _do_close(self) -> None:
+        if self.close_after != HALF_CLOSE:
             self._close_now()
+            return
+        if self.closed:
+            return
+        t = self.transport
+        try:
+            if not t.can_write_eof():
+                raise RuntimeError("no half-close")
+            t.write_eof()
+        except (RuntimeError, OSError):
+            self._close_now()
+            return
+        if self.paused:
+            self.paused = 0
+            with contextlib.suppress(RuntimeError):
+                t.resume_reading()
 
     def _close_now(self) -> None:
         if not self.closed:
@@ -124,7 +158,7 @@ class Exchange:
         "client", "ep", "up", "conn", "method", "url", "host", "http10", "keep_alive", "upgrade", "expect",
         "body", "fwd", "xff", "auth_key", "auth_secret", "req_done", "pending", "pending_size", "head",
         "t0", "status", "resp_mode", "resp_started", "done", "recorded", "tunnel", "timer", "reused",
-        "retried",
+        "retried", "t_run", "waiting", "body_seen",
     )
 
     def __init__(
@@ -165,6 +199,9 @@ class Exchange:
         self.pending_size = 0
         self.head: bytes | None = None
         self.t0 = t0
+        self.t_run = t0  # when it reached a replica: the endpoint's `timeout` counts from here
+        self.waiting = False  # in the gateway's queue for a replica
+        self.body_seen = 0  # chunked request body bytes so far (a Content-Length is checked up front)
         self.status = 0
         self.resp_mode = RESP_NONE
         self.resp_started = False
@@ -179,6 +216,11 @@ class Exchange:
     def req_body(self, data: bytes) -> None:
         if self.done:
             return  # answered early (say, 401): the rest of the body is read and dropped
+        if self.body == BODY_CHUNKED:
+            seen = self.body_seen = self.body_seen + len(data)
+            limit = self.client.gw.limits.max_body
+            if limit and seen > limit:
+                raise Reject(413, b"mwtui: request body larger than the gateway's limit (--max-body)\n")
         conn = self.conn
         if conn is not None:
             if self.body == BODY_CHUNKED:
@@ -220,6 +262,7 @@ class Exchange:
         self.up = up
         up.stats.inflight += 1
         pool: UpstreamPool = up.pool
+        pool.inflight += 1
         conn = pool.acquire()
         if conn is None:
             pool.connect(self)
@@ -375,7 +418,7 @@ class Exchange:
             return
         up, ep = self.up, self.ep
         assert up is not None and ep is not None
-        if self.reused and self.body == BODY_NONE and not self.retried:
+        if self.reused and self.body == BODY_NONE and not self.retried and self.method in IDEMPOTENT:
             # A pooled connection the replica closed just as we picked it: nothing reached user
             # code that a bodiless request would not repeat, so try once on a fresh connection.
             self.retried = True
@@ -398,14 +441,14 @@ class Exchange:
         assert up is not None and ep is not None
         self.reply(502, pages.bad_upstream(ep.name, up.id))
 
-    def fail_midway(self) -> None:
+    def fail_midway(self, status: int = 502) -> None:
         """The response broke after its head went out: the client can only learn it by a close."""
         conn = self.conn
         if conn is not None:
             self.conn = None
             conn.ex = None
             conn.close()
-        self.status = 502
+        self.status = status
         self.keep_alive = False
         self.client.close()
         self._finish()
@@ -432,20 +475,31 @@ class Exchange:
         self.status = status
         self._finish()
 
-    def hold_expired(self) -> None:
-        self.timer = None
-        self.client.gw.unhold(self)
+    def timed_out(self) -> None:
+        """Ran longer on its replica than the endpoint's `timeout`: 504 (or a close, if the response
+        had begun), and the replica's slot is free again. The replica sees its client disconnect."""
+        if self.done:
+            return
         ep = self.ep
         assert ep is not None
-        self.reply(503, pages.not_ready(ep.name, ep.state, ep.hold_s), extra=b"retry-after: 5\r\n")
+        if self.tunnel:
+            conn = self.conn
+            if conn is not None:
+                self.conn = None
+                conn.ex = None
+                conn.close()
+            self.client.close()
+            self._finish()
+        elif self.resp_started:
+            self.fail_midway(504)
+        else:
+            self.reply(504, pages.timed_out(ep.name, ep.timeout))
 
     def client_gone(self) -> None:
         if self.done:
             return
         if not self.tunnel:
             self.status = 499  # nginx's "client closed request"
-        if self.timer is not None:
-            self.client.gw.unhold(self)
         conn = self.conn
         if conn is not None:
             # Closing makes the replica see the disconnect, as a direct client would make it.
@@ -475,17 +529,21 @@ class Exchange:
 
     def _finish(self) -> None:
         self.done = True
-        timer = self.timer
-        if timer is not None:
-            timer.cancel()
-            self.timer = None
+        gw = self.client.gw
+        if self.waiting:
+            gw.unwait(self)
         ep = self.ep
         if ep is not None:
             if not self.recorded:
                 self._record()
             ep.stats.inflight -= 1
-        if self.up is not None:
-            self.up.stats.inflight -= 1
+        up = self.up
+        if up is not None:
+            up.stats.inflight -= 1
+            pool = up.pool
+            pool.inflight -= 1
+            if gw.nwaiting:
+                gw.slot_freed(pool)  # a request waiting for this replica may go now
         self.client.finished(self)
 
 
@@ -614,13 +672,16 @@ class UpstreamConn(Conn):
 
 
 class UpstreamPool:
-    """Idle keep-alive connections to one replica address, most recently used first."""
+    """One replica address: its idle keep-alive connections (most recently used first), and the
+    requests in flight on it, which `max_inputs` caps."""
 
-    __slots__ = ("gw", "address", "kind", "target", "idle", "closed", "_factory")
+    __slots__ = ("gw", "address", "kind", "target", "idle", "closed", "_factory", "inflight", "endpoints")
 
     def __init__(self, gw: Gateway, address: str) -> None:
         self.gw = gw
         self.address = address
+        self.inflight = 0
+        self.endpoints: list[str] = []  # names of the endpoints this replica serves
         self.kind, self.target = parse_address(address)
         self.idle: list[UpstreamConn] = []
         self.closed = False

@@ -6,12 +6,14 @@ computes from a request's Host header.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from typing import Any
 
 from .metrics import EndpointStats, Metrics, UpstreamStats
 
-# The hosts that mean "mwtui itself" on the main listener, whatever the port.
+# The hosts that mean "mwtui itself" on the main listener, whatever the port. Only loopback names:
+# a web page that rebinds its own DNS name to 127.0.0.1 still sends that name, and gets a 404.
 BARE_HOSTS = frozenset({b"localhost", b"127.0.0.1", b"[::1]", b"::1"})
 STATES = frozenset({"starting", "running", "idle", "stopped", "failed"})
 DISPATCH_HEADER = b"x-mwtui-endpoint"
@@ -35,7 +37,10 @@ class Upstream:
 
 
 class Endpoint:
-    __slots__ = ("name", "label", "domains", "port", "requires_proxy_auth", "state", "hold_s", "upstreams", "stats")
+    __slots__ = (
+        "name", "label", "domains", "port", "requires_proxy_auth", "state", "hold_s", "upstreams", "stats",
+        "max_inputs", "timeout",
+    )
 
     def __init__(
         self,
@@ -48,6 +53,8 @@ class Endpoint:
         hold_s: float,
         upstreams: list[Upstream],
         stats: EndpointStats,
+        max_inputs: int = 0,
+        timeout: float = 0.0,
     ) -> None:
         self.name = name
         self.label = label
@@ -58,18 +65,26 @@ class Endpoint:
         self.hold_s = hold_s
         self.upstreams = upstreams
         self.stats = stats
+        self.max_inputs = max_inputs  # requests at once per replica (Modal's @concurrent); 0: no cap
+        self.timeout = timeout  # seconds a request may run on a replica (Modal's `timeout`); 0: none
 
     def pick(self) -> Upstream | None:
-        """The upstream with the fewest requests in flight (the first one on a tie)."""
+        """The upstream whose replica has the fewest requests in flight (the first on a tie), or None
+        if there is none or every one is at `max_inputs`. In flight counts per replica (its pool,
+        keyed by address), not per endpoint: a class's endpoints share their replicas' capacity."""
         ups = self.upstreams
         if not ups:
             return None
         best = ups[0]
+        low = best.pool.inflight
         if len(ups) > 1:
-            low = best.stats.inflight
             for up in ups:
-                if up.stats.inflight < low:
-                    best, low = up, up.stats.inflight
+                n = up.pool.inflight
+                if n < low:
+                    best, low = up, n
+        cap = self.max_inputs
+        if cap and low >= cap:
+            return None
         return best
 
 
@@ -83,6 +98,16 @@ def host_key(host: bytes) -> bytes:
     if colon >= 0 and host.find(b":") == colon:  # one colon: a port; several: a bare IPv6 address
         host = host[:colon]
     return host.rstrip(b".")
+
+
+def is_loopback_host(key: bytes) -> bool:
+    """`key` (from `host_key`) names this machine by a loopback name or address: 127.0.0.0/8, ::1."""
+    if key in BARE_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(key.decode("ascii").strip("[]")).is_loopback
+    except (ValueError, UnicodeDecodeError):
+        return False
 
 
 def parse_address(address: str) -> tuple[str, str | tuple[str, int]]:
@@ -139,9 +164,17 @@ def _endpoint(raw: Any, metrics: Metrics) -> Endpoint:
     hold_s = raw.get("hold_s", 30.0)
     if not isinstance(hold_s, (int, float)) or hold_s < 0:
         raise RouteError(f"{name}: bad hold_s {hold_s!r}")
+    # Absent means no cap and no time limit: the engine always sends both (Modal's defaults are 1 and
+    # 300 s); tools that drive the gateway by hand get a plain proxy.
+    max_inputs = raw.get("max_inputs")
+    if max_inputs is not None and (isinstance(max_inputs, bool) or not isinstance(max_inputs, int) or max_inputs < 0):
+        raise RouteError(f"{name}: bad max_inputs {max_inputs!r}")
+    timeout = raw.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
+        raise RouteError(f"{name}: bad timeout {timeout!r}")
     return Endpoint(
         name, label, domains, port, bool(raw.get("requires_proxy_auth")), state, float(hold_s), ups,
-        metrics.endpoint(name),
+        metrics.endpoint(name), max_inputs or 0, float(timeout or 0),
     )
 
 

@@ -22,26 +22,29 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 from . import pages
 from .auth import TokenCheck, load_token_check
 from .control import Control
+from .limits import MAX_HEAD, Limits
 from .metrics import Metrics
 from .proxy import (
     BODY_CHUNKED,
     BODY_LENGTH,
     BODY_NONE,
+    HALF_CLOSE,
     PAUSE_PEER,
     PAUSE_PIPELINE,
     Conn,
     Exchange,
+    Reject,
     UpstreamConn,
     UpstreamPool,
     log_bug,
 )
-from .routes import BARE_HOSTS, Endpoint, RouteError, RouteTable, build_table, host_key
-from .wire import BAD_REQUEST, CRLF, HTML, JSON, PROMETHEUS, REQUEST_SPECIAL
+from .routes import Endpoint, RouteError, RouteTable, build_table, host_key, is_loopback_host
+from .wire import CRLF, HTML, JSON, PROMETHEUS, REQUEST_SPECIAL, response
 
 TICK_S = 0.5
-SWEEP_S = 5.0
-CLIENT_IDLE_S = 75.0  # keep-alive timeout for idle client connections (nginx's default)
-MAX_HEAD = 64 * 1024  # request line plus headers; more is malformed for us
+LINGER_S = 5.0  # a half-closed connection is closed outright after this (nginx's lingering_time is 30)
+MALFORMED = b"mwtui: malformed HTTP request\n"
+RETRY_AFTER = b"retry-after: 5\r\n"
 ACCESS_CAP = 1000  # access lines per flush; beyond that they are counted, not sent
 HOST_CACHE_MAX = 1024
 OWN_PORT_TRIES = 20
@@ -71,7 +74,8 @@ class ClientConn(Conn):
     """One client connection: HTTP/1.1 keep-alive, pipelining answered in order, or a tunnel."""
 
     __slots__ = ("parser", "endpoint", "peer_ip", "url", "headers", "head_size", "cur", "active", "queue",
-                 "tunnel", "upgrading", "write_paused", "last", "broken", "_draining")
+                 "tunnel", "upgrading", "write_paused", "last", "broken", "_draining", "dead", "in_head",
+                 "head_t0", "head_bytes", "head_partial", "requests")
 
     def __init__(self, gw: Gateway, endpoint: str | None) -> None:
         super().__init__(gw)
@@ -87,9 +91,15 @@ class ClientConn(Conn):
         self.tunnel: UpstreamConn | None = None
         self.upgrading: Exchange | None = None
         self.write_paused = False
-        self.last = 0.0
-        self.broken = False
+        self.last = 0.0  # loop time the connection last became idle (opened, or a response ended)
+        self.broken: bytes | None = None  # an error response to send once the requests before it are answered
         self._draining = False
+        self.dead = False  # the parser failed or we are closing: further bytes are dropped
+        self.in_head = False  # a request head has begun and is not complete yet
+        self.head_t0 = 0.0  # loop time it began
+        self.head_bytes = 0  # bytes received for it, beyond the first chunk (see data_received)
+        self.head_partial = False
+        self.requests = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -107,53 +117,88 @@ class ClientConn(Conn):
         if self.upgrading is not None:
             self.upgrading.upgrade_data(data)
             return
+        if self.dead:
+            return
         gw = self.gw
-        self.last = gw.loop.time()
         gw.batching = True
         try:
             self.parser.feed_data(data)
+            if self.in_head:
+                # httptools keeps a header line until it ends, so a head that never ends would grow
+                # without bound before on_header could count it. Count raw bytes instead, skipping the
+                # chunk the head began in (it may hold the end of the previous request).
+                if self.head_partial:
+                    self.head_partial = False
+                else:
+                    self.head_bytes += len(data)
+                    if self.head_bytes > MAX_HEAD:
+                        self.fail(431, b"mwtui: request headers larger than 64 KB\n")
         except HttpParserUpgrade as e:
             ex = self.upgrading
             tail = data[e.args[0]:]
             if ex is not None and tail:
                 ex.upgrade_data(tail)
         except HttpParserError as e:
-            if e.__context__ is not None and not isinstance(e.__context__, ValueError):
-                log_bug("handling a request")
-            self.bad_request()
+            self.parse_error(e)
+        except Reject as e:  # raised outside a parser callback (say, by fail() paths); same answer
+            self.fail(e.status, e.body)
         except Exception:
             log_bug("handling a request")
-            self.bad_request()
+            self.fail(400, MALFORMED)
         finally:
             gw.flush_dirty()
+
+    def parse_error(self, e: HttpParserError) -> None:
+        cause = e.__context__
+        if isinstance(cause, Reject):
+            self.fail(cause.status, cause.body)
+            return
+        if cause is not None and not isinstance(cause, ValueError):
+            log_bug("handling a request")
+        if str(e) == "Invalid HTTP version":
+            self.fail(505, b"mwtui: only HTTP/1.0 and HTTP/1.1 are served here\n")
+        else:
+            self.fail(400, MALFORMED)
 
     # ----- httptools callbacks
     def on_message_begin(self) -> None:
         self.url = b""
         self.head_size = 0
+        self.in_head = True
+        self.head_t0 = self.gw.loop.time()
+        self.head_bytes = 0
+        self.head_partial = True
 
     def on_url(self, url: bytes) -> None:
         self.url += url
         if len(self.url) > MAX_HEAD:
-            raise ValueError("request line too long")
+            raise Reject(414, b"mwtui: request target longer than 64 KB\n")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
-        self.head_size += len(name) + len(value)
-        if self.head_size > MAX_HEAD:
-            raise ValueError("request head too large")
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size + len(self.url) > MAX_HEAD:
+            raise Reject(431, b"mwtui: request headers larger than 64 KB\n")
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.requests += 1
         parser = self.parser
         method = parser.get_method()
+        version = parser.get_http_version()
+        http10 = version == "1.0"
+        if not http10 and version != "1.1":
+            raise Reject(505, b"mwtui: only HTTP/1.0 and HTTP/1.1 are served here\n")
         headers = self.headers
         host = b""
+        hosts = 0
         xff: bytes | None = None
         key: bytes | None = None
         secret: bytes | None = None
         te: bytes | None = None
         upgrade: bytes | None = None
         connection: bytes | None = None
+        length: bytes | None = None
         expect = False
         body = BODY_NONE
         fwd = [method, b" ", self.url, b" HTTP/1.1\r\n"]
@@ -162,12 +207,14 @@ class ClientConn(Conn):
             if lname not in REQUEST_SPECIAL:
                 fwd.extend((name, b": ", value, CRLF))
             elif lname == b"host":
-                if not host:
+                hosts += 1
+                if hosts == 1:
                     host = value
                     fwd.extend((name, b": ", value, CRLF))  # 4 items per header: see _drop_connection_tokens
             elif lname == b"content-length":
                 if value.strip() not in (b"0", b""):
                     body = BODY_LENGTH
+                    length = value
                 fwd.extend((name, b": ", value, CRLF))
             elif lname == b"transfer-encoding":
                 te = value
@@ -184,10 +231,21 @@ class ClientConn(Conn):
                 key = value
                 fwd.extend((name, b": ", value, CRLF))
             elif lname == b"modal-secret":
-                secret = value
-                fwd.extend((name, b": ", value, CRLF))
+                secret = value  # checked here, never forwarded: user code cannot log what it never sees
             # the rest (keep-alive, te, trailer, proxy-connection, x-forwarded-proto/-host,
             # x-mwtui-endpoint) is hop-by-hop or ours to set
+        headers.clear()
+        # Framing and routing ambiguities a proxy must refuse (RFC 9112 §3.2, §6.1): they are how
+        # requests get smuggled past one parser to another. llhttp already refuses CL with TE.
+        if hosts != 1 and (hosts or not http10):
+            raise Reject(400, b"mwtui: a request needs exactly one Host header\n")
+        if te is not None and http10:
+            raise Reject(400, b"mwtui: Transfer-Encoding is not allowed in an HTTP/1.0 request\n")
+        if method == b"CONNECT":
+            raise Reject(405, b"mwtui: CONNECT is not supported; this is not a forward proxy\n")
+        limit = self.gw.limits.max_body
+        if length is not None and limit and int(length) > limit:
+            raise Reject(413, b"mwtui: request body larger than the gateway's limit (--max-body)\n")
         if connection is not None:
             fwd = self._drop_connection_tokens(fwd, connection)
         if te is not None:
@@ -195,9 +253,8 @@ class ClientConn(Conn):
         is_upgrade = upgrade is not None and parser.should_upgrade()
         if is_upgrade:
             fwd.extend((b"upgrade: ", upgrade, CRLF, b"connection: upgrade\r\n"))  # type: ignore[arg-type]
-        headers.clear()
         ex = Exchange(
-            self, method, self.url, host, parser.get_http_version() == "1.0",
+            self, method, self.url, host, http10,
             parser.should_keep_alive() and not is_upgrade, is_upgrade, expect and body != BODY_NONE, body,
             fwd, xff, key, secret, perf_counter(),
         )
@@ -244,12 +301,9 @@ class ClientConn(Conn):
         self.active = None
         self.last = self.gw.loop.time()
         self.resume(PAUSE_PEER)
-        if self.broken:
-            self.write(BAD_REQUEST)
-            self.close()
-            return
         if not ex.keep_alive:
-            self.close()
+            # Unread request bytes may follow (a body we refused): half-close so our answer survives.
+            self.close() if ex.req_done and self.broken is None else self.linger()
             return
         if self._draining:
             return  # an outer call is already walking the queue
@@ -260,25 +314,47 @@ class ClientConn(Conn):
                 self.gw.route(nxt)
         finally:
             self._draining = False
+        if self.active is None and self.broken is not None:
+            self.write(self.broken)  # everything before the bad request is answered: now say why
+            self.linger()
+            return
         if not self.queue:
             self.resume(PAUSE_PIPELINE)
 
-    def bad_request(self) -> None:
+    def fail(self, status: int, body: bytes) -> None:
+        """The bytes from the client cannot be used (malformed, too big, too slow): answer `status`,
+        after any requests before the bad one, and close. Nothing of a broken request stays with a
+        replica."""
+        self.dead = True
+        self.in_head = False
         ex = self.cur
         if ex is not None and not ex.done:
-            # The request being read is broken: whatever part reached a replica is void.
-            ex.keep_alive = False
-            ex.reply(400, b"mwtui: malformed HTTP request\n")
-            self.close()
-            return
+            if ex is self.active:
+                ex.keep_alive = False
+                ex.reply(status, body)  # closes (half) through finished()
+                self.linger()
+                return
+            # a pipelined request not routed yet: it never started, drop it
+            with contextlib.suppress(ValueError):
+                self.queue.remove(ex)
+            ex.done = True
+        self.cur = None
         if self.active is not None and not self.active.done:
-            self.broken = True  # answer what came before, then say 400 and close
+            self.broken = response(status, body, close=True)
             self.pause(PAUSE_PIPELINE)
             return
-        self.write(BAD_REQUEST)
-        self.close()
+        self.write(response(status, body, close=True))
+        self.linger()
+
+    def linger(self) -> None:
+        self.dead = True
+        self.last = self.gw.loop.time()
+        self.close(HALF_CLOSE)
 
     def eof_received(self) -> bool | None:
+        cur = self.cur
+        if cur is not None and not cur.req_done and not cur.done:
+            return None  # its body can never arrive now: give up on it (the replica sees a disconnect)
         ex = self.active
         if ex is not None and not ex.done and not ex.tunnel:
             ex.keep_alive = False  # a half-closed client still gets its response, then we close
@@ -325,10 +401,17 @@ class OwnListener:
 
 
 class Gateway:
-    def __init__(self, loop: asyncio.AbstractEventLoop, host: str, check_token: TokenCheck | None = None) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        host: str,
+        check_token: TokenCheck | None = None,
+        limits: Limits | None = None,
+    ) -> None:
         self.loop = loop
         self.host = host
         self.port = 0
+        self.limits = limits or Limits()
         self.check_token = check_token or load_token_check()
         self.control: Control | None = None
         self.metrics = Metrics()
@@ -336,7 +419,10 @@ class Gateway:
         self.status: list[dict[str, Any]] = []
         self.status_by_name: dict[str, dict[str, Any]] = {}
         self.pools: dict[str, UpstreamPool] = {}
-        self.waiting: dict[str, list[Exchange]] = {}
+        # Requests waiting for a replica, per endpoint, in arrival order. Entries that stopped waiting
+        # (answered, client gone) are skipped when reached; `nwaiting` counts the live ones.
+        self.waiting: dict[str, deque[Exchange]] = {}
+        self.nwaiting = 0
         self.own: dict[str, OwnListener] = {}
         self.clients: set[ClientConn] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -346,9 +432,6 @@ class Gateway:
         self.access_cap = ACCESS_CAP
         self.access_dropped = 0
         self.wall_offset = time.time() - time.perf_counter()  # request times are perf_counter()
-        self.bare_hosts = set(BARE_HOSTS)
-        if host not in ("0.0.0.0", "::", ""):
-            self.bare_hosts.add(host_key(host.encode()))
         self._host_cache: dict[bytes, Any] = {}
         self._ports_lock = asyncio.Lock()
         self._ports_again = False
@@ -378,7 +461,8 @@ class Gateway:
         target = cache.get(host)
         if target is None:
             key = host_key(host)
-            target = _BARE if not key or key in self.bare_hosts else self.table.by_host.get(key)
+            # No Host at all is only possible in HTTP/1.0 (the parser refuses it in 1.1): no browser.
+            target = _BARE if not key or is_loopback_host(key) else self.table.by_host.get(key)
             if target is None:
                 ex.reply(404, pages.unknown_host(self.view(), host))
                 return
@@ -410,59 +494,118 @@ class Gateway:
         if state == "stopped":
             ex.reply(503, pages.stopped(ep.name))
             return
-        up = ep.pick()
-        if up is not None:
-            ex.attach(up)
-        elif state == "failed":
+        if not self.nwaiting or ep.name not in self.waiting:  # nobody ahead of it
+            up = ep.pick()
+            if up is not None:
+                ex.attach(up)
+                return
+        if state == "failed" and not ep.upstreams:
             ex.reply(503, pages.failed(ep.name, self.status_by_name.get(ep.name, {}).get("last_error")))
         else:
-            self.hold(ex, ep)
+            self.enqueue(ex, ep)
 
-    # ----- holding requests while replicas start
-    def hold(self, ex: Exchange, ep: Endpoint) -> None:
-        self.waiting.setdefault(ep.name, []).append(ex)
-        ex.timer = self.loop.call_later(ep.hold_s, self._hold_expired, ex)
-
-    def _hold_expired(self, ex: Exchange) -> None:
-        try:
-            ex.hold_expired()
-        except Exception:
-            log_bug("answering a held request")
-
-    def unhold(self, ex: Exchange) -> None:
-        ep = ex.ep
-        if ep is None:
+    # ----- requests waiting for a replica: none ready yet, or every one at max_inputs
+    def enqueue(self, ex: Exchange, ep: Endpoint) -> None:
+        stats = ep.stats
+        if stats.queued >= self.limits.max_queue:
+            ex.reply(503, pages.queue_full(ep.name, stats.queued), extra=RETRY_AFTER)
             return
-        waiting = self.waiting.get(ep.name)
-        if waiting is not None:
-            with contextlib.suppress(ValueError):
-                waiting.remove(ex)
-            if not waiting:
-                del self.waiting[ep.name]
+        queue = self.waiting.get(ep.name)
+        if queue is None:
+            queue = self.waiting[ep.name] = deque()
+        elif len(queue) > 2 * stats.queued + 64:
+            self.waiting[ep.name] = queue = deque(x for x in queue if x.waiting)  # drop the dead
+        queue.append(ex)
+        ex.waiting = True
+        stats.queued += 1
+        self.nwaiting += 1
+        ex.timer = self.loop.call_later(self._wait_bound(ep), self._wait_expired, ex, self.loop.time())
+
+    @staticmethod
+    def _wait_bound(ep: Endpoint) -> float:
+        """How long a request may wait: the startup budget while no replica is ready; while all are
+        busy, also the function's own timeout (by then a running request ended or got its 504)."""
+        return ep.hold_s if not ep.upstreams else max(ep.hold_s, ep.timeout)
+
+    def unwait(self, ex: Exchange) -> None:
+        ex.waiting = False
+        self.nwaiting -= 1
+        ep = ex.ep
+        if ep is not None:
+            ep.stats.queued -= 1
+        if ex.timer is not None:
+            ex.timer.cancel()
+            ex.timer = None
+
+    def _wait_expired(self, ex: Exchange, since: float) -> None:
+        ex.timer = None
+        if ex.done or not ex.waiting:
+            return
+        try:
+            assert ex.ep is not None
+            ep = self.table.endpoints.get(ex.ep.name, ex.ep)
+            waited = self.loop.time() - since
+            left = self._wait_bound(ep) - waited
+            if left > 0.01:  # the endpoint changed meanwhile (replicas arrived, all busy): wait on
+                ex.timer = self.loop.call_later(left, self._wait_expired, ex, since)
+                return
+            if ep.upstreams:
+                body = pages.all_busy(ep.name, len(ep.upstreams), ep.max_inputs, round(waited, 1))
+            else:
+                body = pages.not_ready(ep.name, ep.state, round(waited, 1))
+            ex.reply(503, body, extra=RETRY_AFTER)
+        except Exception:
+            log_bug("answering a request that waited too long")
+
+    def slot_freed(self, pool: UpstreamPool) -> None:
+        for name in pool.endpoints:
+            if name in self.waiting:
+                self.dispatch(name)
+
+    def dispatch(self, name: str) -> None:
+        """Hand waiting requests of `name`, oldest first, to replicas with a free slot."""
+        queue = self.waiting.get(name)
+        ep = self.table.endpoints.get(name)
+        if queue is None or ep is None:
+            return
+        while queue:
+            ex = queue[0]
+            if not ex.waiting or ex.done:
+                queue.popleft()
+                continue
+            up = ep.pick()
+            if up is None:
+                break
+            queue.popleft()
+            self.unwait(ex)
+            ex.ep = ep  # the table may be newer than the one it arrived under
+            ex.t_run = perf_counter()
+            try:
+                ex.attach(up)
+            except Exception:
+                log_bug("sending a waiting request to a replica")
+        if not queue and self.waiting.get(name) is queue:
+            del self.waiting[name]
 
     def _release_waiters(self) -> None:
+        """After new routes: answer the waiting requests that can no longer be served, send on the
+        ones that now can; the rest keep waiting (their bound is checked again when it runs out)."""
         for name in list(self.waiting):
             ep = self.table.endpoints.get(name)
-            if ep is not None and not ep.upstreams and ep.state not in ("stopped", "failed"):
-                continue  # still starting: keep holding
-            held = self.waiting.pop(name)
-            for ex in held:
-                if ex.done:
+            if ep is not None and ep.state != "stopped" and (ep.upstreams or ep.state != "failed"):
+                self.dispatch(name)
+                continue
+            queue = self.waiting.pop(name)
+            for ex in queue:
+                if ex.done or not ex.waiting:
                     continue
-                if ex.timer is not None:
-                    ex.timer.cancel()
-                    ex.timer = None
+                self.unwait(ex)
                 if ep is None:
                     ex.reply(503, f"mwtui: endpoint {name} is no longer part of the app\n".encode())
                 elif ep.state == "stopped":
                     ex.reply(503, pages.stopped(name))
                 else:
-                    ex.ep = ep
-                    up = ep.pick()
-                    if up is not None:
-                        ex.attach(up)
-                    else:
-                        ex.reply(503, pages.failed(name, self.status_by_name.get(name, {}).get("last_error")))
+                    ex.reply(503, pages.failed(name, self.status_by_name.get(name, {}).get("last_error")))
 
     # ----- mwtui's own pages
     def view(self) -> pages.View:
@@ -510,12 +653,16 @@ class Gateway:
             print(f"mwtui gateway: routes: {w}", file=sys.stderr)
         # Pools by address, shared by every endpoint a replica serves; drop those no route uses.
         used: set[str] = set()
+        for pool in self.pools.values():
+            pool.endpoints = []
         for ep in table.endpoints.values():
             for up in ep.upstreams:
                 pool = self.pools.get(up.address)
                 if pool is None:
                     pool = self.pools[up.address] = UpstreamPool(self, up.address)
                 up.pool = pool
+                if ep.name not in pool.endpoints:
+                    pool.endpoints.append(ep.name)
                 used.add(up.address)
         for address in [a for a in self.pools if a not in used]:
             self.pools.pop(address).close()
@@ -596,16 +743,63 @@ class Gateway:
 
     # ----- periodic work
     async def run_ticks(self) -> None:
-        next_sweep = self.loop.time() + SWEEP_S
         while True:
             await asyncio.sleep(TICK_S)
             try:
                 self.tick()
-                if self.loop.time() >= next_sweep:
-                    next_sweep = self.loop.time() + SWEEP_S
-                    self.sweep()
             except Exception:
                 log_bug("in the metrics tick")
+
+    def sweep_interval(self) -> float:
+        """Often enough that a timeout fires within a quarter of itself (and endpoint timeouts, whole
+        seconds, within half a second); one pass over every client connection costs ~0.1 µs each."""
+        lim = self.limits
+        shortest = min([t for t in (lim.header_timeout, lim.keepalive_timeout) if t > 0] or [2.0])
+        return max(0.05, min(0.5, shortest / 4))
+
+    async def run_sweeps(self) -> None:
+        interval = self.sweep_interval()
+        while True:
+            await asyncio.sleep(interval)
+            self.batching = True
+            try:
+                self.sweep()
+            except Exception:
+                log_bug("sweeping connections")
+            finally:
+                self.flush_dirty()
+
+    def sweep(self) -> None:
+        """Timeouts, checked by one pass rather than a timer per request (which would cost on the hot
+        path): a request past its endpoint's `timeout` gets 504; a request head not complete within
+        --header-timeout gets 408; an idle keep-alive connection closes after --keepalive-timeout (a
+        fresh one that never sent a byte, after --header-timeout); a half-closed one after LINGER_S."""
+        now = self.loop.time()
+        pc = perf_counter()
+        lim = self.limits
+        header_t, idle_t = lim.header_timeout, lim.keepalive_timeout
+        for client in list(self.clients):
+            if client.closed:
+                continue
+            ex = client.active
+            if ex is not None:
+                ep = ex.ep
+                if ex.up is not None and ep is not None and ep.timeout and not ex.done and pc - ex.t_run > ep.timeout:
+                    ex.timed_out()
+                continue
+            if client.close_after == HALF_CLOSE:
+                if now - client.last > LINGER_S:
+                    client._close_now()
+            elif client.dead or client.close_after:
+                continue
+            elif client.in_head:
+                if header_t and now - client.head_t0 > header_t:
+                    client.fail(408, b"mwtui: the request head did not arrive in time (--header-timeout)\n")
+            elif client.requests == 0:
+                if header_t and now - client.last > header_t:
+                    client.close()  # nothing was asked: nothing to answer
+            elif idle_t and now - client.last > idle_t:
+                client.close()
 
     def tick(self) -> None:
         now = self.loop.time()
@@ -638,13 +832,6 @@ class Gateway:
             self.access = []
             self.access_dropped = 0
 
-    def sweep(self) -> None:
-        """Close client connections idle past the keep-alive timeout."""
-        limit = self.loop.time() - CLIENT_IDLE_S
-        for client in list(self.clients):
-            if client.active is None and client.tunnel is None and client.last < limit:
-                client.close()
-
     def close(self) -> None:
         for listener in self.own.values():
             listener.server.close()
@@ -654,7 +841,13 @@ class Gateway:
             client.close()
 
 
-async def serve(host: str, port: int) -> int:
+async def serve(
+    host: str,
+    port: int,
+    limits: Limits | None = None,
+    check_token: TokenCheck | None = None,
+    open_files: int | None = None,
+) -> int:
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[int] = loop.create_future()
 
@@ -662,7 +855,7 @@ async def serve(host: str, port: int) -> int:
         if not stop.done():
             stop.set_result(code)
 
-    gw = Gateway(loop, host)
+    gw = Gateway(loop, host, check_token, limits)
     control = gw.control = Control(loop, gw.on_control, lambda: finish(0))
     try:
         server = await gw.listen_main(port)
@@ -676,15 +869,17 @@ async def serve(host: str, port: int) -> int:
         return 2
     await control.open()
     sock_host = server.sockets[0].getsockname()[0]
-    control.emit({"type": "listening", "host": host or sock_host, "port": gw.port})
+    control.emit({"type": "listening", "host": host or sock_host, "port": gw.port, "open_files": open_files})
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, finish, 0)
     ticker = loop.create_task(gw.run_ticks())
+    sweeper = loop.create_task(gw.run_sweeps())
     try:
         return await stop
     finally:
         ticker.cancel()
+        sweeper.cancel()
         server.close()
         gw.close()
         await control.close()

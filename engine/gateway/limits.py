@@ -1,0 +1,88 @@
+"""The gateway's HTTP limits: defaults, their command-line flags, and the argv that carries them.
+
+Shared by the gateway process (`python -m mwtui.engine.gateway --max-body 10M ...`) and the engine
+(`GatewayLink(limits=...)`); `add_arguments` lets `mwtui serve` offer the same flags. Imports nothing
+heavy: the engine process loads this without the proxy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass, fields
+from typing import Any
+
+MAX_HEAD = 64 * 1024  # request line plus headers (fixed: the issue's and nginx's large-buffer order)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """`1048576`, `512k`, `10M`, `1G` (powers of 1024; an optional trailing B or iB) -> bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (say 1048576, 512k, 10M or 1G)")
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    return int(text)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body: int = 1 << 30  # bytes of request body; 0: no limit. Over it: 413
+    header_timeout: float = 15.0  # s for a request head to arrive whole; 0: none. Over it: 408, close
+    keepalive_timeout: float = 75.0  # s an idle keep-alive connection stays open (nginx's default)
+    max_queue: int = 10000  # requests waiting per endpoint for a free replica; beyond that: 503
+
+    def argv(self) -> list[str]:
+        """Flags for the gateway process that differ from the defaults."""
+        out: list[str] = []
+        default = Limits()
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value != getattr(default, f.name):
+                out += ["--" + f.name.replace("_", "-"), str(value)]
+        return out
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Limits:
+        kw: dict[str, Any] = {}
+        for f in fields(cls):
+            value = getattr(args, f.name, None)
+            if value is not None:
+                kw[f.name] = value
+        return cls(**kw)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The limit flags; unset ones keep the defaults above (so `from_args` can tell them apart)."""
+    d = Limits()
+    parser.add_argument(
+        "--max-body", type=parse_size, default=None, metavar="SIZE",
+        help=f"largest request body, e.g. 10M or 1G; larger gets 413 (default {d.max_body >> 30}G; 0: no limit)",
+    )
+    parser.add_argument(
+        "--header-timeout", type=_seconds, default=None, metavar="SECONDS",
+        help=f"a request head must arrive whole within this, else 408 and close (default {d.header_timeout:g}; 0: none)",
+    )
+    parser.add_argument(
+        "--keepalive-timeout", type=_seconds, default=None, metavar="SECONDS",
+        help=f"close idle keep-alive connections after this (default {d.keepalive_timeout:g}; 0: never)",
+    )
+    parser.add_argument(
+        "--max-queue", type=_count, default=None, metavar="N",
+        help=f"requests waiting per endpoint for a free replica before 503 (default {d.max_queue})",
+    )
