@@ -668,15 +668,16 @@ def test_plain_functions_called_from_web_code(calls_served: Served) -> None:
     r = calls_served.get("api-calls-compute", params={"x": 4})
     assert r.status_code == 200, r.text
     body = r.json()
+    url = f"http://api-calls-compute.localhost:{calls_served.port}"
     first, second = body.pop("cls")
     assert first["sum"] == second["sum"] == 14
     assert first["entered_at"] == second["entered_at"]  # one instance per parameter values, entered once
     assert body == {
         "local": 16, "remote": 16, "map": [0, 1, 4, 9], "map_unordered": [0, 1, 4, 9], "starmap": [3, 8],
         "gen": [0, 1, 2, 3], "async_remote": 8, "callee_env": "callee", "caller_env": "callee",
-        "is_local": False, "url": None,
+        "is_local": False, "url": url,  # the gateway's label URL, as get_web_url() gives on Modal
         "refused": "A webhook function cannot be invoked for remote execution with `.remote`. Invoke this "
-                   "function via its web url or call it locally: compute.local()",
+                   f"function via its web url '{url}' or call it locally: compute.local()",
     }
     r = calls_served.get("api-calls-compute-async", params={"x": 3})
     assert r.json() == {"remote": 9, "map": [0, 1, 4], "double": 6}
