@@ -23,6 +23,7 @@ from typing import Any
 
 from .autoscaler import Autoscaler, ScalingConfig
 from .discovery import discover_async
+from .gateway.limits import Limits
 from .gateway_link import GatewayError, GatewayLink
 from .lifeline import Lifeline
 from .loader import AppRef
@@ -168,12 +169,13 @@ class Engine:
         reload: bool = True,
         watch_rules: WatchRules | None = None,
         spawner: Spawner | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.ref = ref
         self.spawner: Spawner = spawner or ColdSpawner()
         self.host = host
         self.lifeline = Lifeline()
-        self.gateway = GatewayLink(host, port, self.lifeline, self._on_gateway_event)
+        self.gateway = GatewayLink(host, port, self.lifeline, self._on_gateway_event, limits=limits)
         self.own_ports = own_ports
         self.manifest: AppManifest | None = None  # the last one that loaded
         self.load_error: LoadError | None = None  # the latest edit's, while it does not load

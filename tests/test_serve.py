@@ -361,3 +361,14 @@ def test_module_form_and_get_web_url(tmp_path: Path) -> None:
         assert served.get("mm-hi").json() == {"url": f"http://mm-hi.localhost:{served.port}"}
     finally:
         stop_serve(served)
+
+
+def test_gateway_limit_flags_reach_the_gateway(tmp_path: Path) -> None:
+    served = start_serve(_small_app(tmp_path), "--max-body", "1K", "--no-reload")
+    try:
+        served.wait_running()
+        assert served.get("small-slow").status_code == 200
+        r = served.post("small-w", content=b"x" * 4096)
+        assert r.status_code == 413
+    finally:
+        stop_serve(served)

@@ -43,6 +43,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-own-ports", action="store_true", help="serve endpoints only through the gateway's port, by label"
     )
+    from mwtui.engine.gateway.limits import add_arguments
+
+    add_arguments(p)  # --max-body, --header-timeout, --keepalive-timeout, --max-queue
     p.add_argument(
         "--cold-start", action="store_true",
         help="start every replica as a fresh Python process instead of forking it from a pre-imported zygote",
@@ -171,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """The Engine's keyword arguments from the common flags."""
+    from mwtui.engine.gateway.limits import Limits
     from mwtui.engine.reloader import DEFAULT_INCLUDE, WatchRules
     from mwtui.engine.spawner import ColdSpawner
 
@@ -186,6 +190,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
         "own_ports": not args.no_own_ports,
         "reload": not args.no_reload,
         "watch_rules": rules,
+        "limits": Limits.from_args(args),
         **({"spawner": ColdSpawner()} if args.cold_start else {}),
     }
 
