@@ -417,6 +417,13 @@ class Engine:
         elif kind == "ports":
             for warning in msg.get("warnings", []):
                 self._emit(LogLine(ENGINE_LOG, "gateway", warning, time.time()))
+        elif kind == "wake":
+            # A request waits at a pool with no replica: count it as in flight right away.
+            spec = self.endpoint_spec(msg.get("endpoint", ""))
+            if spec is not None:
+                m = self._metrics.setdefault(spec.name, {})
+                m["inflight"] = max(int(m.get("inflight", 0)), int(msg.get("queued", 1)))
+                self._autoscale(time.monotonic())
         elif kind == "routes_applied":
             self._routes_acked = max(self._routes_acked, int(msg.get("seq", 0)))
             self._routes_event.set()

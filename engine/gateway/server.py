@@ -520,6 +520,11 @@ class Gateway:
         stats.queued += 1
         self.nwaiting += 1
         ex.timer = self.loop.call_later(self._wait_bound(ep), self._wait_expired, ex, self.loop.time())
+        if not ep.upstreams and self.control is not None and stats.queued & (stats.queued - 1) == 0:
+            # A pool at zero: tell the engine now rather than at the next metrics tick, so that its
+            # autoscaler starts a replica half a second sooner (at 1, 2, 4, 8... waiting: a burst
+            # is seen growing without one event per request).
+            self.control.emit({"type": "wake", "endpoint": ep.name, "queued": stats.queued})
 
     @staticmethod
     def _wait_bound(ep: Endpoint) -> float:
