@@ -30,7 +30,7 @@ from .loader import AppRef
 from .manifest import AppManifest, EndpointSpec, LoadError, PoolSpec
 from .ports import DEFAULT_GATEWAY_PORT, stable_port
 from .reloader import ReloadGuard, WatchRules, local_folders, watch
-from .spawner import ColdSpawner, Spawner
+from .spawner import Spawner, default_spawner
 from .supervisor import ENGINE_LOG, Event, LogLine, Pool, PoolChanged
 
 LOG_LINES_KEPT = 2000
@@ -172,7 +172,7 @@ class Engine:
         limits: Limits | None = None,
     ) -> None:
         self.ref = ref
-        self.spawner: Spawner = spawner or ColdSpawner()
+        self.spawner: Spawner = spawner or default_spawner()  # the zygote where os.fork exists
         self.host = host
         self.lifeline = Lifeline()
         self.gateway = GatewayLink(host, port, self.lifeline, self._on_gateway_event, limits=limits)

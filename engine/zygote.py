@@ -1,0 +1,423 @@
+"""The zygote: one process that has already imported what replicas run on (uvicorn, uvloop, httptools,
+FastAPI/Starlette/pydantic, gunicorn, a2wsgi, Flask, psutil, mwtui's worker) but never any user code,
+and forks a replica per request. A forked replica skips the ~0.5 s of imports a fresh interpreter pays.
+The user's file is imported by each child, fresh: the zygote never imports anything of the app's.
+
+    python -m mwtui.engine.zygote --fd N [--lifeline M]
+
+It is started (and spoken to) by `spawner.ZygoteSpawner` over a SOCK_SEQPACKET socketpair (fd N), one
+JSON object per message:
+
+    → {"id", "argv", "env", "cwd", "pass_fds", "started"}  with fds [stdout write end, *pass_fds]
+    ← {"hello": pid, "preload_ms", "modules", "threads"}  once, when the first imports are done
+    ← {"id", "pid"} or {"id", "error"}                     per request, right after the fork
+    ← {"exit": pid, "code"}                                when a replica ends (code as asyncio's)
+
+Forking is only safe from a single-threaded process, so the zygote runs no thread at all: it watches
+the socket, SIGCHLD (through a wakeup pipe) and mwtui's lifeline in one poll loop, and exits when the
+socket or the lifeline closes. Each forked child is made to look like a fresh `python -m
+mwtui.engine.worker` started by the cold spawner (see `_become_replica`): own session, the received fds
+on 0/1/2 and nothing else open, the request's cwd, env, argv and sys.path[0], default signals, fresh
+stdio objects, a reseeded random, and no event loop (the worker creates its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import gc
+import importlib
+import importlib.util
+import io
+import json
+import os
+import random
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+MAX_MESSAGE = 1 << 20  # a request is mostly its env; the spawner cold-starts anything bigger
+FDS_PER_REQUEST = 16
+CHILD_SETUP_FAILED = 70  # EX_SOFTWARE: the child died before the worker's own main ran
+
+# Imported once here so that no replica pays for them. None of them may start a thread or an event
+# loop at import; optional ones may be missing (the worker then reports what it needs). What FastAPI
+# and uvicorn replicas need comes first, before the zygote says hello; the rest (gunicorn, Flask, …)
+# is imported one module at a time while no request waits, so the first replica is not delayed by it.
+PRELOAD = (
+    "json",
+    "mwtui.engine.worker.__main__",
+    "mwtui.engine.worker.replica",
+    "mwtui.engine.worker.fastapi_app",
+    "mwtui.engine.sdk",
+    "mwtui.engine.loader",
+    "uvloop",
+    "httptools",
+    "uvicorn",
+    "uvicorn.config",
+    "uvicorn.server",
+    "uvicorn.middleware.proxy_headers",
+    "mwtui.engine.worker.uvicorn_server",
+    "fastapi",
+    "fastapi.middleware.cors",
+    "fastapi.responses",
+    "starlette.responses",
+    "pydantic",
+    "anyio",
+    "anyio._backends._asyncio",
+)
+PRELOAD_WHEN_IDLE = (
+    "email.utils",
+    "encodings.idna",
+    "logging.config",
+    "gunicorn",
+    "gunicorn.glogging",
+    "gunicorn.http",
+    "gunicorn.http.wsgi",
+    "gunicorn.sock",
+    "gunicorn.workers.gthread",
+    "mwtui.engine.worker.gunicorn_server",
+    "mwtui.engine.worker.forward",
+    "a2wsgi",
+    "flask",
+    "psutil",
+)
+
+
+def _import(name: str) -> None:
+    try:
+        importlib.import_module(name)
+    except Exception:  # noqa: BLE001 - a broken optional package is the replica's to report
+        pass
+
+
+def preload() -> None:
+    """Everything, at once (the zygote itself spreads PRELOAD_WHEN_IDLE over its idle time)."""
+    for name in PRELOAD + PRELOAD_WHEN_IDLE:
+        _import(name)
+    _warm_up()
+    _warm_up_flask()
+
+
+def _warm_up() -> None:
+    """Do once what every replica would otherwise do first: the imports FastAPI and uvicorn make lazily
+    while an app is built and a server configured (pydantic.v1 and friends). Builds objects only: no
+    loop, no socket, no thread, nothing of the user's."""
+    with contextlib.suppress(Exception):
+        from mwtui.engine.worker.fastapi_app import build_fastapi_app
+
+        def hello(name: str = "world") -> dict[str, str]:
+            return {"hello": name}
+
+        build_fastapi_app(hello, "GET", True)
+    with contextlib.suppress(Exception):
+        from uvicorn.config import HTTP_PROTOCOLS, LIFESPAN, WS_PROTOCOLS
+        from uvicorn.importer import import_from_string
+
+        for ref in (HTTP_PROTOCOLS["httptools"], WS_PROTOCOLS["auto"], LIFESPAN["off"]):
+            import_from_string(ref)
+
+
+def _warm_up_flask() -> None:
+    with contextlib.suppress(Exception):
+        import flask
+
+        flask.Flask(__name__)
+
+
+class Zygote:
+    def __init__(self, sock: socket.socket, lifeline: int | None) -> None:
+        self.sock = sock
+        self.lifeline = lifeline
+        self.children: set[int] = set()
+        # SIGCHLD wakes poll() through this pipe; the handler itself does nothing.
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+
+    def send(self, message: dict[str, Any]) -> None:
+        try:
+            self.sock.send(json.dumps(message).encode())
+        except OSError:
+            os._exit(0)  # the spawner is gone: so is our purpose (replicas have their own lifeline)
+
+    def serve(self) -> NoReturn:
+        poller = select.poll()  # not epoll: no fd of its own that a forked child would inherit
+        poller.register(self.sock.fileno(), select.POLLIN)
+        poller.register(self.wake_r, select.POLLIN)
+        if self.lifeline is not None:
+            poller.register(self.lifeline, select.POLLIN)
+        later: list[Callable[[], None]] = [
+            *(functools.partial(_import, name) for name in PRELOAD_WHEN_IDLE), _warm_up_flask,
+        ]
+        while True:
+            events = poller.poll(0 if later else None)
+            if not events and later:
+                later.pop(0)()  # one module at a time: a request waits for one import at most
+                continue
+            for fd, _ in events:
+                if fd == self.lifeline:
+                    os._exit(0)  # mwtui is gone
+                elif fd == self.wake_r:
+                    with contextlib.suppress(OSError):
+                        while os.read(self.wake_r, 512):
+                            pass
+                    self.reap()
+                else:
+                    self.receive()
+            self.reap()  # cheap, and covers a SIGCHLD that came while we were busy forking
+
+    def receive(self) -> None:
+        try:
+            data, fds, flags, _ = socket.recv_fds(self.sock, MAX_MESSAGE, FDS_PER_REQUEST)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            os._exit(0)
+        if not data:
+            os._exit(0)  # the spawner closed its end: mwtui is done with us
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            self._close(fds)
+            with contextlib.suppress(ValueError):
+                self.send({"id": json.loads(data).get("id"), "error": "request too large"})
+            return
+        try:
+            request = json.loads(data)
+        except ValueError:
+            self._close(fds)
+            return
+        self.spawn(request, fds)
+
+    def spawn(self, request: dict[str, Any], fds: list[int]) -> None:
+        rid = request.get("id")
+        if len(fds) != 1 + len(request.get("pass_fds", ())):
+            self._close(fds)
+            self.send({"id": rid, "error": f"expected {1 + len(request.get('pass_fds', ()))} fds, got {len(fds)}"})
+            return
+        if threading.active_count() != 1:
+            # Something started a thread in here: forking now could leave a child holding a lock forever.
+            self._close(fds)
+            self.send({"id": rid, "error": f"the zygote has {threading.active_count()} threads; cannot fork"})
+            return
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        gc.freeze()
+        try:
+            pid = os.fork()
+        except OSError as e:
+            self._close(fds)
+            self.send({"id": rid, "error": f"fork failed: {e}"})
+            return
+        if pid == 0:
+            try:
+                _become_replica(self, request, fds)
+            except BaseException:  # noqa: BLE001 - nothing may return into the zygote's loop
+                with contextlib.suppress(Exception):
+                    os.write(2, traceback.format_exc().encode(errors="replace"))
+            os._exit(CHILD_SETUP_FAILED)
+        self.children.add(pid)
+        self._close(fds)  # the child has its own copies; ours would keep its pipes open
+        self.send({"id": rid, "pid": pid})
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            except InterruptedError:
+                continue
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            self.send({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+
+    @staticmethod
+    def _close(fds: list[int]) -> None:
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+# ------------------------------------------------------------------------------------------- the child
+
+
+def _become_replica(zygote: Zygote, request: dict[str, Any], fds: list[int]) -> NoReturn:
+    """In the forked child: shed everything of the zygote, then run the worker's main."""
+    # Signals first: the zygote's SIGCHLD handler and wakeup fd must not fire in here.
+    signal.set_wakeup_fd(-1)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as in a fresh interpreter, until the worker's Stop
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    zygote.sock.detach()  # the number is closed below; the object must never close it again later
+    os.setsid()  # its own session and process group, killed as one (as ColdSpawner's start_new_session)
+
+    stdout_w, passed = fds[0], fds[1:]
+    os.dup2(stdout_w, 1)
+    os.dup2(stdout_w, 2)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    _close_all_but({0, 1, 2, *passed})
+    for fd in passed:
+        os.set_inheritable(fd, True)  # as pass_fds leaves them
+
+    cwd = request["cwd"]
+    os.chdir(cwd)
+    # The env names the fds by the spawner's numbers; here they arrived under other numbers.
+    renumber = {str(old): str(new) for old, new in zip(request.get("pass_fds", ()), passed, strict=True)}
+    env: dict[str, str] = {
+        k: renumber.get(v, v) if k.endswith("_FD") else v for k, v in request["env"].items()
+    }
+    os.environ.clear()
+    os.environ.update(env)
+    with contextlib.suppress(AttributeError):
+        time.tzset()  # TZ may differ from the zygote's
+
+    _reopen_stdio(env)
+    _look_like_python_m(cwd, request["argv"])
+    importlib.invalidate_caches()  # directory listings cached in the zygote predate the user's last save
+    random.seed()  # os.fork reseeds too; never share a sequence with a sibling
+
+    gc.enable()
+    from mwtui.engine.worker.__main__ import run
+
+    run(list(request["argv"]), float(request.get("started") or time.monotonic()))
+
+
+def _close_all_but(keep: set[int]) -> None:
+    for folder in ("/proc/self/fd", "/dev/fd"):
+        try:
+            open_fds = [int(name) for name in os.listdir(folder)]
+        except (OSError, ValueError):
+            continue
+        for fd in open_fds:
+            if fd not in keep:
+                with contextlib.suppress(OSError):
+                    os.close(fd)  # the listing's own fd is already closed: EBADF, ignored
+        return
+    top = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536
+    lo = 0
+    for fd in sorted(keep) + [top]:
+        if fd > lo:
+            os.closerange(lo, fd)
+        lo = fd + 1
+
+
+def _reopen_stdio(env: dict[str, str]) -> None:
+    """sys.stdout and friends were made by the zygote (for its own fds, buffered or not as its env said):
+    make new ones on fds 0/1/2, unbuffered, as `python -u` would have."""
+    encoding, _, errors = (env.get("PYTHONIOENCODING") or "").partition(":")
+    encoding = encoding or sys.stdout.encoding or "utf-8"
+
+    def writer(fd: int, default_errors: str) -> io.TextIOWrapper:
+        raw = io.FileIO(fd, "w", closefd=False)
+        return io.TextIOWrapper(raw, encoding=encoding, errors=errors or default_errors,
+                                line_buffering=True, write_through=True)
+
+    sys.stdin = sys.__stdin__ = io.TextIOWrapper(
+        io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding=encoding, errors=errors or "strict"
+    )
+    sys.stdout = sys.__stdout__ = writer(1, "strict")
+    sys.stderr = sys.__stderr__ = writer(2, "backslashreplace")
+
+
+def _look_like_python_m(cwd: str, argv: list[str]) -> None:
+    """What `python -m mwtui.engine.worker ARGV` run in `cwd` would show: sys.argv, sys.path[0] (the
+    cwd, as -m puts it there), its command line in `ps`, and a `__main__` module that is the worker's (for code that inspects
+    it, e.g. multiprocessing's spawn)."""
+    spec = importlib.util.find_spec("mwtui.engine.worker.__main__")
+    main_file = spec.origin if spec and spec.origin else "-m"
+    sys.argv = [main_file, *argv]
+    set_title([sys.executable, "-m", "mwtui.engine.worker", *argv])  # for ps, and psutil's cmdline()
+    if sys.path and sys.path[0] == _start_dir:
+        sys.path[0] = os.path.abspath(cwd)
+    else:
+        sys.path.insert(0, os.path.abspath(cwd))
+    if spec is not None:
+        module = importlib.util.module_from_spec(spec)  # its code is not run: `run` below is what it would do
+        module.__name__ = "__main__"
+        sys.modules["__main__"] = module
+
+
+_start_dir = ""  # sys.path[0] in here: the empty folder the spawner starts us in
+TITLE_ROOM = 2048  # bytes of argv the spawner pads our command line with, for the replicas' titles
+_title_area: tuple[int, int] | None = None  # (address, size) of our argv strings, once checked
+
+
+def find_title_area() -> None:
+    """Linux: where the kernel reads /proc/self/cmdline from (stat fields 48-49), if it holds exactly
+    our original argv (then writing there is safe: nothing else points into it)."""
+    global _title_area
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(b")") + 2:].split()
+        start, end = int(fields[45]), int(fields[46])
+        expected = b"\0".join(os.fsencode(a) for a in sys.orig_argv) + b"\0"
+        if end - start == len(expected) and ctypes.string_at(start, end - start) == expected:
+            _title_area = (start, end - start)
+    except (OSError, ValueError, IndexError, ImportError):
+        pass
+
+
+def set_title(words: list[str]) -> None:
+    """What `ps` and psutil show as our command line, as setproctitle does it: the title, a NUL, and a
+    last byte that is not NUL (which tells the kernel to read only up to the first NUL)."""
+    if _title_area is None:
+        return
+    import ctypes
+
+    start, size = _title_area
+    title = " ".join(words).encode(errors="replace")[: size - 2]
+    ctypes.memmove(start, title + b"\0" * (size - len(title) - 1) + b" ", size)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    p = argparse.ArgumentParser(prog="python -m mwtui.engine.zygote")
+    p.add_argument("--fd", type=int, required=True, help="the SOCK_SEQPACKET socket to the spawner")
+    p.add_argument("--lifeline", type=int, help="read end of mwtui's lifeline: exit at its end-of-file")
+    p.add_argument("--title-room", default="", help=argparse.SUPPRESS)  # padding: room for replicas' titles
+    args = p.parse_args(argv)
+    global _start_dir
+    _start_dir = os.getcwd()
+    find_title_area()
+    set_title([sys.executable, "-m", "mwtui.engine.zygote", "--fd", str(args.fd),
+               *(["--lifeline", str(args.lifeline)] if args.lifeline is not None else [])])
+    sock = socket.socket(fileno=args.fd)
+    sock.set_inheritable(False)
+    if args.lifeline is not None:
+        os.set_inheritable(args.lifeline, False)
+    t0 = time.monotonic()
+    # As gc.freeze's docs advise for fork without exec: no collection in here (it would leave holes in
+    # and write to pages the children share), everything frozen before each fork, gc on in each child.
+    gc.disable()
+    for name in PRELOAD:
+        _import(name)
+    _warm_up()
+    zygote = Zygote(sock, args.lifeline)
+    zygote.send({
+        "hello": os.getpid(),
+        "preload_ms": round((time.monotonic() - t0) * 1000, 1),
+        "modules": len(sys.modules),
+        "threads": threading.active_count(),
+    })
+    zygote.serve()
+
+
+if __name__ == "__main__":
+    main()
