@@ -108,7 +108,7 @@ def bench(kind: str, saves: int, threads: int) -> dict[str, float]:
     times = []
     try:
         for v in range(2, saves + 2):
-            time.sleep(0.3)  # let the previous generation settle, as between real saves
+            time.sleep(1.2)  # as between real saves (and outside the reload-loop guard's 1 s window)
             t0 = time.monotonic()
             app.write_text(APPS[kind].format(v=v))
             while min(clients.seen) != v:

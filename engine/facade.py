@@ -29,7 +29,7 @@ from .lifeline import Lifeline
 from .loader import AppRef
 from .manifest import AppManifest, EndpointSpec, LoadError, PoolSpec
 from .ports import DEFAULT_GATEWAY_PORT, stable_port
-from .reloader import ReloadGuard, WatchRules, local_folders, watch
+from .reloader import ReloadGuard, WatchRules, forget_bytecode, local_folders, watch
 from .spawner import Spawner, default_spawner
 from .supervisor import ENGINE_LOG, Event, LogLine, Pool, PoolChanged
 
@@ -310,6 +310,7 @@ class Engine:
                 self._say(f"{path} changes after every reload (written by the app itself?); no longer watched. "
                           "Use --reload-exclude to say so explicitly.")
             if keep:
+                forget_bytecode(keep)
                 names = ", ".join(os.path.relpath(p, os.path.dirname(self.ref.path)) for p in keep[:3])
                 await self.reload(f"{names} changed")
 

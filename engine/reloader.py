@@ -84,6 +84,33 @@ class ReloadGuard:
         return keep, newly_ignored
 
 
+def forget_bytecode(paths: Iterable[str]) -> None:
+    """Delete the cached bytecode of changed Python files. Python trusts a .pyc whose source has the
+    same mtime (to the second) and size, so two quick saves of the same length would otherwise serve
+    the first one's code."""
+    import importlib.util
+
+    for path in paths:
+        if not path.endswith(".py"):
+            continue
+        try:
+            cached = importlib.util.cache_from_source(path)
+        except (NotImplementedError, ValueError):
+            continue
+        folder, name = os.path.split(cached)
+        stem = name.split(".", 1)[0]
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        for entry in entries:  # every optimisation level: x.cpython-311.pyc, x.cpython-311.opt-1.pyc
+            if entry.startswith(stem + ".") and entry.endswith(".pyc"):
+                try:
+                    os.unlink(os.path.join(folder, entry))
+                except OSError:
+                    pass
+
+
 def local_folders(app_file: str, sources: Sequence[str]) -> list[str]:
     """The app's folder plus the folders of local modules it imported from elsewhere (not the
     standard library, not installed packages, not mwtui itself)."""

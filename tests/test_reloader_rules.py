@@ -55,3 +55,20 @@ def test_local_folders_skip_installed_packages() -> None:
     folders = local_folders("/proj/app.py", ["/proj/app.py", "/proj/sub/m.py", "/shared/lib/util.py",
                                              fastapi.__file__])
     assert folders == ["/proj", "/shared/lib"]
+
+
+def test_forget_bytecode_removes_only_that_files_cache(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import importlib.util
+    import os
+    import py_compile
+
+    from mwtui.engine.reloader import forget_bytecode
+
+    app, other = tmp_path / "app.py", tmp_path / "other.py"
+    app.write_text("x = 1\n")
+    other.write_text("y = 1\n")
+    for f in (app, other):
+        py_compile.compile(str(f), cfile=importlib.util.cache_from_source(str(f)))
+    forget_bytecode([str(app), str(tmp_path / "notes.txt")])
+    assert not os.path.exists(importlib.util.cache_from_source(str(app)))
+    assert os.path.exists(importlib.util.cache_from_source(str(other)))
