@@ -28,6 +28,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/replica_start.py
+	$(BIN)/python bench/reload.py
+	$(BIN)/python bench/autoscale.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
