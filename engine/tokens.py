@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .store.home import write_private
+
 KEY_PREFIX = "wk-"
 SECRET_PREFIX = "ws-"
 KEY_CHARS = 22  # ~131 bits: not secret, but unguessable
@@ -113,20 +115,9 @@ class TokenStore:
 
     def _write(self, tokens: list[dict[str, Any]]) -> None:
         data = json.dumps({"version": 1, "tokens": tokens}, indent=2).encode() + b"\n"
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            # Created 0600 from the first byte: there is no moment when others could read it.
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.fchmod(fd, 0o600)  # in case a stale temporary file had other bits
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
+            write_private(self.path, data)  # 0600 from the first byte, replaced atomically
         except OSError as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             raise TokenFileError(f"cannot write {self.path}: {e.strerror or e}") from None
 
     def create(self, name: str | None = None) -> tuple[TokenInfo, str]:
