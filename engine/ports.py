@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-
-import psutil
+import shlex
 
 DEFAULT_GATEWAY_PORT = 8470  # no common dev server uses it (8000, 8080, 3000, 5000 are taken by habit)
 OWN_PORT_BASE = 20000
@@ -18,14 +16,22 @@ def stable_port(app_file: str, endpoint: str) -> int:
     return OWN_PORT_BASE + int.from_bytes(digest[:4], "big") % OWN_PORT_SPAN
 
 
-def port_holder(port: int) -> str | None:
-    """'pid 123 (python3 -m http.server)' for the process listening on `port`, if we may know."""
-    with contextlib.suppress(psutil.Error, OSError):
-        for conn in psutil.net_connections(kind="inet"):
-            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
-                try:
-                    cmd = " ".join(psutil.Process(conn.pid).cmdline()) or psutil.Process(conn.pid).name()
-                except psutil.Error:
-                    cmd = "?"
-                return f"pid {conn.pid} ({cmd})"
-    return None
+def port_holder(port: int) -> str:
+    """`pid 123 (python -m http.server 8000)` for whoever listens on `port`, or as much of it as this
+    user may see. psutil is imported here, on this error path only: replicas start faster without it."""
+    import psutil
+
+    try:
+        conns = psutil.net_connections(kind="inet")
+    except (psutil.Error, OSError):
+        conns = []
+    for c in conns:
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
+            try:
+                cmd = shlex.join(psutil.Process(c.pid).cmdline())
+            except psutil.Error:
+                return f"pid {c.pid}"
+            if len(cmd) > 200:
+                cmd = cmd[:200] + "…"
+            return f"pid {c.pid} ({cmd})"
+    return "another process (not one this user can see)"

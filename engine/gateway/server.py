@@ -19,6 +19,7 @@ from typing import Any
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
+from ..ports import port_holder
 from . import pages
 from .auth import TokenCheck, load_token_check
 from .control import Control
@@ -50,24 +51,6 @@ HOST_CACHE_MAX = 1024
 OWN_PORT_TRIES = 20
 
 _BARE = object()  # host-cache marker: mwtui's own pages
-
-
-def port_holder(port: int) -> str:
-    """'held by pid 99 python3 -m http.server' for whoever listens on `port`, as far as we may know."""
-    try:
-        import psutil
-
-        for conn in psutil.net_connections(kind="inet"):
-            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
-                try:
-                    proc = psutil.Process(conn.pid)
-                    cmd = " ".join(proc.cmdline()) or proc.name()
-                except psutil.Error:
-                    cmd = "?"
-                return f"held by pid {conn.pid} {cmd[:120]}"
-    except Exception:  # psutil missing, or not allowed to look
-        pass
-    return "held by another process"
 
 
 class ClientConn(Conn):
@@ -739,7 +722,7 @@ class Gateway:
             if candidate != port:
                 assert first_error is not None
                 if first_error.errno == errno.EADDRINUSE:
-                    why = f"is busy ({port_holder(port)})"
+                    why = f"is busy (held by {port_holder(port)})"
                 else:
                     why = f"cannot be used ({first_error.strerror or first_error})"
                 warning = f"port {port} for {name} {why}; using {actual}"
@@ -866,7 +849,7 @@ async def serve(
         server = await gw.listen_main(port)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
-            message = f"port {port} on {host} is busy ({port_holder(port)}); pick another with --port"
+            message = f"port {port} on {host} is busy (held by {port_holder(port)}); pick another with --port"
         else:
             message = f"cannot listen on {host}:{port}: {e.strerror or e}"
         control.write_blocking({"type": "error", "message": message})

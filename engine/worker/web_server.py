@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import shlex
 import socket
 import sys
 import threading
@@ -21,6 +20,8 @@ import time
 import traceback
 from collections.abc import Callable
 from typing import Any
+
+from ..ports import port_holder
 
 TIMEOUT_MESSAGE = (
     "Waited too long for port {port} to start accepting connections. Make sure the web server is bound "
@@ -59,25 +60,6 @@ def probe(port: int, timeout: float) -> str:
         return "refused"
     except OSError as e:
         return "refused" if e.errno == errno.ECONNREFUSED else "timeout"
-
-
-def port_holder(port: int) -> str:
-    """`pid 123 (python -m http.server 8000)`, or as much of it as this user may see."""
-    import psutil  # only on this error path: replica startup time
-    try:
-        conns = psutil.net_connections(kind="inet")
-    except (psutil.Error, OSError):
-        conns = []
-    for c in conns:
-        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
-            try:
-                cmd = shlex.join(psutil.Process(c.pid).cmdline())
-            except psutil.Error:
-                return f"pid {c.pid}"
-            if len(cmd) > 200:
-                cmd = cmd[:200] + "…"
-            return f"pid {c.pid} ({cmd})"
-    return "another process (not one this user can see)"
 
 
 def _signals_stay_with_main_thread() -> None:
