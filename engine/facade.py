@@ -167,6 +167,7 @@ class Engine:
         port: int = DEFAULT_GATEWAY_PORT,
         own_ports: bool = True,
         reload: bool = True,
+        wait_for_fix: bool = False,
         watch_rules: WatchRules | None = None,
         spawner: Spawner | None = None,
         limits: Limits | None = None,
@@ -183,6 +184,9 @@ class Engine:
         self.autoscalers: dict[str, Autoscaler] = {}
         self.generation = 1
         self.reload_enabled = reload
+        # A file that does not load at start is fatal, unless we may wait for a good save.
+        self.wait_for_fix = wait_for_fix
+        self._first_sources: tuple[str, ...] = ()
         self.watch_rules = watch_rules or WatchRules()
         self.reload_guard = ReloadGuard()
         self._reload_state = "watching" if reload else "off"
@@ -205,12 +209,17 @@ class Engine:
     # ----- lifecycle
     async def start(self) -> Snapshot:
         manifest = await discover_async(self.ref)
-        if manifest.error:
+        if manifest.error and not (self.wait_for_fix and self.reload_enabled):
             raise LoadFailed(manifest.error)
-        self.manifest = manifest
         await self.gateway.start()
-        for spec in manifest.pools():
-            self._add_pool(spec)
+        self._first_sources = manifest.sources
+        if manifest.error:  # wait for a good save: the error shows, the first fix brings endpoints up
+            self.load_error = manifest.error
+            self._reload_state = "error"
+        else:
+            self.manifest = manifest
+            for spec in manifest.pools():
+                self._add_pool(spec)
         self._publish_routes()
         loop = asyncio.get_running_loop()
         self._status_task = loop.create_task(self._status_loop())
@@ -301,8 +310,7 @@ class Engine:
         return not failures
 
     async def _watch_loop(self) -> None:
-        assert self.manifest
-        folders = local_folders(self.ref.path, self.manifest.sources)
+        folders = local_folders(self.ref.path, self._first_sources)
 
         async def on_change(paths: list[str]) -> None:
             keep, ignored = self.reload_guard.filter(paths, time.monotonic())
@@ -528,7 +536,8 @@ class Engine:
         )
         if m is None:
             return Snapshot(
-                app_name=self.ref.stem, file=self.ref.path, gateway_url=self.gateway.base_url, reload=reload
+                app_name=self.ref.stem, file=self.ref.path, gateway_url=self.gateway.base_url, reload=reload,
+                error=self.load_error,
             )
         now = time.time()
         out = []

@@ -146,3 +146,19 @@ def test_no_reload_flag(tmp_path: Path) -> None:
         assert not any("reloading" in line for line in served.lines)
     finally:
         stop_serve(served)
+
+
+def test_a_file_broken_at_start_comes_up_on_the_first_good_save(tmp_path: Path) -> None:
+    app = tmp_path / "rl.py"
+    app.write_text(SYNTAX_ERROR)
+    served = start_serve(app)
+    try:
+        served.wait_for_line("waiting for a save that loads")
+        assert any("rl.py:6" in line and "syntax" in line for line in served.lines)
+        assert served.status() == []
+        app.write_text(GOOD.format(v=7))
+        served.wait_for_line(r"=> http://rl-api\.localhost")
+        served.wait_running()
+        assert served.get("rl-api").json() == {"v": 7}
+    finally:
+        stop_serve(served)

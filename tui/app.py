@@ -226,7 +226,7 @@ class MwtuiApp(App[int]):
             return
         self.snap = snap
         self.main(AppHeader).show(snap, self.engine.ref.path, "stopping…" if self.engine_closing else None)
-        self.main(ReloadBanner).show(snap.error)
+        self.main(ReloadBanner).show(snap.error, serving=bool(snap.endpoints))
         self.table.show(snap)
         current = self.current()
         self.main(EndpointSummary).show(current)

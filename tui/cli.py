@@ -189,6 +189,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
         "port": args.port,
         "own_ports": not args.no_own_ports,
         "reload": not args.no_reload,
+        "wait_for_fix": not args.no_reload,
         "watch_rules": rules,
         "limits": Limits.from_args(args),
         **({"spawner": ColdSpawner()} if args.cold_start else {}),

@@ -68,13 +68,28 @@ async def serve(ref: AppRef, options: dict[str, Any]) -> int:
         _say(f"mwtui: {e}", err=True)
         await engine.close()
         return 1
-    print_endpoints(snap)
+    if snap.error is not None:
+        # Reload is on: the next good save brings the endpoints up (and their URLs get printed then).
+        _say(f"mwtui: {snap.error.message}", err=True)
+        _say(f"  gateway {snap.gateway_url}  (index, /api/endpoints, /metrics)")
+        _say(f"{'mwtui':<{width}} | waiting for a save that loads ({display_path(snap.file)})")
+
+        async def announce_when_loaded() -> None:
+            while engine.manifest is None:
+                await asyncio.sleep(0.05)
+            print_endpoints(engine.snapshot())
+
+        announcer = asyncio.get_running_loop().create_task(announce_when_loaded())
+    else:
+        print_endpoints(snap)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    if snap.error is not None:
+        announcer.cancel()
     _say(f"{'mwtui':<{width}} | stopping: draining in-flight requests")
     await engine.close()
     return 0

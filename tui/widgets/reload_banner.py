@@ -10,8 +10,13 @@ from rich.text import Text
 from textual.widgets import Static
 
 
-def banner_text(error: LoadError) -> Text:
-    out = Text.assemble(("✖ the latest edit does not load; the previous version keeps serving. ", "bold red"))
+def banner_text(error: LoadError, serving: bool = True) -> Text:
+    lead = (
+        "✖ the latest edit does not load; the previous version keeps serving. "
+        if serving
+        else "✖ the app file does not load yet; the next good save starts it. "
+    )
+    out = Text.assemble((lead, "bold red"))
     out.append(error.message.strip().splitlines()[0] if error.message.strip() else "")
     if error.file:
         out.append(f"  ({os.path.basename(error.file)}{f':{error.line}' if error.line else ''})", style="grey70")
@@ -19,7 +24,7 @@ def banner_text(error: LoadError) -> Text:
 
 
 class ReloadBanner(Static):
-    def show(self, error: LoadError | None) -> None:
+    def show(self, error: LoadError | None, serving: bool = True) -> None:
         self.display = error is not None
         if error is not None:
-            self.update(banner_text(error))
+            self.update(banner_text(error, serving))
