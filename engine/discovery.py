@@ -5,6 +5,11 @@ mwtui.engine.discovery --fd N <ref>`, in the app's folder, in a process group of
 as a whole on timeout (and afterwards, in case the import left processes behind). The child writes its
 JSON on a dedicated pipe (fd N), so whatever the user's code prints cannot corrupt it.
 
+Given the engine's spawner, when that is a `ZygoteSpawner`, the child is forked from the zygote instead
+(the zygote has imported mwtui, never the user's code; the child imports the file afresh): the same
+argv, fds, session, timeout, group kill and messages, without a fresh interpreter's startup on every
+save. When the zygote cannot fork it, the child starts cold as above.
+
 Every failure becomes a `LoadError` whose message is one paragraph for a person: file and line, what
 went wrong, and, where it helps, what to do.
 """
@@ -26,12 +31,15 @@ import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .labels import default_label, find_conflicts, label_warning
 from .lifeline import ENV_FD as LIFELINE_ENV
 from .loader import AppNotFound, AppRef, load_app
 from .manifest import AppManifest, EndpointSpec, LoadError
+
+if TYPE_CHECKING:
+    from .spawner import Spawner
 
 TAIL_BYTES = 16 * 1024  # how much of the child's stdout/stderr we keep for messages
 DUMP_GRACE_S = 1.0  # after a timeout, how long the child gets to print where it is stuck
@@ -57,7 +65,7 @@ _ENGINE_DIR = os.path.dirname(os.path.abspath(__file__))  # our own code is neve
 def discover(
     ref: AppRef, timeout: float = 30.0, *, env: Mapping[str, str] | None = None, pass_fds: Sequence[int] = ()
 ) -> AppManifest:
-    """Blocking form of `discover_async`; usable with or without a running event loop."""
+    """Blocking form of `discover_async` (always a cold child: a spawner lives on one event loop)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -66,13 +74,40 @@ def discover(
         return pool.submit(asyncio.run, discover_async(ref, timeout, env=env, pass_fds=pass_fds)).result()
 
 
+class _Child(Protocol):
+    """What we use of the child: asyncio.subprocess.Process, or spawner.ZygoteChild."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    @property
+    def stdout(self) -> asyncio.StreamReader | None: ...
+
+    @property
+    def stderr(self) -> asyncio.StreamReader | None: ...
+
+    async def wait(self) -> int: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+
 async def discover_async(
-    ref: AppRef, timeout: float = 30.0, *, env: Mapping[str, str] | None = None, pass_fds: Sequence[int] = ()
+    ref: AppRef,
+    timeout: float = 30.0,
+    *,
+    env: Mapping[str, str] | None = None,
+    pass_fds: Sequence[int] = (),
+    spawner: Spawner | None = None,
 ) -> AppManifest:
     """Import `ref` in a child process and return its manifest; never raises for a bad app file.
 
     `env` replaces the child's environment (default: ours); `pass_fds` are extra fds it inherits, e.g.
-    mwtui's lifeline, which the child watches so that it dies with mwtui."""
+    mwtui's lifeline, which the child watches so that it dies with mwtui. With a `spawner` that can fork
+    discovery (a ZygoteSpawner), the child is forked from its zygote; otherwise, or when that fails, it
+    is a fresh interpreter."""
     early = _check_path(ref)
     if early is not None:
         return early
@@ -82,16 +117,7 @@ async def discover_async(
         del child_env[LIFELINE_ENV]
     read_fd, write_fd = os.pipe()
     try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mwtui.engine.discovery", "--fd", str(write_fd), str(ref),
-            cwd=ref.cwd,
-            env=child_env,
-            pass_fds=(write_fd, *pass_fds),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
+        proc = await _start_child(ref, child_env, write_fd, tuple(pass_fds), spawner)
     except BaseException:
         os.close(read_fd)
         raise
@@ -115,6 +141,9 @@ async def discover_async(
         for task in drains:
             task.cancel()
         await asyncio.gather(*drains, return_exceptions=True)
+        close_pipes = getattr(proc, "close_pipes", None)  # a forked child's pipes are ours to close
+        if close_pipes is not None:
+            close_pipes()
     if payload:
         try:
             return AppManifest.from_json(_loads(payload))
@@ -123,7 +152,28 @@ async def discover_async(
     return _crash_manifest(ref, code, err.text() or out.text())
 
 
-async def _reap(proc: asyncio.subprocess.Process) -> int | None:
+async def _start_child(
+    ref: AppRef, env: dict[str, str], write_fd: int, pass_fds: tuple[int, ...], spawner: Spawner | None
+) -> _Child:
+    argv = ["--fd", str(write_fd), str(ref)]
+    fork = getattr(spawner, "fork_discovery", None)
+    if fork is not None:
+        forked: _Child | None = await fork(argv, env, ref.cwd, (write_fd, *pass_fds))
+        if forked is not None:
+            return forked
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mwtui.engine.discovery", *argv,
+        cwd=ref.cwd,
+        env=env,
+        pass_fds=(write_fd, *pass_fds),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+async def _reap(proc: _Child) -> int | None:
     """Wait for the child; asyncio also waits for its pipes, which a process that escaped the group could
     hold open, so give up after a moment and close them ourselves."""
     try:
@@ -191,7 +241,7 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-async def _where_stuck(proc: asyncio.subprocess.Process, err: _Tail, ref: AppRef) -> str | None:
+async def _where_stuck(proc: _Child, err: _Tail, ref: AppRef) -> str | None:
     """Ask the hung child for its stack (faulthandler on SIGUSR1) and find the user's line in it."""
     mark = err.total  # only the dump counts, not anything the user's code printed before
     with contextlib.suppress(ProcessLookupError):

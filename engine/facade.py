@@ -208,7 +208,7 @@ class Engine:
 
     # ----- lifecycle
     async def start(self) -> Snapshot:
-        manifest = await discover_async(self.ref)
+        manifest = await discover_async(self.ref, spawner=self.spawner, **self._lifeline_kwargs())
         if manifest.error and not (self.wait_for_fix and self.reload_enabled):
             raise LoadFailed(manifest.error)
         await self.gateway.start()
@@ -244,6 +244,10 @@ class Engine:
         pool.start()
         return pool
 
+    def _lifeline_kwargs(self) -> dict[str, Any]:
+        """So that discovery (and the zygote it may start) die with mwtui, however it dies."""
+        return {"env": {**os.environ, **self.lifeline.env()}, "pass_fds": (self.lifeline.child_fd,)}
+
     def _web_urls(self) -> str:
         """What `Function.get_web_url()` answers inside replicas: every endpoint's label URL."""
         m = self.manifest
@@ -267,7 +271,7 @@ class Engine:
         t0 = time.monotonic()
         self._reload_state = "reloading"
         self._say(f"reloading ({reason})")
-        manifest = await discover_async(self.ref)
+        manifest = await discover_async(self.ref, spawner=self.spawner, **self._lifeline_kwargs())
         if manifest.error:
             self.load_error = manifest.error
             self.reload_guard.reload_done(time.monotonic())
@@ -575,7 +579,8 @@ class Engine:
                         errors_total=int(metrics.get("errors_total", 0)),
                         cpu_percent=sum(r.cpu_percent for r in replicas),
                         rss_bytes=sum(r.rss_bytes for r in replicas),
-                        last_error=pool.last_error or (self.load_error.message if self.load_error else None),
+                        # The file's own state first: it is the newest news when the latest save is broken.
+                        last_error=(self.load_error.message if self.load_error else None) or pool.last_error,
                         replicas=replicas,
                     )
                 )

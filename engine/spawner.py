@@ -8,6 +8,10 @@ process that has all of that imported already: tens of milliseconds instead of h
 replica is the zygote's child, so its exit code comes back over the zygote's socket. When the zygote
 cannot start, or keeps dying, it falls back to cold starts and says so once, in the log of the first
 replica started cold.
+
+The same zygote also forks discovery (`ZygoteSpawner.fork_discovery`): the child imports the user's file
+and writes the manifest, as `python -m mwtui.engine.discovery` would, without paying for a fresh
+interpreter on every save. discovery.py falls back to its own cold subprocess when that returns None.
 """
 
 from __future__ import annotations
@@ -95,28 +99,47 @@ def _interpreter_env(env: dict[str, str]) -> dict[str, str]:
 class ZygoteChild:
     """A replica forked by the zygote: not our child, so its exit code arrives as a message."""
 
-    def __init__(self, pid: int, stdout_fd: int) -> None:
+    def __init__(self, pid: int, stdout_fd: int, stderr_fd: int | None = None) -> None:
         self.pid = pid
         self.returncode: int | None = None
         self.stdout = asyncio.StreamReader()  # asyncio.subprocess's default line limit, as ColdSpawner's
+        # Only for a child asked to keep stderr apart (discovery); a replica's goes to stdout.
+        self.stderr = asyncio.StreamReader() if stderr_fd is not None else None
         self._stdout_fd: int | None = stdout_fd
+        self._stderr_fd: int | None = stderr_fd
         self._transport: asyncio.BaseTransport | None = None
+        self._stderr_transport: asyncio.BaseTransport | None = None
         self._exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pidfd: int | None = None
 
     async def _connect_stdout(self) -> None:
         assert self._stdout_fd is not None
+        loop = asyncio.get_running_loop()
         pipe = os.fdopen(self._stdout_fd, "rb", buffering=0)
         self._stdout_fd = None
-        self._transport, _ = await asyncio.get_running_loop().connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(self.stdout), pipe
-        )
+        self._transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(self.stdout), pipe)
+        if self._stderr_fd is not None and self.stderr is not None:
+            stderr = self.stderr
+            pipe = os.fdopen(self._stderr_fd, "rb", buffering=0)
+            self._stderr_fd = None
+            self._stderr_transport, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(stderr), pipe
+            )
 
     def _discard_stdout(self) -> None:
-        if self._stdout_fd is not None:
-            os.close(self._stdout_fd)
-            self._stdout_fd = None
+        for fd in (self._stdout_fd, self._stderr_fd):
+            if fd is not None:
+                os.close(fd)
+        self._stdout_fd = self._stderr_fd = None
         self.stdout.feed_eof()
+        if self.stderr is not None:
+            self.stderr.feed_eof()
+
+    def close_pipes(self) -> None:
+        """Stop reading its output (a process that escaped its group may hold the pipes open forever)."""
+        for transport in (self._transport, self._stderr_transport):
+            if transport is not None:
+                transport.close()
 
     async def wait(self) -> int:
         return await asyncio.shield(self._exited)
@@ -183,7 +206,8 @@ class _Zygote:
         self._ids = itertools.count(1)
         loop = asyncio.get_running_loop()
         self._hello: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self._pending: dict[int, tuple[asyncio.Future[ZygoteChild], int]] = {}
+        # id → (future, stdout read end, stderr read end or None)
+        self._pending: dict[int, tuple[asyncio.Future[ZygoteChild], int, int | None]] = {}
         loop.add_reader(sock.fileno(), self._on_readable)
         self._drain = loop.create_task(self._drain_output())
 
@@ -238,25 +262,28 @@ class _Zygote:
     def compatible(self, env: dict[str, str]) -> bool:
         return _interpreter_env(env) == self.interpreter_env
 
-    async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, pass_fds: tuple[int, ...]) -> ZygoteChild:
+    async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, pass_fds: tuple[int, ...], *,
+                    main: str = "worker", separate_stderr: bool = False) -> ZygoteChild:
         if not self.alive:
             raise ZygoteUnavailable("the zygote is gone")
         out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe() if separate_stderr else (None, None)
         rid = next(self._ids)
         future: asyncio.Future[ZygoteChild] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = (future, out_r)
+        self._pending[rid] = (future, out_r, err_r)
         request = {
             "id": rid, "argv": argv, "env": env, "cwd": cwd, "pass_fds": list(pass_fds),
             "started": time.monotonic(),  # CLOCK_MONOTONIC is system-wide: the child's startup_ms starts here
+            "main": main, "stderr": separate_stderr,
         }
         try:
-            await self._send(json.dumps(request).encode(), [out_w, *pass_fds])
+            await self._send(json.dumps(request).encode(), [out_w, *([err_w] if err_w is not None else []), *pass_fds])
         except OSError as e:  # too big (EMSGSIZE), or the zygote just went
-            self._pending.pop(rid, None)
-            os.close(out_r)
+            if self._pending.pop(rid, None) is not None:
+                _close_fds(out_r, err_r)
             raise ZygoteUnavailable(f"could not ask the zygote: {e}") from e
         finally:
-            os.close(out_w)  # the zygote got its own copy with the message
+            _close_fds(out_w, err_w)  # the zygote got its own copies with the message
         child = await future  # raises ZygoteUnavailable if it refused or died meanwhile
         await child._connect_stdout()
         return child
@@ -297,12 +324,12 @@ class _Zygote:
             if child is not None:
                 child._set_exit(int(msg["code"]))
         elif "id" in msg:
-            future, out_r = self._pending.pop(msg["id"], (None, -1))
+            future, out_r, err_r = self._pending.pop(msg["id"], (None, -1, None))
             if future is None:
                 return
             if "pid" in msg:
                 # Registered now, not when spawn() resumes: its exit may be the very next message.
-                child = ZygoteChild(int(msg["pid"]), out_r)
+                child = ZygoteChild(int(msg["pid"]), out_r, err_r)
                 self.children[child.pid] = child
                 if future.done():  # the spawn was cancelled: nobody will ever stop this one
                     child._discard_stdout()
@@ -311,7 +338,7 @@ class _Zygote:
                 else:
                     future.set_result(child)
             else:
-                os.close(out_r)
+                _close_fds(out_r, err_r)
                 if not future.done():
                     future.set_exception(ZygoteUnavailable(f"the zygote refused: {msg.get('error')}"))
         elif "hello" in msg and not self._hello.done():
@@ -327,8 +354,8 @@ class _Zygote:
         gone = ZygoteUnavailable(f"the zygote ended{self.last_words()}")
         if not self._hello.done():
             self._hello.set_exception(gone)
-        for future, out_r in self._pending.values():
-            os.close(out_r)
+        for future, out_r, err_r in self._pending.values():
+            _close_fds(out_r, err_r)
             if not future.done():
                 future.set_exception(gone)
         self._pending.clear()
@@ -352,6 +379,13 @@ class _Zygote:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._drain, 1.0)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _close_fds(*fds: int | None) -> None:
+    for fd in fds:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class _Announced:
@@ -416,6 +450,21 @@ class ZygoteSpawner:
             self._announced = True
             return _Announced(proc, f"mwtui: warning: {self.cold_reason}; replicas start cold (slower)")
         return proc
+
+    async def fork_discovery(
+        self, argv: list[str], env: dict[str, str], cwd: str, pass_fds: tuple[int, ...]
+    ) -> ZygoteChild | None:
+        """Fork `python -m mwtui.engine.discovery ARGV` from the zygote (starting it if need be): in a
+        new session, stdout and stderr on pipes of their own, stdin empty, `pass_fds` inherited (an
+        "--fd N" in ARGV naming one of them is renumbered in the child). None when the zygote cannot:
+        the caller then starts discovery cold."""
+        zygote = await self._running(env, pass_fds)
+        if zygote is None or not zygote.compatible(env):
+            return None
+        try:
+            return await zygote.spawn(argv, env, cwd, pass_fds, main="discovery", separate_stderr=True)
+        except ZygoteUnavailable:
+            return None
 
     async def _running(self, env: dict[str, str], pass_fds: tuple[int, ...]) -> _Zygote | None:
         if self.cold_reason is not None or self._closed:

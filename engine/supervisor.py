@@ -311,8 +311,10 @@ class Pool:
             r for r in self.replicas
             if r.state in ("starting", "ready") and not r.stop_requested and r.version == self.version
         ]
-        want = 0 if (self.stopped or self.failed) else self.desired
-        if len(live) < want and time.monotonic() >= self._not_before:
+        # A failed pool starts nothing more, but keeps the replicas that still serve: a scale-up that
+        # fails (say, the file on disk is broken just now) must not take the working ones down.
+        want = 0 if self.stopped else self.desired
+        if len(live) < want and not self.failed and time.monotonic() >= self._not_before:
             for _ in range(want - len(live)):
                 self._spawn()
         elif len(live) > want:

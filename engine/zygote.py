@@ -8,7 +8,8 @@ The user's file is imported by each child, fresh: the zygote never imports anyth
 It is started (and spoken to) by `spawner.ZygoteSpawner` over a SOCK_SEQPACKET socketpair (fd N), one
 JSON object per message:
 
-    → {"id", "argv", "env", "cwd", "pass_fds", "started"}  with fds [stdout write end, *pass_fds]
+    → {"id", "argv", "env", "cwd", "pass_fds", "started", "main", "stderr"}
+                                   with fds [stdout write end, (stderr write end if "stderr"), *pass_fds]
     ← {"hello": pid, "preload_ms", "modules", "threads"}  once, when the first imports are done
     ← {"id", "pid"} or {"id", "error"}                     per request, right after the fork
     ← {"exit": pid, "code"}                                when a replica ends (code as asyncio's)
@@ -16,9 +17,15 @@ JSON object per message:
 Forking is only safe from a single-threaded process, so the zygote runs no thread at all: it watches
 the socket, SIGCHLD (through a wakeup pipe) and mwtui's lifeline in one poll loop, and exits when the
 socket or the lifeline closes. Each forked child is made to look like a fresh `python -m
-mwtui.engine.worker` started by the cold spawner (see `_become_replica`): own session, the received fds
+mwtui.engine.worker` started by the cold spawner (see `_become_child`): own session, the received fds
 on 0/1/2 and nothing else open, the request's cwd, env, argv and sys.path[0], default signals, fresh
 stdio objects, a reseeded random, and no event loop (the worker creates its own).
+
+A request's "main" says what the child runs: "worker" (the default, a replica) or "discovery" (`python
+-m mwtui.engine.discovery --fd N <ref>`, which imports the user's file in the child and writes its
+manifest to fd N; see discovery.discover_async). With "stderr" the child's stderr gets a pipe of its own
+instead of sharing stdout's. An argv value after "--fd" that names a passed fd is renumbered, as the env's
+*_FD variables are.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from typing import Any, NoReturn
 MAX_MESSAGE = 1 << 20  # a request is mostly its env; the spawner cold-starts anything bigger
 FDS_PER_REQUEST = 16
 CHILD_SETUP_FAILED = 70  # EX_SOFTWARE: the child died before the worker's own main ran
+MAINS = {"worker": "mwtui.engine.worker", "discovery": "mwtui.engine.discovery"}  # what a child may run
 
 # Imported once here so that no replica pays for them. None of them may start a thread or an event
 # loop at import; optional ones may be missing (the worker then reports what it needs). What FastAPI
@@ -58,6 +66,7 @@ PRELOAD = (
     "mwtui.engine.worker.fastapi_app",
     "mwtui.engine.sdk",
     "mwtui.engine.loader",
+    "mwtui.engine.discovery",
     "uvloop",
     "httptools",
     "uvicorn",
@@ -199,9 +208,14 @@ class Zygote:
 
     def spawn(self, request: dict[str, Any], fds: list[int]) -> None:
         rid = request.get("id")
-        if len(fds) != 1 + len(request.get("pass_fds", ())):
+        expected = 1 + bool(request.get("stderr")) + len(request.get("pass_fds", ()))
+        if len(fds) != expected:
             self._close(fds)
-            self.send({"id": rid, "error": f"expected {1 + len(request.get('pass_fds', ()))} fds, got {len(fds)}"})
+            self.send({"id": rid, "error": f"expected {expected} fds, got {len(fds)}"})
+            return
+        if request.get("main", "worker") not in MAINS:
+            self._close(fds)
+            self.send({"id": rid, "error": f"unknown main {request.get('main')!r}"})
             return
         if threading.active_count() != 1:
             # Something started a thread in here: forking now could leave a child holding a lock forever.
@@ -220,7 +234,7 @@ class Zygote:
             return
         if pid == 0:
             try:
-                _become_replica(self, request, fds)
+                _become_child(self, request, fds)
             except BaseException:  # noqa: BLE001 - nothing may return into the zygote's loop
                 with contextlib.suppress(Exception):
                     os.write(2, traceback.format_exc().encode(errors="replace"))
@@ -252,8 +266,8 @@ class Zygote:
 # ------------------------------------------------------------------------------------------- the child
 
 
-def _become_replica(zygote: Zygote, request: dict[str, Any], fds: list[int]) -> NoReturn:
-    """In the forked child: shed everything of the zygote, then run the worker's main."""
+def _become_child(zygote: Zygote, request: dict[str, Any], fds: list[int]) -> NoReturn:
+    """In the forked child: shed everything of the zygote, then run the worker's (or discovery's) main."""
     # Signals first: the zygote's SIGCHLD handler and wakeup fd must not fire in here.
     signal.set_wakeup_fd(-1)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
@@ -263,9 +277,12 @@ def _become_replica(zygote: Zygote, request: dict[str, Any], fds: list[int]) -> 
     zygote.sock.detach()  # the number is closed below; the object must never close it again later
     os.setsid()  # its own session and process group, killed as one (as ColdSpawner's start_new_session)
 
-    stdout_w, passed = fds[0], fds[1:]
+    separate_stderr = bool(request.get("stderr"))
+    stdout_w = fds[0]
+    stderr_w = fds[1] if separate_stderr else stdout_w
+    passed = fds[2:] if separate_stderr else fds[1:]
     os.dup2(stdout_w, 1)
-    os.dup2(stdout_w, 2)
+    os.dup2(stderr_w, 2)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     _close_all_but({0, 1, 2, *passed})
@@ -281,18 +298,36 @@ def _become_replica(zygote: Zygote, request: dict[str, Any], fds: list[int]) -> 
     }
     os.environ.clear()
     os.environ.update(env)
+    argv = [
+        renumber.get(a, a) if i > 0 and request["argv"][i - 1] == "--fd" else a
+        for i, a in enumerate(request["argv"])
+    ]
+    main = request.get("main", "worker")
     with contextlib.suppress(AttributeError):
         time.tzset()  # TZ may differ from the zygote's
 
     _reopen_stdio(env)
-    _look_like_python_m(cwd, request["argv"])
+    _look_like_python_m(cwd, argv, MAINS[main])
     importlib.invalidate_caches()  # directory listings cached in the zygote predate the user's last save
     random.seed()  # os.fork reseeds too; never share a sequence with a sibling
 
     gc.enable()
+    if main == "discovery":
+        _run_discovery(argv)
     from mwtui.engine.worker.__main__ import run
 
-    run(list(request["argv"]), float(request.get("started") or time.monotonic()))
+    run(argv, float(request.get("started") or time.monotonic()))
+
+
+def _run_discovery(argv: list[str]) -> NoReturn:
+    """What `python -m mwtui.engine.discovery ARGV` does once imported (its `if __name__` block)."""
+    from mwtui.engine.discovery import child_main
+
+    status = child_main(argv)
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(status)  # user code may have started non-daemon threads; do not wait for them
 
 
 def _close_all_but(keep: set[int]) -> None:
@@ -332,14 +367,17 @@ def _reopen_stdio(env: dict[str, str]) -> None:
     sys.stderr = sys.__stderr__ = writer(2, "backslashreplace")
 
 
-def _look_like_python_m(cwd: str, argv: list[str]) -> None:
-    """What `python -m mwtui.engine.worker ARGV` run in `cwd` would show: sys.argv, sys.path[0] (the
-    cwd, as -m puts it there), its command line in `ps`, and a `__main__` module that is the worker's (for code that inspects
+def _look_like_python_m(cwd: str, argv: list[str], package: str = "mwtui.engine.worker") -> None:
+    """What `python -m PACKAGE ARGV` run in `cwd` would show: sys.argv, sys.path[0] (the cwd, as -m puts
+    it there), its command line in `ps`, and a `__main__` module that is PACKAGE's (for code that inspects
     it, e.g. multiprocessing's spawn)."""
-    spec = importlib.util.find_spec("mwtui.engine.worker.__main__")
+    try:
+        spec = importlib.util.find_spec(package + ".__main__")
+    except ModuleNotFoundError:  # a module run by -m, not a package
+        spec = importlib.util.find_spec(package)
     main_file = spec.origin if spec and spec.origin else "-m"
     sys.argv = [main_file, *argv]
-    set_title([sys.executable, "-m", "mwtui.engine.worker", *argv])  # for ps, and psutil's cmdline()
+    set_title([sys.executable, "-m", package, *argv])  # for ps, and psutil's cmdline()
     if sys.path and sys.path[0] == _start_dir:
         sys.path[0] = os.path.abspath(cwd)
     else:

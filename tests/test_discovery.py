@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import textwrap
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
+import pytest
 from mwtui.engine.discovery import discover, discover_async
 from mwtui.engine.lifeline import ENV_FD as LIFELINE_ENV_FD
 from mwtui.engine.lifeline import Lifeline
 from mwtui.engine.loader import AppRef
 from mwtui.engine.manifest import AppManifest, EndpointSpec
+from mwtui.engine.spawner import ColdSpawner, ZygoteSpawner, zygote_supported
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EVERY_KIND = AppRef(str(FIXTURES / "sdk_every_kind.py"))
@@ -457,3 +461,137 @@ def test_lifeline_is_passed_through(tmp_path: Path) -> None:
         assert discover(ref, env={**os.environ, LIFELINE_ENV_FD: "3"}).app_name == "alive"
     finally:
         lifeline.close()
+
+
+# ---------------------------------------------------------------- forked from the zygote
+
+
+@pytest.fixture
+async def zygote() -> AsyncIterator[ZygoteSpawner]:
+    if not zygote_supported():
+        pytest.skip("the zygote needs os.fork and SOCK_SEQPACKET")
+    spawner = ZygoteSpawner()
+    yield spawner
+    await spawner.close()
+
+
+def _forked_by(spawner: ZygoteSpawner) -> list[int]:
+    """Pids of the zygote's children: the forked discoveries still alive (or not yet reaped)."""
+    assert spawner.zygote_pid is not None
+    return [p.pid for p in psutil.Process(spawner.zygote_pid).children()]
+
+
+def _no_sources(m: AppManifest) -> AppManifest:
+    """Sources differ in what mwtui itself imported (the zygote preloads more); the user's are equal."""
+    return dataclasses.replace(m, sources=tuple(s for s in m.sources if s.startswith(str(FIXTURES))))
+
+
+async def test_zygote_gives_the_cold_manifest(zygote: ZygoteSpawner) -> None:
+    cold = await discover_async(EVERY_KIND)
+    forked = await discover_async(EVERY_KIND, spawner=zygote)
+    assert zygote.zygote_pid is not None and zygote.cold_reason is None  # it really was forked
+    assert forked.error is None and forked.endpoints == _expected_every_kind()
+    assert _no_sources(forked) == _no_sources(cold)
+    assert EVERY_KIND.path in forked.sources
+    # The zygote itself never imports the user's file: only its (forked) child did.
+    zygote_cmd = psutil.Process(zygote.zygote_pid).cmdline()
+    assert "mwtui.engine.zygote" in zygote_cmd
+    assert not any("sdk_every_kind" in f.path for f in psutil.Process(zygote.zygote_pid).open_files())
+
+
+async def test_zygote_child_runs_forked_not_cold(zygote: ZygoteSpawner, tmp_path: Path) -> None:
+    ref = _write(tmp_path, """\
+        import os, sys
+        import modal
+        app = modal.App(f"{os.getppid()}|{os.getpid() == os.getpgid(0)}|{os.getcwd()}|{sys.argv[1:]}")
+        """)
+    m = await discover_async(ref, spawner=zygote)
+    parent, leader, cwd, argv = m.app_name.split("|", 3)
+    assert int(parent) == zygote.zygote_pid and leader == "True" and cwd == str(tmp_path)
+    assert argv.startswith("['--fd', '") and argv.endswith(f"'{ref.path}']")
+
+
+async def test_zygote_broken_file_gives_the_cold_error(zygote: ZygoteSpawner, tmp_path: Path) -> None:
+    ref = _write(tmp_path, """\
+        import modal
+        app = modal.App()
+        def broken(:
+            pass
+        """)
+    cold = await discover_async(ref)
+    forked = await discover_async(ref, spawner=zygote)
+    assert zygote.cold_reason is None
+    assert forked.error is not None and forked.error == cold.error
+    assert forked.error.message == "app.py:3: syntax error: invalid syntax (line 3: `def broken(:`)"
+    crash = _write(tmp_path, "import os\nprint('bye', flush=True)\nos._exit(3)\n", "crash.py")
+    cold_crash = await discover_async(crash)
+    forked_crash = await discover_async(crash, spawner=zygote)
+    assert forked_crash.error is not None and cold_crash.error is not None
+    assert forked_crash.error.message == cold_crash.error.message
+    assert forked_crash.error.message == "importing crash.py exited with code 3 before discovery finished; last output: bye"
+
+
+async def test_zygote_hung_import_is_killed_at_the_timeout(zygote: ZygoteSpawner, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    ref = _write(tmp_path, f"""\
+        import subprocess, sys, time
+        import modal
+        p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        open({str(pid_file)!r}, "w").write(str(p.pid))
+        app = modal.App("x")
+        sys.stderr.write(f'File "{{__file__}}", line 1\\n')  # looks like a stack, but is not the dump
+        sys.stderr.flush()
+        time.sleep(60)
+        """)
+    await discover_async(EVERY_KIND, spawner=zygote)  # the zygote is up: the timeout is the child's alone
+    t0 = time.monotonic()
+    m = await discover_async(ref, timeout=3, spawner=zygote)
+    assert time.monotonic() - t0 < 3 + 2.5
+    assert m.error is not None
+    assert m.error.message.startswith("importing app.py did not finish within 3 s (it was still running app.py:8)")
+    assert (m.error.file, m.error.line) == (ref.path, 8)
+    _assert_gone(int(pid_file.read_text()))
+    for _ in range(250):  # the forked child is gone too (the zygote reaps it)
+        if not _forked_by(zygote):
+            break
+        await asyncio.sleep(0.02)
+    assert _forked_by(zygote) == []
+
+
+async def test_zygote_sees_a_changed_file(zygote: ZygoteSpawner, tmp_path: Path) -> None:
+    (tmp_path / "helper.py").write_text("NAME = 'first'\n")
+    ref = _write(tmp_path, "import modal\nimport helper\napp = modal.App(helper.NAME)\n")
+    assert (await discover_async(ref, spawner=zygote)).app_name == "first"
+    (tmp_path / "helper.py").write_text("NAME = 'second-version'\n")  # another size: no stale .pyc
+    assert (await discover_async(ref, spawner=zygote)).app_name == "second-version"
+    Path(ref.path).write_text("import modal\napp = modal.App('renamed')\n")
+    assert (await discover_async(ref, spawner=zygote)).app_name == "renamed"
+
+
+async def test_zygote_passes_the_lifeline(zygote: ZygoteSpawner, tmp_path: Path) -> None:
+    ref = _write(tmp_path, """\
+        import os
+        import modal
+        fd = int(os.environ["MWTUI_LIFELINE_FD"])
+        os.fstat(fd)  # the number names the fd the child actually has
+        app = modal.App(f"alive-{fd}")
+        """)
+    lifeline = Lifeline()
+    try:
+        env = {**os.environ, **lifeline.env()}
+        m = await discover_async(ref, env=env, pass_fds=(lifeline.child_fd,), spawner=zygote)
+        assert m.error is None and m.app_name.startswith("alive-"), m.error
+    finally:
+        lifeline.close()
+
+
+async def test_zygote_unavailable_falls_back_to_cold(tmp_path: Path) -> None:
+    spawner = ZygoteSpawner(start_timeout=0.001)  # no zygote answers that fast: cold starts
+    try:
+        ref = _write(tmp_path, "import os\nimport modal\napp = modal.App(f'{os.getppid()}')\n")
+        m = await discover_async(ref, spawner=spawner)
+        assert spawner.cold_reason is not None and m.app_name == str(os.getpid())
+    finally:
+        await spawner.close()
+    cold = await discover_async(ref, spawner=ColdSpawner())
+    assert cold.app_name == str(os.getpid())
