@@ -27,10 +27,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	command -v nginx >/dev/null || (apt-get update -qq && apt-get install -y -qq nginx)
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/replica_start.py
 	$(BIN)/python bench/reload.py
 	$(BIN)/python bench/autoscale.py
+	$(BIN)/python bench/idle.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
