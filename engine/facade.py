@@ -31,7 +31,7 @@ from .manifest import AppManifest, EndpointSpec, LoadError, PoolSpec
 from .ports import DEFAULT_GATEWAY_PORT, stable_port
 from .reloader import ReloadGuard, WatchRules, forget_bytecode, local_folders, watch
 from .spawner import Spawner, default_spawner
-from .supervisor import ENGINE_LOG, Event, LogLine, Pool, PoolChanged
+from .supervisor import ENGINE_LOG, Event, LogLine, Pool, PoolChanged, process_children
 
 LOG_LINES_KEPT = 2000
 
@@ -525,9 +525,10 @@ class Engine:
 
     async def _status_loop(self) -> None:
         while True:
+            children = process_children()
             for pool in self.pools.values():
                 for r in pool.replicas:
-                    r.sample()
+                    r.sample(children)
             self._publish_status()
             await asyncio.sleep(1.0)
 

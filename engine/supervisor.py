@@ -110,9 +110,10 @@ class Replica:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def sample(self) -> None:
+    def sample(self, children_of: dict[int, list[int]]) -> None:
         """CPU and memory of the replica's whole process tree (gunicorn workers, a web_server's own
-        process), so the numbers mean what the user thinks they mean."""
+        process), so the numbers mean what the user thinks they mean. `children_of` is one scan of
+        the process table shared by every replica: a scan per replica cost 1.5 ms each, every second."""
         if self.pid is None or self.state == "exited":
             self.cpu_percent, self.rss_bytes = 0.0, 0
             return
@@ -121,10 +122,16 @@ class Replica:
                 self._ps = psutil.Process(self.pid)
                 self._ps.cpu_percent(None)
             procs = [self._ps]
-            for child in self._ps.children(recursive=True):
+            todo = list(children_of.get(self.pid, ()))
+            while todo:
+                pid = todo.pop()
+                todo.extend(children_of.get(pid, ()))
                 # Keep one psutil.Process per pid: cpu_percent measures since that object's last call.
-                known = self._children.setdefault(child.pid, child)
-                procs.append(known)
+                if pid not in self._children:
+                    with contextlib.suppress(psutil.Error):
+                        self._children[pid] = psutil.Process(pid)
+                if pid in self._children:
+                    procs.append(self._children[pid])
             cpu, rss = 0.0, 0
             for p in procs:
                 with contextlib.suppress(psutil.Error):
@@ -133,6 +140,16 @@ class Replica:
             self.cpu_percent, self.rss_bytes = cpu, rss
         except psutil.Error:
             self.cpu_percent, self.rss_bytes = 0.0, 0
+
+
+def process_children() -> dict[int, list[int]]:
+    """Parent pid -> child pids, from one pass over the process table."""
+    out: dict[int, list[int]] = {}
+    for p in psutil.process_iter(["ppid"]):
+        ppid = p.info.get("ppid")
+        if ppid:
+            out.setdefault(ppid, []).append(p.pid)
+    return out
 
 
 class Pool:
