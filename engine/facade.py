@@ -28,12 +28,14 @@ from .gateway_link import GatewayError, GatewayLink
 from .lifeline import Lifeline
 from .loader import AppRef
 from .manifest import AppManifest, EndpointSpec, LoadError, PoolSpec
+from .params import ParamError, from_query, pool_key, query_of
 from .ports import DEFAULT_GATEWAY_PORT, stable_port
 from .reloader import ReloadGuard, WatchRules, forget_bytecode, local_folders, watch
 from .spawner import Spawner, default_spawner
-from .supervisor import ENGINE_LOG, Event, LogLine, Pool, PoolChanged, process_children
+from .supervisor import ENGINE_LOG, Event, LogLine, Pool, PoolChanged, Variant, process_children
 
 LOG_LINES_KEPT = 2000
+MAX_VARIANTS = 32  # pools of one parametrized class at once: each set of values gets its own
 
 
 class LoadFailed(Exception):
@@ -80,6 +82,11 @@ class EndpointStatus:
     rss_bytes: int = 0
     last_error: str | None = None
     replicas: tuple[ReplicaStatus, ...] = ()
+    # A parametrized class: its endpoint's own row lists the parameters; each set of values
+    # asked for so far has a row of its own, named `Greeter.greet?name=ann`, with `variant_of` set.
+    parameters: tuple[str, ...] = ()
+    variant_of: str | None = None
+    values: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -125,6 +132,9 @@ class EndpointStatus:
             "cpu_percent": round(self.cpu_percent, 1),
             "rss_bytes": self.rss_bytes,
             "last_error": self.last_error,
+            "parameters": list(self.parameters),
+            "variant_of": self.variant_of,
+            "params": self.values,
         }
 
 
@@ -180,8 +190,15 @@ class Engine:
         self.own_ports = own_ports
         self.manifest: AppManifest | None = None  # the last one that loaded
         self.load_error: LoadError | None = None  # the latest edit's, while it does not load
-        self.pools: dict[str, Pool] = {}
+        self.pools: dict[str, Pool] = {}  # by pool name; a parameter set's pool is `Greeter?name=ann`
         self.autoscalers: dict[str, Autoscaler] = {}
+        # Parametrized classes start no replicas of their own: a pool per set of values, made when a
+        # request asks for it (the gateway's `wake`) and removed once it has scaled to zero.
+        self.templates: dict[str, PoolSpec] = {}
+        self.variants: dict[str, dict[str, Pool]] = {}  # template -> pool_key(values) -> pool
+        self._stopped_templates: set[str] = set()
+        self._order: list[str] = []  # pool and template names in the file's order, for the screen
+        self._background: set[asyncio.Task[Any]] = set()
         self.generation = 1
         self.reload_enabled = reload
         # A file that does not load at start is fatal, unless we may wait for a good save.
@@ -218,8 +235,12 @@ class Engine:
             self._reload_state = "error"
         else:
             self.manifest = manifest
+            self._order = [spec.name for spec in manifest.pools()]
             for spec in manifest.pools():
-                self._add_pool(spec)
+                if spec.parameters:
+                    self._add_template(spec)
+                else:
+                    self._add_pool(spec)
         self._publish_routes()
         loop = asyncio.get_running_loop()
         self._status_task = loop.create_task(self._status_loop())
@@ -233,16 +254,79 @@ class Engine:
             cfg = replace(cfg, min_containers=min(cfg.min_containers, 1), max_containers=1)
         return cfg
 
-    def _add_pool(self, spec: PoolSpec) -> Pool:
-        self.autoscalers[spec.name] = Autoscaler(self._scaling(spec), time.monotonic())
-        self.logs.setdefault(spec.name, deque(maxlen=LOG_LINES_KEPT))
+    def _add_pool(self, spec: PoolSpec, variant: Variant | None = None) -> Pool:
         pool = Pool(
             spec, self.ref, self._socket_dir, self.lifeline, self._emit, self.generation, self._routes_applied,
-            self.spawner, {"MWTUI_WEB_URLS": self._web_urls()},
+            self.spawner, {"MWTUI_WEB_URLS": self._web_urls()}, variant,
         )
-        self.pools[spec.name] = pool
+        self.autoscalers[pool.name] = Autoscaler(self._scaling(spec), time.monotonic())
+        self.logs.setdefault(pool.name, deque(maxlen=LOG_LINES_KEPT))
+        self.pools[pool.name] = pool
         pool.start()
         return pool
+
+    # ----- parametrized classes: a pool per set of values
+    def _add_template(self, spec: PoolSpec) -> None:
+        self.templates[spec.name] = spec
+        self.variants.setdefault(spec.name, {})
+        with contextlib.suppress(ParamError):
+            # Every parameter has a default: start that set warm, as any other pool starts, so that a
+            # broken class shows at once (a plain request with no query string is served by it).
+            self._add_variant(spec.name, from_query(spec.parameters, ""))
+
+    def _add_variant(self, template: str, values: dict[str, Any]) -> Pool | None:
+        variants = self.variants[template]
+        key = pool_key(values)
+        pool = variants.get(key)
+        if pool is not None:
+            return pool
+        if len(variants) >= MAX_VARIANTS:
+            self._say(f"{template}: {MAX_VARIANTS} sets of parameters are served already; "
+                      f"{query_of(values)} waits until one of them scales to zero")
+            return None
+        pool = variants[key] = self._add_pool(self.templates[template], Variant.of(template, values))
+        if template in self._stopped_templates:
+            pool.pause()
+        self._say(f"{pool.name}: a new set of parameters, served by replicas of its own")
+        return pool
+
+    @staticmethod
+    def _still_valid(spec: PoolSpec, values: dict[str, Any]) -> bool:
+        """After a reload: do these values name the same set under the class's new parameters?"""
+        try:
+            return from_query(spec.parameters, query_of(values)) == values
+        except ParamError:
+            return False
+
+    def _reap_variants(self) -> None:
+        """Remove parameter sets that have scaled to zero: nothing runs, starts or waits there."""
+        gone = []
+        for variants in self.variants.values():
+            for key, pool in list(variants.items()):
+                if pool.desired or pool.replicas or pool.pinned is not None or pool.stopped:
+                    continue
+                if any(self._metrics.get(s.name, {}).get("inflight") for s in self._route_specs(pool)):
+                    continue
+                del variants[key]
+                gone.append(pool)
+        for pool in gone:
+            self.pools.pop(pool.name, None)
+            self.autoscalers.pop(pool.name, None)
+            self.logs.pop(pool.name, None)
+            task = asyncio.get_running_loop().create_task(pool.close())
+            self._background.add(task)  # the loop holds tasks weakly
+            task.add_done_callback(self._background.discard)
+            self._say(f"{pool.name}: scaled to zero, its pool is removed until a request asks for it again")
+        if gone:
+            self._publish_routes()
+
+    @staticmethod
+    def _route_specs(pool: Pool) -> list[EndpointSpec]:
+        """The pool's endpoints under the names the gateway routes them by."""
+        v = pool.variant
+        if v is None:
+            return list(pool.spec.endpoints)
+        return [replace(s, name=s.name + v.suffix, pool=pool.name) for s in pool.spec.endpoints]
 
     def _lifeline_kwargs(self) -> dict[str, Any]:
         """So that discovery (and the zygote it may start) die with mwtui, however it dies."""
@@ -285,21 +369,44 @@ class Engine:
         for pool in self.pools.values():
             pool.extra_env["MWTUI_WEB_URLS"] = self._web_urls()
         new = {p.name: p for p in manifest.pools()}
-        removed = [p for name, p in self.pools.items() if name not in new]
+        plain = {name: spec for name, spec in new.items() if not spec.parameters}
+        templates = {name: spec for name, spec in new.items() if spec.parameters}
+        removed = [p for name, p in self.pools.items() if p.variant is None and name not in plain]
+        rolling = [(p, plain[name]) for name, p in self.pools.items() if p.variant is None and name in plain]
+        # A parameter set lives on if its values still fit the class's (new) parameters.
+        for template, variants in list(self.variants.items()):
+            spec = templates.get(template)
+            for key, pool in list(variants.items()):
+                assert pool.variant is not None
+                if spec is not None and self._still_valid(spec, pool.variant.values):
+                    rolling.append((pool, spec))
+                else:
+                    del variants[key]
+                    removed.append(pool)
+            if spec is None:
+                del self.variants[template]
+                self._stopped_templates.discard(template)
         for pool in removed:
-            del self.pools[pool.spec.name]
-            self.autoscalers.pop(pool.spec.name, None)
+            del self.pools[pool.name]
+            self.autoscalers.pop(pool.name, None)
+        # From here a request for a new set of values is checked against the new parameters.
+        for name, spec in templates.items():
+            self.templates[name] = spec
+            self.variants.setdefault(name, {})
         results = await asyncio.gather(
             *(p.close() for p in removed),
-            *(self.pools[name].rollout(spec, self.generation) for name, spec in new.items() if name in self.pools),
+            *(pool.rollout(spec, self.generation) for pool, spec in rolling),
         )
-        for name, spec in new.items():
+        for pool, _ in rolling:
+            self.autoscalers[pool.name].reconfigure(self._scaling(pool.spec))
+        for name, spec in plain.items():
             if name not in self.pools:
                 self._add_pool(spec)
-            else:
-                self.autoscalers[name].reconfigure(self._scaling(self.pools[name].spec))
-        # Keep the order of the new file, with pools whose new version failed still in it.
-        self.pools = {name: self.pools[name] for name in new}
+        for name, spec in templates.items():
+            if not self.variants.get(name):
+                self._add_template(spec)  # new, or every set was dropped: start the default set warm
+        self.templates = {name: self.templates[name] for name in templates}
+        self._order = list(new)
         self._publish_routes()
         failures = [r for r in results if isinstance(r, str)]
         self._reload_ms = (time.monotonic() - t0) * 1000
@@ -379,38 +486,57 @@ class Engine:
 
     # ----- commands (by endpoint name; a class's endpoints share one pool)
     def endpoint_spec(self, name: str) -> EndpointSpec | None:
-        """The spec of the version being served."""
+        """The spec of the version being served, under the name the gateway routes it by (a parameter
+        set's endpoint `Greeter.greet?name=ann` has `pool` set to its own pool's name)."""
         for pool in self.pools.values():
-            for spec in pool.spec.endpoints:
+            for spec in self._route_specs(pool):
+                if spec.name == name:
+                    return spec
+        for template in self.templates.values():
+            for spec in template.endpoints:
                 if spec.name == name:
                     return spec
         return None
 
-    def _pool_of(self, endpoint: str) -> Pool:
+    def _pools_of(self, endpoint: str) -> list[Pool]:
+        """The pool serving `endpoint`; for a parametrized class's own endpoint, every set's pool."""
         spec = self.endpoint_spec(endpoint)
         if spec is None:
             raise KeyError(f"no endpoint named {endpoint!r}")
-        return self.pools[spec.pool]
+        if spec.pool in self.templates:
+            return list(self.variants.get(spec.pool, {}).values())
+        return [self.pools[spec.pool]]
 
     def stop_endpoint(self, name: str) -> None:
-        self._pool_of(name).pause()
+        spec = self.endpoint_spec(name)
+        if spec is not None and spec.pool in self.templates:
+            self._stopped_templates.add(spec.pool)
+        for pool in self._pools_of(name):
+            pool.pause()
         self._publish_routes()
 
     def start_endpoint(self, name: str) -> None:
-        self._pool_of(name).resume()
+        spec = self.endpoint_spec(name)
+        if spec is not None:
+            self._stopped_templates.discard(spec.pool)
+        for pool in self._pools_of(name):
+            pool.resume()
         self._publish_routes()
 
     async def restart_endpoint(self, name: str) -> str | None:
-        """Rolling restart of the endpoint's pool; returns why it failed, if it did."""
-        return await self._pool_of(name).restart()
+        """Rolling restart of the endpoint's pool (or pools); returns why it failed, if it did."""
+        results = await asyncio.gather(*(pool.restart() for pool in self._pools_of(name)))
+        return next((r for r in results if r), None)
 
     def scale(self, name: str, replicas: int) -> None:
         """Pin the endpoint's pool at `replicas` until `autoscale(name)`."""
-        self._pool_of(name).scale(replicas)
+        for pool in self._pools_of(name):
+            pool.scale(replicas)
 
     def unpin(self, name: str) -> None:
         """Hand the pool back to the autoscaler."""
-        self._pool_of(name).unpin()
+        for pool in self._pools_of(name):
+            pool.unpin()
 
     # ----- gateway
     def _on_gateway_event(self, msg: dict[str, Any]) -> None:
@@ -432,6 +558,8 @@ class Engine:
                 self._emit(LogLine(ENGINE_LOG, "gateway", warning, time.time()))
         elif kind == "wake":
             # A request waits at a pool with no replica: count it as in flight right away.
+            if "parent" in msg:
+                self._wake_variant(msg)
             spec = self.endpoint_spec(msg.get("endpoint", ""))
             if spec is not None:
                 m = self._metrics.setdefault(spec.name, {})
@@ -440,6 +568,17 @@ class Engine:
         elif kind == "routes_applied":
             self._routes_acked = max(self._routes_acked, int(msg.get("seq", 0)))
             self._routes_event.set()
+
+    def _wake_variant(self, msg: dict[str, Any]) -> None:
+        """A request asks for a set of class parameters: give it a pool if it has none."""
+        parent = self.endpoint_spec(str(msg.get("parent")))
+        values = msg.get("values")
+        if parent is None or parent.pool not in self.templates or not isinstance(values, dict):
+            return
+        if not self._still_valid(self.templates[parent.pool], values):
+            return  # the gateway checked them against routes older than the file now served
+        if self._add_variant(parent.pool, values) is not None:
+            self._publish_routes()
 
     def _on_metrics(self, now: float) -> None:
         """Per-replica load from the gateway (for choosing which replica to stop first)."""
@@ -462,7 +601,7 @@ class Engine:
             if scaler is None:
                 continue
             inflight = requests = 0
-            for spec in pool.spec.endpoints:
+            for spec in self._route_specs(pool):
                 m = self._metrics.get(spec.name, {})
                 inflight += int(m.get("inflight", 0))
                 requests += int(m.get("requests_total", 0))
@@ -479,6 +618,7 @@ class Engine:
                 continue
             reason = decision.reason.split(": ", 1)[1] if " -> " in decision.reason else decision.reason
             pool.set_desired(decision.desired, reason or f"{inflight} in flight, target {scaler.config.target:g}")
+        self._reap_variants()
 
     async def _routes_applied(self) -> None:
         """Until the gateway runs on the routes sent so far, so that no request goes to a replica that
@@ -494,31 +634,50 @@ class Engine:
         if self.gateway.proc is None:
             return
         routes = []
+
+        def entry(spec: EndpointSpec, name: str, state: str, upstreams: list[dict[str, Any]]) -> dict[str, Any]:
+            return {
+                "name": name,
+                "label": spec.label,
+                "domains": list(spec.custom_domains),
+                "port": stable_port(self.ref.path, spec.name) if self.own_ports else None,
+                "requires_proxy_auth": spec.requires_proxy_auth,
+                "state": state,
+                "hold_s": (spec.startup_timeout or 0) + 30.0,
+                "max_inputs": spec.max_inputs,  # per replica, Modal's @concurrent (default 1)
+                "timeout": spec.timeout,  # per request, seconds: over it the gateway answers 504
+                "upstreams": upstreams,
+            }
+
+        for template in self.templates.values():
+            for spec in template.endpoints:
+                route = entry(spec, spec.name, self._template_state(template.name), [])
+                route["params"] = template.parameters
+                route["max_variants"] = MAX_VARIANTS
+                routes.append(route)
         for pool in self.pools.values():
+            v = pool.variant
             for spec in pool.spec.endpoints:
                 upstreams = [
                     {"id": r.id, "address": r.upstreams[spec.name].address, "dispatch": r.upstreams[spec.name].dispatch}
                     for r in pool.ready_replicas()
                     if spec.name in r.upstreams
                 ]
-                hold = (spec.startup_timeout or 0) + 30.0
-                routes.append(
-                    {
-                        "name": spec.name,
-                        "label": spec.label,
-                        "domains": list(spec.custom_domains),
-                        "port": stable_port(self.ref.path, spec.name) if self.own_ports else None,
-                        "requires_proxy_auth": spec.requires_proxy_auth,
-                        "state": pool.state,
-                        "hold_s": hold,
-                        "max_inputs": spec.max_inputs,  # per replica, Modal's @concurrent (default 1)
-                        "timeout": spec.timeout,  # per request, seconds: over it the gateway answers 504
-                        "upstreams": upstreams,
-                    }
-                )
+                if v is None:
+                    routes.append(entry(spec, spec.name, pool.state, upstreams))
+                    continue
+                route = entry(spec, spec.name + v.suffix, pool.state, upstreams)
+                route.update(parent=spec.name, values=v.values, port=None, domains=[])
+                routes.append(route)
         self._routes_seq += 1
         self.gateway.send({"type": "routes", "seq": self._routes_seq, "endpoints": routes})
         self._publish_status()  # so /api/endpoints never lags behind what is routed
+
+    def _template_state(self, template: str) -> str:
+        if template in self._stopped_templates:
+            return "stopped"
+        states = {pool.state for pool in self.variants.get(template, {}).values()}
+        return "running" if "running" in states else "starting" if "starting" in states else "idle"
 
     def _publish_status(self) -> None:
         self.gateway.send({"type": "status", "endpoints": [e.to_json() for e in self.snapshot().endpoints]})
@@ -533,6 +692,75 @@ class Engine:
             await asyncio.sleep(1.0)
 
     # ----- snapshots
+    def _last_error(self, pool: Pool | None) -> str | None:
+        # The file's own state first: it is the newest news when the latest save is broken.
+        return (self.load_error.message if self.load_error else None) or (pool.last_error if pool else None)
+
+    def _pool_status(self, pool: Pool, spec: EndpointSpec, now: float) -> EndpointStatus:
+        metrics = self._metrics.get(spec.name, {})
+        v = pool.variant
+        base = spec.name.partition("?")[0]
+        own_port = self.gateway.endpoint_ports.get(base) if v is None else None
+        replicas = tuple(
+            ReplicaStatus(r.id, r.pid, r.state, r.generation, now - r.started_at, r.startup_ms, r.cpu_percent, r.rss_bytes)
+            for r in pool.replicas
+        )
+        return EndpointStatus(
+            spec=spec,
+            url=label_url(spec.label, self.gateway.port) + (f"/{v.suffix}" if v else ""),
+            own_url=f"http://127.0.0.1:{own_port}" if own_port else None,
+            state=pool.state,
+            ready=len(pool.ready_replicas()),
+            starting=len(pool.starting_replicas()),
+            desired=0 if pool.stopped else pool.desired,
+            restarts=pool.restarts,
+            generation=pool.generation,
+            pinned=pool.pinned,
+            panic=pool.panic,
+            scale_events=tuple(
+                f"{time.strftime('%H:%M:%S', time.localtime(t))} {text}" for t, text in pool.scale_events
+            ),
+            inflight=int(metrics.get("inflight", 0)),
+            rps=float(metrics.get("rps", 0.0)),
+            p50_ms=metrics.get("p50_ms"),
+            p95_ms=metrics.get("p95_ms"),
+            requests_total=int(metrics.get("requests_total", 0)),
+            errors_total=int(metrics.get("errors_total", 0)),
+            cpu_percent=sum(r.cpu_percent for r in replicas),
+            rss_bytes=sum(r.rss_bytes for r in replicas),
+            last_error=self._last_error(pool),
+            replicas=replicas,
+            variant_of=base if v else None,
+            values=dict(v.values) if v else None,
+        )
+
+    def _template_status(self, template: PoolSpec, spec: EndpointSpec) -> EndpointStatus:
+        """A parametrized class's endpoint: no replicas of its own; its sets of values have the rows
+        below it, and what went wrong last in any of them shows here too."""
+        metrics = self._metrics.get(spec.name, {})
+        own_port = self.gateway.endpoint_ports.get(spec.name)
+        variants = list(self.variants.get(template.name, {}).values())
+        failing = next((p for p in variants if p.last_error), None)
+        return EndpointStatus(
+            spec=spec,
+            url=label_url(spec.label, self.gateway.port),
+            own_url=f"http://127.0.0.1:{own_port}" if own_port else None,
+            state=self._template_state(template.name),
+            ready=0,
+            starting=0,
+            desired=0,
+            restarts=0,
+            generation=self.generation,
+            inflight=int(metrics.get("inflight", 0)),
+            rps=float(metrics.get("rps", 0.0)),
+            p50_ms=metrics.get("p50_ms"),
+            p95_ms=metrics.get("p95_ms"),
+            requests_total=int(metrics.get("requests_total", 0)),
+            errors_total=int(metrics.get("errors_total", 0)),
+            last_error=self._last_error(failing),
+            parameters=tuple(str(p["name"]) for p in template.parameters),
+        )
+
     def snapshot(self) -> Snapshot:
         m = self.manifest
         reload = ReloadStatus(
@@ -546,45 +774,16 @@ class Engine:
             )
         now = time.time()
         out = []
-        for pool in self.pools.values():
-            for spec in pool.spec.endpoints:
-                metrics = self._metrics.get(spec.name, {})
-                own_port = self.gateway.endpoint_ports.get(spec.name)
-                replicas = tuple(
-                    ReplicaStatus(
-                        r.id, r.pid, r.state, r.generation, now - r.started_at, r.startup_ms, r.cpu_percent, r.rss_bytes
-                    )
-                    for r in pool.replicas
-                )
-                out.append(
-                    EndpointStatus(
-                        spec=spec,
-                        url=label_url(spec.label, self.gateway.port),
-                        own_url=f"http://127.0.0.1:{own_port}" if own_port else None,
-                        state=pool.state,
-                        ready=len(pool.ready_replicas()),
-                        starting=len(pool.starting_replicas()),
-                        desired=0 if pool.stopped else pool.desired,
-                        restarts=pool.restarts,
-                        generation=pool.generation,
-                        pinned=pool.pinned,
-                        panic=pool.panic,
-                        scale_events=tuple(
-                            f"{time.strftime('%H:%M:%S', time.localtime(t))} {text}" for t, text in pool.scale_events
-                        ),
-                        inflight=int(metrics.get("inflight", 0)),
-                        rps=float(metrics.get("rps", 0.0)),
-                        p50_ms=metrics.get("p50_ms"),
-                        p95_ms=metrics.get("p95_ms"),
-                        requests_total=int(metrics.get("requests_total", 0)),
-                        errors_total=int(metrics.get("errors_total", 0)),
-                        cpu_percent=sum(r.cpu_percent for r in replicas),
-                        rss_bytes=sum(r.rss_bytes for r in replicas),
-                        # The file's own state first: it is the newest news when the latest save is broken.
-                        last_error=(self.load_error.message if self.load_error else None) or pool.last_error,
-                        replicas=replicas,
-                    )
-                )
+        for name in self._order:
+            template = self.templates.get(name)
+            if template is None:
+                pool = self.pools.get(name)
+                out += [self._pool_status(pool, spec, now) for spec in self._route_specs(pool)] if pool else []
+                continue
+            variants = [(pool, self._route_specs(pool)) for pool in self.variants.get(name, {}).values()]
+            for i, spec in enumerate(template.endpoints):  # each endpoint, then its sets of values
+                out.append(self._template_status(template, spec))
+                out += [self._pool_status(pool, specs[i], now) for pool, specs in variants if i < len(specs)]
         return Snapshot(
             app_name=m.app_name,
             file=m.file,

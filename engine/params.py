@@ -13,11 +13,12 @@ Specs come from the manifest: `[{"name": "size", "type": "int", "default": 3}, {
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 TYPES = ("int", "str", "bytes", "bool")
 TRUE = ("1", "true", "yes", "on")
@@ -104,6 +105,28 @@ def pool_key(values: Mapping[str, Any]) -> str:
     """The same values give the same key, whatever the order or spelling of the query (`?n=01` and
     `?n=1` are one pool): the canonical JSON, which is also what `--params` takes."""
     return json.dumps(dict(values), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def query_of(values: Mapping[str, Any]) -> str:
+    """Values (as `from_query` gives them, in declaration order) as the query string that asks for
+    them: `name=ann&times=1&loud=false`. It names a parameter set on screen and in routes, so
+    that `Greeter.greet?name=ann&times=1&loud=false` reads as the request that reaches it."""
+    parts = []
+    for name, value in values.items():
+        text = ("true" if value else "false") if isinstance(value, bool) else str(to_json_value(value))
+        parts.append(f"{quote(name, safe='')}={quote(text, safe='')}")
+    return "&".join(parts)
+
+
+def variant_name(base: str, values: Mapping[str, Any]) -> str:
+    """The name of the endpoint (or pool) `base` for one set of values: `Greeter.greet?name=ann&times=1`."""
+    return f"{base}?{query_of(values)}"
+
+
+def variant_id(pool: str, values: Mapping[str, Any]) -> str:
+    """A short, file-name-safe id for a pool's parameter set (its replicas' sockets are named after
+    it, and a Unix socket path must stay under 108 bytes): `Greeter~1a2b3c4d`."""
+    return f"{pool}~{hashlib.sha1(pool_key(values).encode()).hexdigest()[:8]}"
 
 
 def decode(param_specs: Sequence[Mapping[str, Any] | ParamSpec], values: Mapping[str, Any]) -> dict[str, Any]:

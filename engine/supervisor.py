@@ -24,6 +24,7 @@ import psutil
 from .lifeline import Lifeline
 from .loader import AppRef
 from .manifest import PoolSpec
+from .params import pool_key, query_of, variant_id, variant_name
 from .spawner import ColdSpawner, ReplicaProcess, Spawner
 
 ReplicaState = Literal["starting", "ready", "stopping", "exited"]
@@ -36,6 +37,22 @@ STOP_GRACE_S = 10.0  # in-flight requests get this long to finish when a replica
 class Upstream:
     address: str  # "unix:/path" or "tcp:127.0.0.1:8000"
     dispatch: str | None  # value of x-mwtui-endpoint the replica needs, if it serves several endpoints
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Which set of class parameters a pool serves (see engine/params.py for the three forms)."""
+
+    name: str  # "Greeter?name=ann&times=1": what the screen, the logs and the routes call it
+    id: str  # "Greeter~1a2b3c4d": names its replicas (and so their sockets)
+    key: str  # canonical JSON of the values: what --params takes
+    suffix: str  # "?name=ann&times=1": endpoint `Greeter.greet` is routed as `Greeter.greet?name=ann&times=1`
+    values: dict[str, Any]
+
+    @classmethod
+    def of(cls, pool: str, values: dict[str, Any]) -> Variant:
+        return cls(variant_name(pool, values), variant_id(pool, values), pool_key(values),
+                   "?" + query_of(values), dict(values))
 
 
 ENGINE_LOG = "mwtui"  # the pool name of the engine's own log lines (reloads, warnings)
@@ -166,8 +183,14 @@ class Pool:
         before_drain: Callable[[], Awaitable[None]] | None = None,
         spawner: Spawner | None = None,
         extra_env: dict[str, str] | None = None,
+        variant: Variant | None = None,
     ) -> None:
         self.spec = spec
+        # One set of a parametrized class's values: its replicas get them with --params, and the
+        # pool goes by its own name (`Greeter?name=ann`) in events, logs and routes.
+        self.variant = variant
+        self.name = variant.name if variant else spec.name
+        self.replica_prefix = variant.id if variant else spec.name
         self.extra_env = extra_env or {}  # for every replica: e.g. the gateway's URLs
         self.ref = ref
         self.socket_dir = socket_dir
@@ -219,7 +242,7 @@ class Pool:
 
     # ----- commands
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._reconcile_loop(), name=f"pool-{self.spec.name}")
+        self._task = asyncio.get_running_loop().create_task(self._reconcile_loop(), name=f"pool-{self.name}")
 
     def resume(self) -> None:
         """Start again after a stop or a failure."""
@@ -244,7 +267,7 @@ class Pool:
             return
         self.scale_events.append((time.time(), f"{self.desired} -> {n}: {reason}"))
         self.desired = n
-        self.emit(PoolChanged(self.spec.name))
+        self.emit(PoolChanged(self.name))
         self._poke()
 
     def scale(self, n: int) -> None:
@@ -255,7 +278,7 @@ class Pool:
     def unpin(self) -> None:
         self.pinned = None
         self.scale_events.append((time.time(), "back to autoscaling"))
-        self.emit(PoolChanged(self.spec.name))
+        self.emit(PoolChanged(self.name))
 
     async def restart(self) -> str | None:
         """Rolling: fresh replicas of the same code beside the old ones, which drain once the new
@@ -284,12 +307,12 @@ class Pool:
         if broken:
             await asyncio.gather(*(self._stop_replica(r) for r in news))
             self.last_error = broken[0].exit_message or "the new version did not start"
-            self.emit(PoolChanged(self.spec.name))
+            self.emit(PoolChanged(self.name))
             return self.last_error
         self.spec, self.generation, self.version = spec, generation, version
         self.failed, self.stopped, self.last_error = False, False, None
         self.policy.reset()
-        self.emit(PoolChanged(self.spec.name))  # routes now point at the new replicas only
+        self.emit(PoolChanged(self.name))  # routes now point at the new replicas only
         if self.before_drain:
             await self.before_drain()
         await asyncio.gather(*(self._stop_replica(r) for r in old))
@@ -347,7 +370,7 @@ class Pool:
 
     def _spawn(self, generation: int | None = None, version: int | None = None, plan: str | None = None) -> Replica:
         r = Replica(
-            id=f"{self.spec.name}.{self._next_index}",
+            id=f"{self.replica_prefix}.{self._next_index}",
             generation=generation or self.generation,
             version=version or self.version,
             plan=self.spec.plan if plan is None else plan,
@@ -355,7 +378,7 @@ class Pool:
         self._next_index += 1
         self.replicas.append(r)
         self._background(self._run_replica(r))
-        self.emit(PoolChanged(self.spec.name))
+        self.emit(PoolChanged(self.name))
         return r
 
     async def _run_replica(self, r: Replica) -> None:
@@ -371,6 +394,8 @@ class Pool:
             "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
         }
         argv = [str(self.ref), "--pool", self.spec.name, "--socket-dir", self.socket_dir, "--replica", r.id]
+        if self.variant:
+            argv += ["--params", self.variant.key]
         try:
             r.proc = await self.spawner.spawn(
                 argv, env, self.ref.cwd, (ready_w, self.lifeline.child_fd)
@@ -378,11 +403,11 @@ class Pool:
         except OSError as e:
             os.close(ready_r)
             r.state = "exited"
-            r.exit_message = self.last_error = f"could not start a replica of {self.spec.name}: {e}"
+            r.exit_message = self.last_error = f"could not start a replica of {self.name}: {e}"
             self.replicas.remove(r)
             self.failed = True
             r.settled.set()
-            self.emit(PoolChanged(self.spec.name))
+            self.emit(PoolChanged(self.name))
             return
         finally:
             with contextlib.suppress(OSError):
@@ -403,7 +428,7 @@ class Pool:
                 self._on_unexpected_exit(r, was_ready)
             # A replica of a version on its way in reports through rollout() instead.
         r.settled.set()
-        self.emit(PoolChanged(self.spec.name))
+        self.emit(PoolChanged(self.name))
         self._poke()
 
     @staticmethod
@@ -415,7 +440,7 @@ class Pool:
 
     def _on_unexpected_exit(self, r: Replica, was_ready: bool) -> None:
         self.last_error = r.exit_message
-        self.emit(LogLine(self.spec.name, r.id, self.last_error or "", time.time()))
+        self.emit(LogLine(self.name, r.id, self.last_error or "", time.time()))
         delay = self.policy.on_exit(time.time() - r.started_at, was_ready)
         if delay is None:
             self.failed = True
@@ -446,7 +471,7 @@ class Pool:
                     r.settled.set()
                     if r.version == self.version:
                         self.failed = False
-                        self.emit(PoolChanged(self.spec.name))
+                        self.emit(PoolChanged(self.name))
                 elif msg.get("event") == "failed":
                     r.failure = msg
         finally:
@@ -455,7 +480,7 @@ class Pool:
     async def _pump_logs(self, r: Replica) -> None:
         assert r.proc and r.proc.stdout
         async for raw in r.proc.stdout:
-            self.emit(LogLine(self.spec.name, r.id, raw.decode(errors="replace").rstrip(), time.time()))
+            self.emit(LogLine(self.name, r.id, raw.decode(errors="replace").rstrip(), time.time()))
 
     async def _stop_replica(self, r: Replica) -> None:
         r.stop_requested = True
@@ -466,7 +491,7 @@ class Pool:
         was = r.state
         r.state = "stopping"
         if was == "ready":
-            self.emit(PoolChanged(self.spec.name))  # take it out of the routes before it stops accepting
+            self.emit(PoolChanged(self.name))  # take it out of the routes before it stops accepting
             if self.before_drain:
                 await self.before_drain()
         with contextlib.suppress(ProcessLookupError):

@@ -48,7 +48,8 @@ class View:
         self.port = port
 
     def url(self, ep: Endpoint) -> str:
-        return label_url(ep.label, self.port)
+        url = label_url(ep.label, self.port)
+        return url + "/?" + ep.name.partition("?")[2] if ep.parent is not None else url
 
     def endpoints(self) -> list[dict[str, Any]]:
         """The engine's status objects in its order, our live fields merged in; endpoints the engine
@@ -197,6 +198,8 @@ def unknown_host(view: View, host: bytes) -> bytes:
     if view.table.endpoints:
         out.append("Known endpoints:")
         for ep in view.table.endpoints.values():
+            if ep.parent is not None:  # a parameter set: its parent's line names the host
+                continue
             extra = [f"http://{d}:{view.port}" for d in ep.domains]
             own = view.own_ports.get(ep.name)
             if own:
@@ -216,6 +219,21 @@ def stopped(name: str) -> bytes:
 def failed(name: str, last_error: Any) -> bytes:
     detail = str(last_error).strip() if last_error else "no error was reported"
     return f"mwtui: endpoint {name} failed to start and has no running replica:\n{detail}\n".encode()
+
+
+def too_many_variants(name: str, limit: int) -> bytes:
+    return (
+        f"mwtui: endpoint {name} already serves {limit} sets of class parameters, each with replicas of "
+        "its own; a new set gets a pool once one of those scales to zero. Try again shortly.\n"
+    ).encode()
+
+
+def variant_gone(name: str) -> bytes:
+    parent = name.partition("?")[0]
+    return (
+        f"mwtui: {name} is no longer served: the app changed while this request waited (its class's "
+        f"parameters, or {parent} itself). Send it again.\n"
+    ).encode()
 
 
 def not_ready(name: str, state: str, waited: float) -> bytes:

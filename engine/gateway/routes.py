@@ -10,6 +10,7 @@ import ipaddress
 from collections.abc import Iterable
 from typing import Any
 
+from ..params import TYPES, ParamError, ParamSpec, from_query, query_of, variant_name
 from .metrics import EndpointStats, Metrics, UpstreamStats
 
 # The hosts that mean "mwtui itself" on the main listener, whatever the port. Only loopback names:
@@ -17,6 +18,7 @@ from .metrics import EndpointStats, Metrics, UpstreamStats
 BARE_HOSTS = frozenset({b"localhost", b"127.0.0.1", b"[::1]", b"::1"})
 STATES = frozenset({"starting", "running", "idle", "stopped", "failed"})
 DISPATCH_HEADER = b"x-mwtui-endpoint"
+MAX_VARIANTS = 32  # parameter sets of one class endpoint served at once, unless the routes say otherwise
 
 
 class RouteError(ValueError):
@@ -39,7 +41,7 @@ class Upstream:
 class Endpoint:
     __slots__ = (
         "name", "label", "domains", "port", "requires_proxy_auth", "state", "hold_s", "upstreams", "stats",
-        "max_inputs", "timeout",
+        "max_inputs", "timeout", "params", "parent", "values", "max_variants",
     )
 
     def __init__(
@@ -55,6 +57,10 @@ class Endpoint:
         stats: EndpointStats,
         max_inputs: int = 0,
         timeout: float = 0.0,
+        params: list[ParamSpec] | None = None,
+        parent: str | None = None,
+        values: dict[str, Any] | None = None,
+        max_variants: int = MAX_VARIANTS,
     ) -> None:
         self.name = name
         self.label = label
@@ -67,6 +73,12 @@ class Endpoint:
         self.stats = stats
         self.max_inputs = max_inputs  # requests at once per replica (Modal's @concurrent); 0: no cap
         self.timeout = timeout  # seconds a request may run on a replica (Modal's `timeout`); 0: none
+        # A parametrized class's endpoint takes its parameters from the query string and serves each
+        # set of values from a pool of its own: the entry named `parent?values` (see engine/params.py).
+        self.params = params  # on the parent: the class's parameters; None for every other endpoint
+        self.parent = parent  # on a parameter set's entry: the endpoint whose label it answers to
+        self.values = values  # on a parameter set's entry: its values (JSON form)
+        self.max_variants = max_variants
 
     def pick(self) -> Upstream | None:
         """The upstream whose replica has the fewest requests in flight (the first on a tie), or None
@@ -131,12 +143,27 @@ class RouteTable:
         self.by_host: dict[bytes, Endpoint] = {}
         for ep in endpoints:
             self.endpoints[ep.name] = ep
+            if ep.parent is not None:  # reached through its parent's label and the query string
+                continue
             for host in (f"{ep.label}.localhost", *ep.domains):
                 key = host_key(host.encode("idna") if not host.isascii() else host.encode())
                 self.by_host.setdefault(key, ep)  # first endpoint wins a clash, like Modal's first claim
 
     def lookup(self, host: bytes) -> Endpoint | None:
         return self.by_host.get(host_key(host))
+
+    def variants_of(self, parent: str) -> int:
+        return sum(1 for ep in self.endpoints.values() if ep.parent == parent)
+
+    def add_variant(self, parent: Endpoint, name: str, values: dict[str, Any], metrics: Metrics) -> Endpoint:
+        """An entry for a parameter set the engine has not routed yet: it starts with no replica, so
+        its requests wait (and wake the engine) exactly as at a pool scaled to zero."""
+        ep = Endpoint(
+            name, parent.label, [], None, parent.requires_proxy_auth, "starting", parent.hold_s, [],
+            metrics.endpoint(name), parent.max_inputs, parent.timeout, parent=parent.name, values=values,
+        )
+        self.endpoints[name] = ep
+        return ep
 
 
 def _endpoint(raw: Any, metrics: Metrics) -> Endpoint:
@@ -172,9 +199,22 @@ def _endpoint(raw: Any, metrics: Metrics) -> Endpoint:
     timeout = raw.get("timeout")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
         raise RouteError(f"{name}: bad timeout {timeout!r}")
+    params = raw.get("params")
+    if params is not None:
+        if not isinstance(params, list) or not all(
+            isinstance(p, dict) and isinstance(p.get("name"), str) and p.get("type") in TYPES for p in params
+        ):
+            raise RouteError(f"{name}: bad params {params!r:.200}")
+        params = [ParamSpec.from_json(p) for p in params]
+    parent, values = raw.get("parent"), raw.get("values")
+    if parent is not None and (not isinstance(parent, str) or not isinstance(values, dict)):
+        raise RouteError(f"{name}: a parameter set's entry needs a parent name and a values object")
+    max_variants = raw.get("max_variants", MAX_VARIANTS)
+    if isinstance(max_variants, bool) or not isinstance(max_variants, int) or max_variants < 1:
+        raise RouteError(f"{name}: bad max_variants {max_variants!r}")
     return Endpoint(
         name, label, domains, port, bool(raw.get("requires_proxy_auth")), state, float(hold_s), ups,
-        metrics.endpoint(name), max_inputs or 0, float(timeout or 0),
+        metrics.endpoint(name), max_inputs or 0, float(timeout or 0), params, parent, values, max_variants,
     )
 
 
@@ -201,4 +241,25 @@ def build_table(message: dict[str, Any], metrics: Metrics) -> tuple[RouteTable, 
     live = {(ep.name, up.id) for ep in endpoints for up in ep.upstreams}
     for key in [k for k in metrics.upstreams if k not in live]:
         metrics.forget_upstream(*key)
+    # Parameter sets come and go; their counters go with them once nothing is in flight there.
+    for gone in [n for n, st in metrics.endpoints.items() if n not in table.endpoints and not st.inflight]:
+        del metrics.endpoints[gone]
     return table, warnings
+
+
+def carry_variants(old: RouteTable, new: RouteTable, waiting: Iterable[str], metrics: Metrics) -> None:
+    """Keep, in `new`, the gateway's own entries for parameter sets that requests still wait at
+    but that the engine has not routed yet: a table sent meanwhile must not drop them."""
+    for name in waiting:
+        ep = old.endpoints.get(name)
+        if ep is None or ep.parent is None or name in new.endpoints:
+            continue
+        parent = new.endpoints.get(ep.parent)
+        if parent is None or parent.params is None or ep.values is None:
+            continue
+        try:  # the class's parameters may have changed with this table: then the set is no more
+            same = variant_name(parent.name, from_query(parent.params, query_of(ep.values))) == name
+        except ParamError:
+            same = False
+        if same:
+            new.add_variant(parent, name, ep.values, metrics)

@@ -19,6 +19,7 @@ from typing import Any
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
+from ..params import ParamError, from_query, variant_name
 from ..ports import port_holder
 from . import pages
 from .auth import TokenCheck, load_token_check
@@ -39,7 +40,7 @@ from .proxy import (
     UpstreamPool,
     log_bug,
 )
-from .routes import Endpoint, RouteError, RouteTable, build_table, host_key, is_loopback_host
+from .routes import Endpoint, RouteError, RouteTable, build_table, carry_variants, host_key, is_loopback_host
 from .wire import CRLF, HTML, JSON, PROMETHEUS, REQUEST_SPECIAL, response
 
 TICK_S = 0.5
@@ -477,6 +478,11 @@ class Gateway:
         if state == "stopped":
             ex.reply(503, pages.stopped(ep.name))
             return
+        if ep.params is not None:
+            variant = self.variant(ex, ep)
+            if variant is None:
+                return
+            ep, state = variant, variant.state
         if not self.nwaiting or ep.name not in self.waiting:  # nobody ahead of it
             up = ep.pick()
             if up is not None:
@@ -486,6 +492,29 @@ class Gateway:
             ex.reply(503, pages.failed(ep.name, self.status_by_name.get(ep.name, {}).get("last_error")))
         else:
             self.enqueue(ex, ep)
+
+    def variant(self, ex: Exchange, ep: Endpoint) -> Endpoint | None:
+        """The entry serving this request's set of class parameters (from its query string); made
+        here, with no replica yet, the first time a set is asked for. None once answered: a
+        missing or malformed value is the client's error, told before any user code runs."""
+        assert ep.params is not None
+        try:
+            values = from_query(ep.params, ex.url.partition(b"?")[2])
+        except ParamError as e:
+            ex.reply(e.status, f"mwtui: {ep.name}: {e.text}\n".encode())
+            return None
+        name = variant_name(ep.name, values)
+        table = self.table
+        variant = table.endpoints.get(name)
+        if variant is None:
+            if table.variants_of(ep.name) >= ep.max_variants:
+                ex.reply(503, pages.too_many_variants(ep.name, ep.max_variants), extra=RETRY_AFTER)
+                return None
+            variant = table.add_variant(ep, name, values, self.metrics)
+        ep.stats.inflight -= 1
+        variant.stats.inflight += 1
+        ex.ep = variant
+        return variant
 
     # ----- requests waiting for a replica: none ready yet, or every one at max_inputs
     def enqueue(self, ex: Exchange, ep: Endpoint) -> None:
@@ -507,7 +536,10 @@ class Gateway:
             # A pool at zero: tell the engine now rather than at the next metrics tick, so that its
             # autoscaler starts a replica half a second sooner (at 1, 2, 4, 8... waiting: a burst
             # is seen growing without one event per request).
-            self.control.emit({"type": "wake", "endpoint": ep.name, "queued": stats.queued})
+            msg: dict[str, Any] = {"type": "wake", "endpoint": ep.name, "queued": stats.queued}
+            if ep.parent is not None:  # a parameter set the engine may not have a pool for yet
+                msg["parent"], msg["values"] = ep.parent, ep.values
+            self.control.emit(msg)
 
     @staticmethod
     def _wait_bound(ep: Endpoint) -> float:
@@ -588,7 +620,9 @@ class Gateway:
                 if ex.done or not ex.waiting:
                     continue
                 self.unwait(ex)
-                if ep is None:
+                if ep is None and "?" in name:
+                    ex.reply(503, pages.variant_gone(name))
+                elif ep is None:
                     ex.reply(503, f"mwtui: endpoint {name} is no longer part of the app\n".encode())
                 elif ep.state == "stopped":
                     ex.reply(503, pages.stopped(name))
@@ -654,6 +688,7 @@ class Gateway:
                 used.add(up.address)
         for address in [a for a in self.pools if a not in used]:
             self.pools.pop(address).close()
+        carry_variants(self.table, table, self.waiting, self.metrics)
         self.table = table
         self._host_cache = {}
         self._release_waiters()

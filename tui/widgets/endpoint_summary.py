@@ -15,6 +15,10 @@ def summary_text(e: EndpointStatus | None) -> Text:
     s = e.spec
     out = fmt.glyph(e.state)
     out.append(f" {e.name}", style="bold")
+    if e.parameters:  # a parametrized class's endpoint: its sets of values have the replicas
+        out.append(f" · {e.state} · class parameters {', '.join(e.parameters)} from the query string; "
+                   "each set of values gets replicas of its own (the rows named ?...)")
+        return out
     out.append(f" · {e.state} · {e.ready}/{e.desired} replica{'s' if e.desired != 1 else ''}")
     if e.starting:
         out.append(f" ({e.starting} starting)")

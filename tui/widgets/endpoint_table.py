@@ -58,7 +58,10 @@ def cell(col: str, e: EndpointStatus, history: RateHistory, error_in: str = "rps
     if col == "state":
         return fmt.glyph(e.state)
     if col == "name":
-        return Text(e.name, style="bold" if e.state == "running" else "")
+        style = "bold" if e.state == "running" else ""
+        if e.variant_of:  # a parameter set: its values stand out, the class endpoint it belongs to does not
+            return Text.assemble((e.variant_of, "grey50"), (e.name[len(e.variant_of):], style))
+        return Text(e.name, style=style)
     if col == "kind":
         return Text(fmt.kind(s))
     if col == "url":
