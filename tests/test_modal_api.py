@@ -783,3 +783,16 @@ def test_example_concurrent_class_takes_inputs_together(examples_served: Served)
     assert sorted(r.json()["party"] for r in results) == [0, 1]
     status = {e["name"]: e for e in examples_served.status()}
     assert status["Together.meet"]["state"] == "running"
+
+
+def test_example_parametrized_class_has_a_pool_per_set_of_values(examples_served: Served) -> None:
+    big = examples_served.get("api-examples-model-predict", "/?name=big&size=3&x=2")
+    assert big.status_code == 200, big.text
+    assert big.json()["model"] == "big" and big.json()["y"] == 18  # the endpoint's own x and the class's values
+    small = examples_served.get("api-examples-model-predict", "/?name=small&x=2").json()
+    assert small["y"] == 2 and small["pid"] != big.json()["pid"]
+    again = examples_served.get("api-examples-model-predict", "/?size=3&name=big&x=5").json()
+    assert again["y"] == 45 and again["pid"] == big.json()["pid"]
+    status = {e["name"]: e for e in examples_served.status()}
+    assert status["Model.predict?name=big&size=3"]["params"] == {"name": "big", "size": 3}
+    assert examples_served.get("api-examples-model-predict", "/?x=2").status_code == 400
