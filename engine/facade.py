@@ -280,8 +280,9 @@ class Engine:
         pool = variants.get(key)
         if pool is not None:
             return pool
-        if len(variants) >= MAX_VARIANTS:
-            self._say(f"{template}: {MAX_VARIANTS} sets of parameters are served already; "
+        limit = self._max_variants(self.templates[template])
+        if len(variants) >= limit:
+            self._say(f"{template}: {limit} set(s) of parameters are served already; "
                       f"{query_of(values)} waits until one of them scales to zero")
             return None
         pool = variants[key] = self._add_pool(self.templates[template], Variant.of(template, values))
@@ -289,6 +290,11 @@ class Engine:
             pool.pause()
         self._say(f"{pool.name}: a new set of parameters, served by replicas of its own")
         return pool
+
+    @staticmethod
+    def _max_variants(spec: PoolSpec) -> int:
+        # A web_server listens on one fixed port: two sets of values would need it at once.
+        return 1 if spec.server == "web_server" else MAX_VARIANTS
 
     @staticmethod
     def _still_valid(spec: PoolSpec, values: dict[str, Any]) -> bool:
@@ -653,7 +659,7 @@ class Engine:
             for spec in template.endpoints:
                 route = entry(spec, spec.name, self._template_state(template.name), [])
                 route["params"] = template.parameters
-                route["max_variants"] = MAX_VARIANTS
+                route["max_variants"] = self._max_variants(template)
                 routes.append(route)
         for pool in self.pools.values():
             v = pool.variant

@@ -99,7 +99,7 @@ def test_sets_beyond_max_variants_are_refused_with_retry_after(gw: Gateway, unix
     gw.routes(parent(max_variants=1), variant(unix_upstream, "name=a&n=1", {"name": "a", "n": 1}))
     assert gw.get("demo-hello.localhost", "/echo?name=a").status_code == 200
     r = gw.get("demo-hello.localhost", "/echo?name=b")
-    assert r.status_code == 503 and "retry-after" in r.headers and "already serves 1 sets" in r.text
+    assert r.status_code == 503 and "retry-after" in r.headers and "already serves 1 set of class parameters" in r.text
 
 
 def test_a_waiting_set_whose_parameters_changed_is_told_to_retry(gw: Gateway) -> None:
