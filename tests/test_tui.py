@@ -23,6 +23,7 @@ from mwtui.tui.app import MwtuiApp, crash_notices
 from mwtui.tui.screens.detail import DetailScreen
 from mwtui.tui.screens.help import HelpScreen
 from mwtui.tui.widgets import format as fmt
+from mwtui.tui.widgets.endpoint_summary import EndpointSummary
 from mwtui.tui.widgets.endpoint_table import EndpointTable, column_widths, fit_columns
 from mwtui.tui.widgets.load_error import LoadErrorPanel
 from mwtui.tui.widgets.sparkline import sparkline
@@ -186,6 +187,29 @@ async def test_clicking_a_class_row_selects_it_and_x_stops_its_pool(tmp_path: Pa
         assert status(app, "Pair.value").state == "stopped"
         await pilot.press("s")
         await until(pilot, lambda: status(app, "Pair.bump").state == "running", "Pair running")
+
+
+async def test_parameter_sets_have_rows_under_their_class_endpoint_and_x_there_stops_them_all(tmp_path: Path) -> None:
+    app = make_app(tmp_path, app_file=str(FIXTURES / "api_params.py"))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.engine_ready and app.table.row_count == 1, "the class endpoint's row")
+        port = app.engine.gateway.port
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            host = {"host": "api-params-greeter-greet.localhost"}
+            for query in ("name=ann", "name=bo&times=2"):
+                r = await c.get(f"/?{query}", headers=host)
+                assert r.status_code == 200, r.text
+        ann, bo = "Greeter.greet?name=ann&times=1&loud=false&tag=t", "Greeter.greet?name=bo&times=2&loud=false&tag=t"
+        await until(pilot, lambda: row_order(app.table) == ["Greeter.greet", ann, bo], "a row per set, in order")
+        assert app.table.get_cell(ann, "name").plain == ann
+        assert "class parameters name, times, loud, tag" in str(app.main(EndpointSummary).render())
+        await pilot.press("x")  # on the class endpoint's row: every set stops
+        await until(pilot, lambda: status(app, ann).state == "stopped" and status(app, bo).state == "stopped",
+                    "both sets stopped")
+        assert status(app, "Greeter.greet").state == "stopped"
+        await pilot.press("s")
+        await until(pilot, lambda: status(app, ann).state == "running" and status(app, bo).state == "running",
+                    "both sets running again")
 
 
 async def test_c_copies_the_url_and_o_opens_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
