@@ -6,7 +6,12 @@ background thread and records the outcome in mwtui's store, so `FunctionCall.fro
 from any replica. `.map()` runs inputs on a bounded thread pool.
 
 Locally a spawned call lives in the replica that spawned it: if that replica stops first, the call is
-lost, and `get()` says so (on Modal it would have had a container of its own).
+lost, and `get()` says so with Modal's `InternalFailure` (what Modal raises for an input lost with its
+container; on Modal the call would have had a container of its own). A replica that stops normally
+(SIGTERM: rollout, reload, stop) marks its pending calls lost on the way out; one killed outright is
+noticed by whoever waits, since each call records its owner's pid and start time.
+
+Generator functions cannot be spawned, as in Modal 1.x (`Cannot `spawn` a generator function.`).
 """
 
 from __future__ import annotations
@@ -163,8 +168,9 @@ class FunctionCall:
             if record.state == store.CANCELLED:
                 raise exception.RemoteError(f"{self.object_id} was cancelled")
             if record.state == store.LOST:
-                raise exception.RemoteError(
-                    f"{self.object_id} was lost: the replica that ran it ({record.function}) stopped first"
+                raise exception.InternalFailure(
+                    f"{self.object_id} was lost: the replica that ran it ({record.function}, pid {record.pid}) "
+                    "stopped before it finished"
                 )
             if deadline is not None and time.monotonic() >= deadline:
                 raise CallTimeout(f"{self.object_id} has not finished")

@@ -101,6 +101,11 @@ class ClientClosed(Error):
     pass
 
 
+class InternalFailure(Error):
+    """Modal's "retriable internal error": an input lost with its container (on Modal, a worker
+    preempted or gone). Locally: a spawned call whose replica stopped before it finished."""
+
+
 class InputCancellation(BaseException):
     """Raised inside an input that was cancelled; a BaseException so that `except Exception` lets it by."""
 

@@ -97,6 +97,14 @@ class Invocable:
         )
 
     def _check_generator(self, how: str) -> None:
+        # Modal 1.6.4's messages (modal/_functions.py): `spawn` has its own, and starmap/for_each go
+        # through `_map`, so they name `.map(...)`.
+        if self.is_generator and how == "spawn":
+            raise InvalidError("Cannot `spawn` a generator function.")
+        if self.is_generator and how in ("map", "starmap", "for_each", "spawn_map"):
+            raise InvalidError(
+                f"A generator function cannot be called with `.{'spawn_map' if how == 'spawn_map' else 'map'}(...)`."
+            )
         if self.is_generator and how != "remote_gen":
             raise InvalidError(
                 f"A generator function cannot be called with `.{how}(...)`. Use `.remote_gen(...)` instead."

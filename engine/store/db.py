@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS queue_items (
 CREATE INDEX IF NOT EXISTS queue_order ON queue_items (queue, partition, id);
 CREATE TABLE IF NOT EXISTS calls (
     id TEXT PRIMARY KEY, function TEXT NOT NULL, state TEXT NOT NULL, payload BLOB, pid INTEGER,
-    created REAL NOT NULL, finished REAL
+    created REAL NOT NULL, finished REAL, pid_started REAL
 );
 """
 

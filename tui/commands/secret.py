@@ -1,13 +1,18 @@
-"""`mwtui secret set|list|delete`: the named secrets that `modal.Secret.from_name(NAME)` reads locally.
+"""`mwtui secret set|list|delete|export`: the named secrets that `modal.Secret.from_name(NAME)` reads
+locally.
 
 Kept under MWTUI_HOME (default ~/.config/mwtui) in secrets.json, readable only by you. `list` shows
-names and keys, never values; nothing here prints a value.
+names and keys, never values. Only `export` prints values, for a pipe: the `kubectl create secret
+generic NAME --from-env-file=<(mwtui secret export NAME)` line that `mwtui export knative` prints, or
+`--format manifest | kubectl apply -f -`. It will not print them to a terminal unless told to.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import re
 import sys
 from typing import Any
 
@@ -22,7 +27,7 @@ def add_parser(subparsers: Any) -> None:
         "(default ~/.config/mwtui) in secrets.json, readable only by you. Replicas read them when they "
         "start: restart an endpoint to pick up a change.",
     )
-    sub = p.add_subparsers(dest="secret_command", required=True, metavar="{set,list,delete}")
+    sub = p.add_subparsers(dest="secret_command", required=True, metavar="{set,list,delete,export}")
     put = sub.add_parser("set", help="set keys of a secret (creating it): mwtui secret set NAME KEY=VALUE ...")
     put.add_argument("name", metavar="NAME")
     put.add_argument("pairs", nargs="*", metavar="KEY=VALUE", help="a value of '-' is read from stdin")
@@ -33,6 +38,21 @@ def add_parser(subparsers: Any) -> None:
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     delete = sub.add_parser("delete", help="forget a secret")
     delete.add_argument("name", metavar="NAME")
+    export = sub.add_parser(
+        "export", help="print a secret for kubectl: KEY=VALUE lines (--from-env-file) or a Secret manifest",
+        description="Print secret NAME for kubectl, to a pipe. The default format is what "
+        "`kubectl create secret generic K8S_NAME --from-env-file=<(mwtui secret export NAME)` reads (the line "
+        "`mwtui export knative` prints): KEY=VALUE lines, values verbatim, quotes included. That format "
+        "cannot carry a line break in a value; `--format manifest` can: "
+        "`mwtui secret export NAME --format manifest | kubectl apply -f -`.",
+    )
+    export.add_argument("name", metavar="NAME")
+    export.add_argument("--format", choices=("env", "manifest"), default="env",
+                        help="env: KEY=VALUE lines for --from-env-file (default); manifest: a Secret as JSON")
+    export.add_argument("--k8s-name", metavar="NAME",
+                        help="the Secret's name in the manifest (default: the name `mwtui export knative` uses)")
+    export.add_argument("-n", "--namespace", help="the Secret's namespace in the manifest")
+    export.add_argument("--show", action="store_true", help="print even to a terminal (values on screen)")
 
 
 class _Usage(Exception):
@@ -66,9 +86,80 @@ def _values(args: argparse.Namespace) -> dict[str, str]:
     return values
 
 
+# What kubectl accepts (k8s.io/apimachinery validation): IsEnvVarName for --from-env-file keys, and
+# IsConfigMapKey for the keys of a Secret's data.
+_ENV_KEY = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
+_SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+_MAX_ENV_LINE = 64 * 1024 - 1  # kubectl reads the file with a bufio.Scanner: 64 KiB a line, newline included
+# Printed instead when the export fails in a pipe: `--from-env-file=<(...)` ignores the exporter's exit
+# status, and would make an empty Secret of an empty file. kubectl refuses this line (not a valid key).
+_POISON = "mwtui-secret-export-failed (see the error above)\n"
+
+
+def _env_file(name: str, values: dict[str, str]) -> str:
+    """`KEY=VALUE` lines, as kubectl's --from-env-file reads them: everything after the first `=`
+    verbatim (quotes, `#`, spaces), one line each, so no line break and no trailing CR in a value."""
+    lines = []
+    fix = f"use a manifest instead: mwtui secret export {name} --format manifest | kubectl apply -f -"
+    for key in sorted(values):
+        value = values[key]
+        if not _ENV_KEY.fullmatch(key):
+            raise _Usage(f"secret {name!r}: key {key!r} is not a name kubectl accepts in an env file "
+                         "(letters, digits, '_', '-', '.', not starting with a digit)")
+        if "\n" in value or value.endswith("\r"):
+            raise _Usage(f"secret {name!r}: the value of {key} has a line break, which kubectl's "
+                         f"--from-env-file cannot carry; {fix}")
+        line = f"{key}={value}"
+        if len(line.encode()) > _MAX_ENV_LINE:
+            raise _Usage(f"secret {name!r}: the value of {key} is longer than kubectl reads in an env file "
+                         f"line (64 KiB); {fix}")
+        lines.append(line + "\n")
+    return "".join(lines)
+
+
+def _manifest(name: str, values: dict[str, str], k8s_name: str, namespace: str | None) -> str:
+    for key in values:
+        if not _SECRET_KEY.fullmatch(key):
+            raise _Usage(f"secret {name!r}: key {key!r} is not a key a Kubernetes Secret can hold "
+                         "(letters, digits, '_', '-', '.')")
+    metadata: dict[str, str] = {"name": k8s_name}
+    if namespace:
+        metadata["namespace"] = namespace
+    data = {k: base64.b64encode(values[k].encode()).decode() for k in sorted(values)}
+    doc = {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque", "data": data}
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def _export(store: SecretStore, args: argparse.Namespace) -> int:
+    from mwtui.engine.export.secrets import k8s_name
+
+    to_terminal = sys.stdout.isatty()
+    try:
+        if to_terminal and not args.show:
+            raise _Usage("not printing secret values to a terminal: pipe it (as `mwtui export knative` "
+                         "prints) or redirect it, or add --show")
+        values = store.get(args.name)
+        if values is None:
+            listing = store.list()
+            known = f"known secrets: {', '.join(listing)}" if listing else "there are no secrets yet"
+            raise _Usage(f"no secret {args.name!r}; {known} (make it with: mwtui secret set {args.name} KEY=VALUE)")
+        if args.format == "manifest":
+            text = _manifest(args.name, values, args.k8s_name or k8s_name(args.name), args.namespace)
+        else:
+            text = _env_file(args.name, values)
+    except (SecretStoreError, _Usage):
+        if args.format == "env" and not to_terminal:
+            sys.stdout.write(_POISON)
+        raise
+    sys.stdout.write(text)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     store = SecretStore()
     try:
+        if args.secret_command == "export":
+            return _export(store, args)
         if args.secret_command == "set":
             held = store.set(args.name, _values(args), replace=args.replace)
             print(f"secret {args.name!r} now has {len(held)} key(s): {', '.join(sorted(held))}")
