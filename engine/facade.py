@@ -199,6 +199,7 @@ class Engine:
         self._stopped_templates: set[str] = set()
         self._order: list[str] = []  # pool and template names in the file's order, for the screen
         self._background: set[asyncio.Task[Any]] = set()
+        self._reload_tasks: set[asyncio.Task[Any]] = set()
         self.generation = 1
         self.reload_enabled = reload
         # A file that does not load at start is fatal, unless we may wait for a good save.
@@ -213,6 +214,8 @@ class Engine:
         self._reload_again = False
         self._stop_watching = asyncio.Event()
         self._watch_task: asyncio.Task[None] | None = None
+        self._watched: list[str] = []  # the folders being watched now
+        self._rewatch = asyncio.Event()  # set to watch again, over the folders the last good load used
         self._routes_seq = 0
         self._routes_acked = 0
         self._routes_event = asyncio.Event()
@@ -372,6 +375,7 @@ class Engine:
         self.load_error = None
         self.generation += 1
         self.manifest = manifest  # so that new replicas learn the new URLs
+        self._follow_imports(manifest)
         for pool in self.pools.values():
             pool.extra_env["MWTUI_WEB_URLS"] = self._web_urls()
         new = {p.name: p for p in manifest.pools()}
@@ -427,8 +431,6 @@ class Engine:
         return not failures
 
     async def _watch_loop(self) -> None:
-        folders = local_folders(self.ref.path, self._first_sources)
-
         async def on_change(paths: list[str]) -> None:
             keep, ignored = self.reload_guard.filter(paths, time.monotonic())
             for path in ignored:
@@ -437,13 +439,34 @@ class Engine:
             if keep:
                 forget_bytecode(keep)
                 names = ", ".join(os.path.relpath(p, os.path.dirname(self.ref.path)) for p in keep[:3])
-                await self.reload(f"{names} changed")
+                # Not awaited: the watcher goes on at once (a reload that brings a new folder into
+                # view restarts it over that folder before the new version serves); reloads coalesce.
+                task = asyncio.get_running_loop().create_task(self.reload(f"{names} changed"))
+                self._reload_tasks.add(task)
+                task.add_done_callback(self._reload_tasks.discard)
 
-        try:
-            await watch(folders, self.watch_rules, on_change, self._stop_watching)
-        except Exception as e:  # noqa: BLE001 - a broken watcher must not take the app down
-            self._reload_state = "off"
-            self._say(f"file watching stopped: {e}")
+        sources = self._first_sources
+        while not self._stop_watching.is_set():
+            self._watched = local_folders(self.ref.path, sources)
+            self._rewatch = asyncio.Event()
+            try:
+                await watch(self._watched, self.watch_rules, on_change, self._rewatch)
+            except Exception as e:  # noqa: BLE001 - a broken watcher must not take the app down
+                self._reload_state = "off"
+                self._say(f"file watching stopped: {e}")
+                return
+            sources = self.manifest.sources if self.manifest else sources
+
+    def _follow_imports(self, manifest: AppManifest) -> None:
+        """After a good load: if the app now imports local modules from folders not watched yet (or
+        no longer from some), watch the new set, so that editing them reloads too."""
+        folders = local_folders(self.ref.path, manifest.sources)
+        if self._watch_task is None or folders == self._watched:
+            return
+        added = [f for f in folders if f not in self._watched]
+        if added:
+            self._say(f"now also watching {', '.join(added)}")
+        self._rewatch.set()
 
     def _say(self, text: str) -> None:
         self._emit(LogLine(ENGINE_LOG, "mwtui", text, time.time()))
@@ -459,9 +482,11 @@ class Engine:
             return
         self._closed = True
         self._stop_watching.set()
-        for task in (self._status_task, self._watch_task):
+        self._rewatch.set()
+        for task in (self._status_task, self._watch_task, *self._reload_tasks):
             if task:
                 task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)  # pools of parameter sets closing
         await asyncio.gather(*(p.close() for p in self.pools.values()), return_exceptions=True)
         await self.spawner.close()
         await self.gateway.close()

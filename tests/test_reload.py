@@ -162,3 +162,42 @@ def test_a_file_broken_at_start_comes_up_on_the_first_good_save(tmp_path: Path) 
         assert served.get("rl-api").json() == {"v": 7}
     finally:
         stop_serve(served)
+
+
+IMPORTS = """import sys
+sys.path.insert(0, {lib!r})
+{top}
+import modal
+app = modal.App("rl")
+
+@app.function()
+@modal.fastapi_endpoint()
+def api():
+    {body}
+"""
+
+
+def test_a_folder_the_app_starts_importing_from_is_watched_from_then_on(tmp_path: Path) -> None:
+    app_dir, lib = tmp_path / "app", tmp_path / "lib"  # lib is outside the app's folder
+    app_dir.mkdir()
+    lib.mkdir()
+    (lib / "helper.py").write_text("V = 1\n")
+    app = app_dir / "rl.py"
+    app.write_text(IMPORTS.format(lib=str(lib), top="", body='return {"v": 0}'))
+    served = start_serve(app)
+    try:
+        served.wait_running()
+        app.write_text(IMPORTS.format(lib=str(lib), top="import helper", body='return {"v": helper.V}'))
+        served.wait_for_line(r"now also watching .*lib")
+
+        def wait_v(v: int) -> None:
+            deadline = time.monotonic() + 30
+            while served.get("rl-api").json().get("v") != v:
+                assert time.monotonic() < deadline, f"v={v} never served: {served.lines[-5:]}"
+                time.sleep(0.05)
+
+        wait_v(1)
+        (lib / "helper.py").write_text("V = 2\n")  # not in the app's folder: seen only if watched
+        wait_v(2)
+    finally:
+        assert stop_serve(served) == 0
