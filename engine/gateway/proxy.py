@@ -94,7 +94,10 @@ class Conn(asyncio.Protocol):
         out = self.out
         if out:
             if not self.closed:
-                self._send(out[0] if len(out) == 1 else b"".join(out))
+                try:  # _send, inlined: this runs twice per proxied request
+                    self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+                except (RuntimeError, OSError):
+                    self.closed = True
             out.clear()
         if self.close_after:
             self._do_close()
@@ -295,16 +298,14 @@ class Exchange:
         up = self.up
         assert up is not None
         fwd = self.fwd
-        ip = self.client.peer_ip
-        fwd.append(b"x-forwarded-for: ")
-        fwd.append(self.xff + b", " + ip if self.xff else ip)
-        fwd.append(b"\r\nx-forwarded-proto: http\r\n")
+        if self.xff:
+            fwd.append(b"x-forwarded-for: %b, %b\r\nx-forwarded-proto: http\r\n" % (self.xff, self.client.peer_ip))
+        else:
+            fwd.append(self.client.forwarded)  # the same two lines for every request of a connection
         if self.host:
-            fwd.append(b"x-forwarded-host: ")
-            fwd.append(self.host)
-            fwd.append(CRLF)
-        fwd.append(up.dispatch_line)
-        fwd.append(CRLF)
+            fwd += (b"x-forwarded-host: ", self.host, CRLF, up.dispatch_line, CRLF)
+        else:
+            fwd += (up.dispatch_line, CRLF)
         return b"".join(fwd)
 
     def connect_failed(self, err: BaseException) -> None:
@@ -316,7 +317,36 @@ class Exchange:
 
     # ----- response side (called by the upstream connection)
     def resp_head(self, status: int, phrase: bytes, headers: list[tuple[bytes, bytes]], conn: UpstreamConn) -> None:
-        parts = [status_line(status, phrase)]
+        line = status_line(status, phrase)
+        # The common case first: a head we would pass on unchanged is forwarded as the replica sent it.
+        size = len(line) + 2  # of the head as we would rebuild it
+        length: bytes | None = None
+        hop = False
+        for name, value in headers:
+            size += len(name) + len(value) + 4
+            lname = name.lower()
+            if lname in RESPONSE_HOP:
+                hop = True
+            elif lname == b"content-length":
+                length = value
+        raw = conn.chunk
+        if (
+            length is not None and not hop and self.keep_alive and not self.http10
+            and status != 101 and status != 204 and status != 304 and self.method != HEAD
+            and raw is not None and raw.startswith(line) and raw[size - 4:size] == b"\r\n\r\n"
+        ):
+            # The chunk begins with this response's head, byte for byte what we would rebuild (same
+            # status line and headers, all end-to-end, framed by Content-Length): send it as it came.
+            self.status = status
+            self.resp_started = True
+            if len(raw) == size + int(length):  # llhttp let through only digits (and trailing blanks)
+                self.client.write(raw)  # the whole response is this chunk: one write, nothing joined
+                self.resp_mode = RESP_NONE  # its body went out with the head; on_body drops its copy
+            else:
+                self.client.write(raw[:size])
+                self.resp_mode = RESP_RAW
+            return
+        parts = [line]
         has_length = False
         te: bytes | None = None
         upgrade: bytes | None = None
@@ -551,7 +581,7 @@ class UpstreamConn(Conn):
     """One keep-alive connection to a replica; serves one exchange at a time."""
 
     __slots__ = ("pool", "parser", "ex", "phrase", "rheaders", "status", "interim", "head_only",
-                 "close_delim", "reusable", "idle_since")
+                 "close_delim", "reusable", "idle_since", "chunk")
 
     def __init__(self, gw: Gateway, pool: UpstreamPool) -> None:
         super().__init__(gw)
@@ -566,6 +596,7 @@ class UpstreamConn(Conn):
         self.close_delim = False
         self.reusable = False
         self.idle_since = 0.0
+        self.chunk: bytes | None = None  # the bytes being parsed, for Exchange.resp_head's fast path
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -580,6 +611,7 @@ class UpstreamConn(Conn):
             return
         gw = self.gw
         gw.batching = True
+        self.chunk = data
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as e:
@@ -605,15 +637,11 @@ class UpstreamConn(Conn):
                 if self.ex is ex:
                     ex.resp_end()
         finally:
+            self.chunk = None
             gw.flush_dirty()
 
-    # httptools callbacks
-    def on_message_begin(self) -> None:
-        self.phrase = b""
-        self.rheaders = []
-        self.interim = False
-        self.close_delim = False
-
+    # httptools callbacks. No on_message_begin: the per-response state is reset once its head has
+    # been read (below), which saves a callback per response; nothing reads it in between.
     def on_status(self, phrase: bytes) -> None:
         self.phrase += phrase
 
@@ -623,18 +651,23 @@ class UpstreamConn(Conn):
     def on_headers_complete(self) -> None:
         parser = self.parser
         status = self.status = parser.get_status_code()
+        phrase, headers = self.phrase, self.rheaders
+        self.phrase = b""
+        self.rheaders = []
+        self.close_delim = False  # resp_head sets it for this response
         if status < 200 and status != 101:
             self.interim = True  # 100/103: we answer Expect ourselves and do not relay hints
             return
+        self.interim = False
         ex = self.ex
         if ex is None:
             return
         self.reusable = parser.should_keep_alive()
-        ex.resp_head(status, self.phrase, self.rheaders, self)
+        ex.resp_head(status, phrase, headers, self)
 
     def on_body(self, data: bytes) -> None:
         ex = self.ex
-        if ex is not None and not self.interim:
+        if ex is not None and ex.resp_mode and not self.interim:  # RESP_NONE: nothing (more) to send
             ex.resp_body(data)
 
     def on_message_complete(self) -> None:
@@ -703,7 +736,8 @@ class UpstreamPool:
         if self.closed or conn.closed or len(self.idle) >= POOL_MAX_IDLE:
             conn.close()
             return
-        conn.resume(PAUSE_PEER)
+        if conn.paused:
+            conn.resume(PAUSE_PEER)
         conn.idle_since = self.gw.loop.time()
         self.idle.append(conn)
 

@@ -59,7 +59,7 @@ class ClientConn(Conn):
 
     __slots__ = ("parser", "endpoint", "peer_ip", "url", "headers", "head_size", "cur", "active", "queue",
                  "tunnel", "upgrading", "write_paused", "last", "broken", "_draining", "dead", "in_head",
-                 "head_t0", "head_bytes", "head_partial", "requests")
+                 "head_t0", "head_bytes", "head_partial", "requests", "forwarded")
 
     def __init__(self, gw: Gateway, endpoint: str | None) -> None:
         super().__init__(gw)
@@ -84,12 +84,14 @@ class ClientConn(Conn):
         self.head_bytes = 0  # bytes received for it, beyond the first chunk (see data_received)
         self.head_partial = False
         self.requests = 0
+        self.forwarded = b"x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n"  # see Exchange._build_head
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
             self.peer_ip = str(peer[0]).encode()
+            self.forwarded = b"x-forwarded-for: %b\r\nx-forwarded-proto: http\r\n" % self.peer_ip
         self.last = self.gw.loop.time()
         self.gw.clients.add(self)
 
@@ -113,6 +115,9 @@ class ClientConn(Conn):
                 # chunk the head began in (it may hold the end of the previous request).
                 if self.head_partial:
                     self.head_partial = False
+                    # Stamped here rather than in on_message_begin: only a head left incomplete needs
+                    # it (for --header-timeout), and loop.time() is the same within one callback.
+                    self.head_t0 = gw.loop.time()
                 else:
                     self.head_bytes += len(data)
                     if self.head_bytes > MAX_HEAD:
@@ -149,7 +154,6 @@ class ClientConn(Conn):
         self.url = b""
         self.head_size = 0
         self.in_head = True
-        self.head_t0 = self.gw.loop.time()
         self.head_bytes = 0
         self.head_partial = True
 
@@ -227,8 +231,7 @@ class ClientConn(Conn):
             raise Reject(400, b"mwtui: Transfer-Encoding is not allowed in an HTTP/1.0 request\n")
         if method == b"CONNECT":
             raise Reject(405, b"mwtui: CONNECT is not supported; this is not a forward proxy\n")
-        limit = self.gw.limits.max_body
-        if length is not None and limit and int(length) > limit:
+        if length is not None and self.gw.limits.max_body and int(length) > self.gw.limits.max_body:
             raise Reject(413, b"mwtui: request body larger than the gateway's limit (--max-body)\n")
         if connection is not None:
             fwd = self._drop_connection_tokens(fwd, connection)
@@ -284,25 +287,27 @@ class ClientConn(Conn):
             return
         self.active = None
         self.last = self.gw.loop.time()
-        self.resume(PAUSE_PEER)
+        if self.paused:  # resume() tests the reason itself; this saves the call on the common path
+            self.resume(PAUSE_PEER)
         if not ex.keep_alive:
             # Unread request bytes may follow (a body we refused): half-close so our answer survives.
             self.close() if ex.req_done and self.broken is None else self.linger()
             return
         if self._draining:
             return  # an outer call is already walking the queue
-        self._draining = True
-        try:
-            while self.active is None and self.queue and not self.closed:
-                nxt = self.active = self.queue.popleft()
-                self.gw.route(nxt)
-        finally:
-            self._draining = False
+        if self.queue:  # pipelined requests (rare)
+            self._draining = True
+            try:
+                while self.active is None and self.queue and not self.closed:
+                    nxt = self.active = self.queue.popleft()
+                    self.gw.route(nxt)
+            finally:
+                self._draining = False
         if self.active is None and self.broken is not None:
             self.write(self.broken)  # everything before the bad request is answered: now say why
             self.linger()
             return
-        if not self.queue:
+        if not self.queue and self.paused:
             self.resume(PAUSE_PIPELINE)
 
     def fail(self, status: int, body: bytes) -> None:
