@@ -54,7 +54,8 @@ async def serve(ref: AppRef, options: dict[str, Any]) -> int:
             if pool and pool.state in ("running", "failed") and (ev.pool, pool.state) not in announced:
                 announced.add((ev.pool, pool.state))
                 word = "ready" if pool.state == "running" else "FAILED"
-                names = ", ".join(e.name for e in pool.spec.endpoints)
+                suffix = pool.variant.suffix if pool.variant else ""  # a parameter set: say which
+                names = ", ".join(e.name + suffix for e in pool.spec.endpoints)
                 _say(f"{'mwtui':<{width}} | {names}: {word}")
 
     engine.subscribe(on_event)
