@@ -727,8 +727,16 @@ class Engine:
         # The file's own state first: it is the newest news when the latest save is broken.
         return (self.load_error.message if self.load_error else None) or (pool.last_error if pool else None)
 
+    def _traffic(self, endpoint: str) -> dict[str, Any]:
+        """The gateway's latest figures for one routed endpoint, as EndpointStatus fields."""
+        m = self._metrics.get(endpoint, {})
+        return {
+            "inflight": int(m.get("inflight", 0)), "rps": float(m.get("rps", 0.0)),
+            "p50_ms": m.get("p50_ms"), "p95_ms": m.get("p95_ms"),
+            "requests_total": int(m.get("requests_total", 0)), "errors_total": int(m.get("errors_total", 0)),
+        }
+
     def _pool_status(self, pool: Pool, spec: EndpointSpec, now: float) -> EndpointStatus:
-        metrics = self._metrics.get(spec.name, {})
         v = pool.variant
         base = spec.name.partition("?")[0]
         own_port = self.gateway.endpoint_ports.get(base) if v is None else None
@@ -751,12 +759,7 @@ class Engine:
             scale_events=tuple(
                 f"{time.strftime('%H:%M:%S', time.localtime(t))} {text}" for t, text in pool.scale_events
             ),
-            inflight=int(metrics.get("inflight", 0)),
-            rps=float(metrics.get("rps", 0.0)),
-            p50_ms=metrics.get("p50_ms"),
-            p95_ms=metrics.get("p95_ms"),
-            requests_total=int(metrics.get("requests_total", 0)),
-            errors_total=int(metrics.get("errors_total", 0)),
+            **self._traffic(spec.name),
             cpu_percent=sum(r.cpu_percent for r in replicas),
             rss_bytes=sum(r.rss_bytes for r in replicas),
             last_error=self._last_error(pool),
@@ -768,7 +771,6 @@ class Engine:
     def _template_status(self, template: PoolSpec, spec: EndpointSpec) -> EndpointStatus:
         """A parametrized class's endpoint: no replicas of its own; its sets of values have the rows
         below it, and what went wrong last in any of them shows here too."""
-        metrics = self._metrics.get(spec.name, {})
         own_port = self.gateway.endpoint_ports.get(spec.name)
         variants = list(self.variants.get(template.name, {}).values())
         failing = next((p for p in variants if p.last_error), None)
@@ -782,12 +784,7 @@ class Engine:
             desired=0,
             restarts=0,
             generation=self.generation,
-            inflight=int(metrics.get("inflight", 0)),
-            rps=float(metrics.get("rps", 0.0)),
-            p50_ms=metrics.get("p50_ms"),
-            p95_ms=metrics.get("p95_ms"),
-            requests_total=int(metrics.get("requests_total", 0)),
-            errors_total=int(metrics.get("errors_total", 0)),
+            **self._traffic(spec.name),
             last_error=self._last_error(failing),
             parameters=tuple(str(p["name"]) for p in template.parameters),
         )

@@ -19,7 +19,28 @@ import httpx
 import psutil
 import pytest
 
+from .fixtures.gateway_harness import Gateway, Upstream
+from .fixtures.gateway_harness import unix_upstream as unix_upstream_at
+
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+# ----------------------------------------------------------------------------- a gateway driven by hand
+@pytest.fixture(scope="module")
+def unix_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    """A uvicorn replica on a Unix socket, shared by a module's tests."""
+    with unix_upstream_at(tmp_path_factory.mktemp("up") / "replica.sock") as u:
+        yield u
+
+
+@pytest.fixture
+def gw() -> Iterator[Gateway]:
+    """A fresh gateway process on an ephemeral port, driven through its stdin as mwtui drives it."""
+    g = Gateway().started()
+    try:
+        yield g
+    finally:
+        g.close()
 
 
 def free_port() -> int:

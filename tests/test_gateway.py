@@ -38,31 +38,15 @@ from .fixtures.gateway_harness import (
     wait_until,
 )
 from .fixtures.gateway_harness import tcp_upstream as tcp_upstream_cm
-from .fixtures.gateway_harness import unix_upstream as unix_upstream_at
 
 pytestmark = pytest.mark.timeout(60)
 
 
 # ----------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def unix_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
-    with unix_upstream_at(tmp_path_factory.mktemp("up") / "replica.sock") as u:
-        yield u
-
-
-@pytest.fixture(scope="module")
 def tcp_upstream() -> Iterator[Upstream]:
     with tcp_upstream_cm() as u:
         yield u
-
-
-@pytest.fixture
-def gw() -> Iterator[Gateway]:
-    g = Gateway().started()
-    try:
-        yield g
-    finally:
-        g.close()
 
 
 # ----------------------------------------------------------------------------- routing

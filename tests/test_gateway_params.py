@@ -6,33 +6,16 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from .fixtures.gateway_harness import TIMEOUT, Gateway, Upstream, endpoint, up
-from .fixtures.gateway_harness import unix_upstream as unix_upstream_at
 
 pytestmark = pytest.mark.timeout(60)
 
 PARAMS = [{"name": "name", "type": "str"}, {"name": "n", "type": "int", "default": 1}]
-
-
-@pytest.fixture(scope="module")
-def unix_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
-    with unix_upstream_at(tmp_path_factory.mktemp("up") / "replica.sock") as u:
-        yield u
-
-
-@pytest.fixture
-def gw() -> Iterator[Gateway]:
-    g = Gateway().started()
-    try:
-        yield g
-    finally:
-        g.close()
 
 
 def parent(**kw: Any) -> dict[str, Any]:
