@@ -739,7 +739,7 @@ class Engine:
     def _pool_status(self, pool: Pool, spec: EndpointSpec, now: float) -> EndpointStatus:
         v = pool.variant
         base = spec.name.partition("?")[0]
-        own_port = self.gateway.endpoint_ports.get(base) if v is None else None
+        own_port = self.gateway.endpoint_ports.get(base)  # a parameter set is reached through its parent's
         replicas = tuple(
             ReplicaStatus(r.id, r.pid, r.state, r.generation, now - r.started_at, r.startup_ms, r.cpu_percent, r.rss_bytes)
             for r in pool.replicas
@@ -747,7 +747,7 @@ class Engine:
         return EndpointStatus(
             spec=spec,
             url=label_url(spec.label, self.gateway.port) + (f"/{v.suffix}" if v else ""),
-            own_url=f"http://127.0.0.1:{own_port}" if own_port else None,
+            own_url=f"http://127.0.0.1:{own_port}" + (f"/{v.suffix}" if v else "") if own_port else None,
             state=pool.state,
             ready=len(pool.ready_replicas()),
             starting=len(pool.starting_replicas()),

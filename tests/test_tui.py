@@ -10,6 +10,7 @@ import signal
 import time
 import webbrowser
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -463,6 +464,14 @@ def test_curl_lines() -> None:
     assert '"Modal-Key: $MODAL_KEY"' in secure and secure.startswith("curl -X POST")
     urls = fmt.endpoint_urls(e[1])
     assert urls[1][0] == "domain" and "-H 'Host: echo.example.com'" in urls[1][2]
+    # A parameter set's URLs carry its values; nothing is appended after them.
+    variant = replace(e[1], url="http://echo.localhost:8470/?name=ann&n=1", own_url="http://127.0.0.1:9001/?name=ann&n=1",
+                      variant_of="echo", values={"name": "ann", "n": 1})
+    urls = fmt.endpoint_urls(variant)
+    assert urls[0][2].endswith("'http://echo.localhost:8470/?name=ann&n=1'")
+    assert urls[1][1] == "http://echo.example.com:8470/?name=ann&n=1"
+    assert urls[1][2].endswith("'http://127.0.0.1:8470/?name=ann&n=1'")
+    assert urls[-1][2].endswith("'http://127.0.0.1:9001/?name=ann&n=1'")
 
 
 # ----------------------------------------------------------------------------- snapshots

@@ -90,7 +90,7 @@ def curl(spec: EndpointSpec, url: str, host: str | None = None) -> str:
         parts += ["-H", f"Host: {host}"]
     if spec.requires_proxy_auth:
         parts += ["-H", "Modal-Key: $MODAL_KEY", "-H", "Modal-Secret: $MODAL_SECRET"]
-    parts.append(url + "/")
+    parts.append(url if "/" in url.split("://", 1)[-1] else url + "/")  # a parameter set's has /?values
     # Keep $MODAL_KEY expandable: quote everything else, but double-quote the auth headers.
     out = []
     for p in parts:
@@ -103,9 +103,11 @@ def endpoint_urls(e: EndpointStatus) -> list[tuple[str, str, str]]:
     s = e.spec
     out = [("label", e.url, curl(s, e.url))]
     port = port_of(e.url)
+    query = e.url.partition("?")[2]
+    rest = f"/?{query}" if query else ""  # a parameter set is reached with its values in the query
     for domain in s.custom_domains:
         # A custom domain does not resolve on this machine: curl the gateway with that Host.
-        out.append(("domain", f"http://{domain}:{port}", curl(s, f"http://127.0.0.1:{port}", domain)))
+        out.append(("domain", f"http://{domain}:{port}{rest}", curl(s, f"http://127.0.0.1:{port}{rest}", domain)))
     if e.own_url:
         out.append(("own port", e.own_url, curl(s, e.own_url)))
     return out
