@@ -4,6 +4,7 @@ it has scaled to zero, rolled on reload; a missing or malformed value is a 400 b
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -144,5 +145,52 @@ def test_a_reload_rolls_every_set_and_drops_sets_that_no_longer_fit(tmp_path: Pa
         assert served.get("par-greeter-greet", "/?name=bo").status_code == 400
         ok = served.get("par-greeter-greet", "/?name=bo&mood=glad")
         assert ok.status_code == 200 and ok.json()["greeting"] == "hi bo"
+    finally:
+        assert stop_serve(served) == 0
+
+
+BURSTY = """import time
+import modal
+app = modal.App("bur")
+
+@app.cls(max_containers=3, scaledown_window=2)
+class Slow:
+    name: str = modal.parameter()
+
+    @modal.fastapi_endpoint()
+    def work(self):
+        time.sleep(0.3)
+        return {"name": self.name}
+"""
+
+
+def test_each_set_autoscales_on_its_own_traffic(tmp_path: Path) -> None:
+    app = tmp_path / "bur.py"
+    app.write_text(BURSTY)
+    served = start_serve(app)
+    try:
+        served.wait_running()
+        assert served.get("bur-slow-work", "/?name=quiet").json() == {"name": "quiet"}
+        stop = threading.Event()
+        codes: list[int] = []
+
+        def client() -> None:
+            with served.client("bur-slow-work.localhost") as c:
+                while not stop.is_set():
+                    codes.append(c.get("/?name=busy").status_code)
+
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(6)]
+        for t in threads:
+            t.start()
+        try:
+            rows = _wait(served, "scaled the busy set out to 3",
+                         lambda r: r.get("Slow.work?name=busy", {}).get("replicas", {}).get("ready") == 3)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(10)
+        assert set(codes) == {200}
+        assert rows["Slow.work?name=quiet"]["replicas"]["ready"] == 1  # its neighbour's burst is not its own
+        assert any("-> 3" in ev for ev in rows["Slow.work?name=busy"]["scale_events"])
     finally:
         assert stop_serve(served) == 0
