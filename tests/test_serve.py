@@ -145,6 +145,11 @@ def test_status_json(seed_served: Served) -> None:
         assert key in e, key
     assert e["state"] == "running" and e["kind"] == "fastapi" and e["label"] == "seed-hello"
     assert e["replicas"]["ready"] == 1 and e["replicas"]["desired"] == 1
+    # Memory is sampled once a second: a replica that just became ready may not have been yet.
+    deadline = time.monotonic() + 10
+    while e["rss_bytes"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        e = {e["name"]: e for e in seed_served.status()}["hello"]
     assert e["rss_bytes"] > 0
 
 
