@@ -163,7 +163,8 @@ class DetailScreen(Screen[None]):
             table.clear()
             for rid in ids:
                 table.add_row(*rows[rid], key=rid)
-            table.border_subtitle = "" if ids else "no replica now"
+            idle = "each set of class parameters has its own replicas: see its row" if e.parameters else "no replica now"
+            table.border_subtitle = "" if ids else idle
             return
         for rid, values in rows.items():
             for key, value in zip(REPLICA_COLUMNS, values, strict=True):
