@@ -29,6 +29,7 @@ bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	command -v nginx >/dev/null || (apt-get update -qq && apt-get install -y -qq nginx)
 	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/gateway_floor.py
 	$(BIN)/python bench/replica_start.py
 	$(BIN)/python bench/reload.py
 	$(BIN)/python bench/autoscale.py
