@@ -584,6 +584,11 @@ class Engine:
                 self._emit(LogLine(
                     spec.pool, line.get("upstream") or spec.pool, text, line.get("t", time.time()), spec.name
                 ))
+            for name, count in (msg.get("dropped") or {}).items():
+                # Past 2000 a second the gateway counts requests instead of listing them: say so.
+                spec = self.endpoint_spec(name)
+                if spec is not None and isinstance(count, int):
+                    self._emit(LogLine(spec.pool, spec.pool, f"… and {count} more requests", time.time(), spec.name))
         elif kind == "ports":
             for warning in msg.get("warnings", []):
                 self._emit(LogLine(ENGINE_LOG, "gateway", warning, time.time()))

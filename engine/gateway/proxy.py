@@ -555,7 +555,8 @@ class Exchange:
         if len(access) < gw.access_cap:
             access.append((gw.wall_offset + now, ep.name, up.id if up else None, self.method, self.url, self.status, ms))
         else:
-            gw.access_dropped += 1
+            dropped = gw.access_dropped
+            dropped[ep.name] = dropped.get(ep.name, 0) + 1
 
     def _finish(self) -> None:
         self.done = True

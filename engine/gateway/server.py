@@ -47,7 +47,7 @@ TICK_S = 0.5
 LINGER_S = 5.0  # a half-closed connection is closed outright after this (nginx's lingering_time is 30)
 MALFORMED = b"mwtui: malformed HTTP request\n"
 RETRY_AFTER = b"retry-after: 5\r\n"
-ACCESS_CAP = 1000  # access lines per flush; beyond that they are counted, not sent
+ACCESS_CAP = 1000  # access lines per tick; beyond that they are counted per endpoint, not sent
 HOST_CACHE_MAX = 1024
 OWN_PORT_TRIES = 20
 
@@ -419,7 +419,7 @@ class Gateway:
         self.dirty: list[Conn] = []
         self.access: list[tuple[Any, ...]] = []
         self.access_cap = ACCESS_CAP
-        self.access_dropped = 0
+        self.access_dropped: dict[str, int] = {}  # endpoint -> requests past ACCESS_CAP this tick
         self.wall_offset = time.time() - time.perf_counter()  # request times are perf_counter()
         self._host_cache: dict[bytes, Any] = {}
         self._ports_lock = asyncio.Lock()
@@ -858,7 +858,7 @@ class Gateway:
                 msg["dropped"] = self.access_dropped
             control.emit(msg, droppable=True)
             self.access = []
-            self.access_dropped = 0
+            self.access_dropped = {}
 
     def close(self) -> None:
         for listener in self.own.values():

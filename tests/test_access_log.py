@@ -1,0 +1,34 @@
+"""Access lines in the endpoint's log, through a real engine and gateway: each request listed, and the
+requests the gateway only counted (past its cap per tick) said as a count rather than left out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+from mwtui.engine.facade import Engine
+from mwtui.engine.loader import AppRef
+
+APP = str(Path(__file__).parent / "fixtures" / "tui_app.py")
+
+
+async def test_listed_requests_and_counted_ones_reach_the_endpoints_log() -> None:
+    engine = Engine(AppRef.parse(APP), port=0, own_ports=False, reload=False)
+    await engine.start()
+    try:
+        assert await engine.wait_ready()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{engine.gateway.port}", timeout=30) as c:
+            r = await c.get("/listed-here", headers={"host": "tuiapp-hello.localhost"})
+        assert r.status_code in (200, 404)
+        deadline = time.monotonic() + 10
+        while not any("GET /listed-here" in line.text for line in engine.logs["hello"]):
+            assert time.monotonic() < deadline, [line.text for line in engine.logs["hello"]]
+            await asyncio.sleep(0.05)
+        # What the gateway sends when a tick had more requests than it lists (ACCESS_CAP).
+        engine._on_gateway_event({"type": "access", "lines": [], "dropped": {"hello": 1234, "nope": 1}})
+        assert engine.logs["hello"][-1].text == "… and 1234 more requests"
+        assert engine.logs["hello"][-1].endpoint == "hello"
+    finally:
+        await engine.close()
