@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from .aio import blocking, blocking_gen
-from .exception import InvalidError, SerializationError
+from .exception import SerializationError
+from .named import NamedObject
 
 PICKLE_PROTOCOL = 4  # fixed: the same key must give the same bytes in every process
 
@@ -29,21 +30,12 @@ def loads(data: bytes) -> Any:
     return pickle.loads(data)  # noqa: S301 - our own store, written by the user's own code
 
 
-class _Named:
+class _Named(NamedObject):
     """A store-backed object: a name, and an ephemeral form that is dropped afterwards."""
 
-    KIND = ""
-
     def __init__(self, name: str | None = None, **options: Any) -> None:
-        self.name = name
-        self.options = options
+        super().__init__(name, **options)
         self._store_name = name or f"ephemeral-{uuid.uuid4().hex}"
-
-    @classmethod
-    def from_name(cls, name: str, **kwargs: Any) -> Any:
-        if not isinstance(name, str) or not name:
-            raise InvalidError(f"Invalid value for `name`: {name!r}")
-        return cls(name, **kwargs)
 
     @classmethod
     @contextlib.contextmanager
@@ -55,9 +47,6 @@ class _Named:
             yield obj
         finally:
             drop(cls.KIND, obj._store_name)
-
-    def hydrate(self, client: Any = None) -> Any:
-        return self
 
     @property
     def object_id(self) -> str:

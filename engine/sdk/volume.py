@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from .aio import blocking, blocking_gen
 from .exception import InvalidError, NotFoundError
+from .named import NamedObject
 
 
 class FileEntryType(enum.IntEnum):
@@ -37,21 +38,14 @@ class FileEntry:
     size: int
 
 
-class _Folder:
+class _Folder(NamedObject):
     """A named object whose contents are a local folder."""
 
     KIND = "volume"
 
     def __init__(self, name: str | None = None, *, folder: str | None = None, **options: Any) -> None:
-        self.name = name
-        self.options = options
+        super().__init__(name, **options)
         self._folder = folder
-
-    @classmethod
-    def from_name(cls, name: str, **kwargs: Any) -> Any:
-        if not isinstance(name, str) or not name:
-            raise InvalidError(f"Invalid value for `name`: {name!r}")
-        return cls(name, **kwargs)
 
     @classmethod
     @contextlib.contextmanager
@@ -74,9 +68,6 @@ class _Folder:
     @property
     def object_id(self) -> str:
         return f"vo-local-{self.name}"
-
-    def hydrate(self, client: Any = None) -> Any:
-        return self
 
     def _path(self, path: str) -> Path:
         """A path inside the folder; `..` cannot leave it."""
