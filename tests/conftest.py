@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -107,6 +108,29 @@ class Served:
         """Every process mwtui started: replica groups and the gateway (own sessions) and theirs."""
         root = psutil.Process(self.proc.pid)
         return {p.pid for p in root.children(recursive=True)} | {self.proc.pid}
+
+
+@contextlib.contextmanager
+def hammering(served: Served, host: str, path: str = "/", clients: int = 4) -> Iterator[list[int]]:
+    """Clients on keep-alive connections sending `GET path` to `host` until the block ends; yields the
+    status codes so far (complete once the block has ended)."""
+    stop = threading.Event()
+    codes: list[int] = []
+
+    def client() -> None:
+        with served.client(host) as c:
+            while not stop.is_set():
+                codes.append(c.get(path).status_code)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        yield codes
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
 
 
 def start_serve(app: str | Path, *extra: str, env: dict[str, str] | None = None) -> Served:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
-from .conftest import Served, start_serve, stop_serve
+from .conftest import Served, hammering, start_serve, stop_serve
 
 APP = """import time
 import modal
@@ -40,23 +39,10 @@ def test_burst_scales_out_idle_scales_to_zero_and_a_request_wakes_it(tmp_path: P
     served = start_serve(app)
     try:
         served.wait_running()
-        stop = threading.Event()
-        codes: list[int] = []
-
-        def client() -> None:
-            with served.client("auto-work.localhost") as c:
-                while not stop.is_set():
-                    codes.append(c.get("/").status_code)
-
-        threads = [threading.Thread(target=client, daemon=True) for _ in range(8)]
-        for t in threads:
-            t.start()
-        peak = _wait(served, "scaled out to 4", lambda e: e["replicas"]["ready"] == 4)
+        with hammering(served, "auto-work.localhost", clients=8) as codes:
+            peak = _wait(served, "scaled out to 4", lambda e: e["replicas"]["ready"] == 4)
         assert peak["replicas"]["desired"] == 4  # max_containers caps the 8 in flight
         assert any("-> 4" in ev or "-> " in ev for ev in peak["scale_events"])
-        stop.set()
-        for t in threads:
-            t.join(10)
         assert codes and set(codes) == {200}
 
         idle = _wait(served, "scaled to zero", lambda e: e["replicas"]["ready"] == 0 and e["state"] == "idle")

@@ -4,11 +4,10 @@ it has scaled to zero, rolled on reload; a missing or malformed value is a 400 b
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
-from .conftest import Served, start_serve, stop_serve
+from .conftest import Served, hammering, start_serve, stop_serve
 
 APP = """import os
 import modal
@@ -171,24 +170,9 @@ def test_each_set_autoscales_on_its_own_traffic(tmp_path: Path) -> None:
     try:
         served.wait_running()
         assert served.get("bur-slow-work", "/?name=quiet").json() == {"name": "quiet"}
-        stop = threading.Event()
-        codes: list[int] = []
-
-        def client() -> None:
-            with served.client("bur-slow-work.localhost") as c:
-                while not stop.is_set():
-                    codes.append(c.get("/?name=busy").status_code)
-
-        threads = [threading.Thread(target=client, daemon=True) for _ in range(6)]
-        for t in threads:
-            t.start()
-        try:
+        with hammering(served, "bur-slow-work.localhost", "/?name=busy", clients=6) as codes:
             rows = _wait(served, "scaled the busy set out to 3",
                          lambda r: r.get("Slow.work?name=busy", {}).get("replicas", {}).get("ready") == 3)
-        finally:
-            stop.set()
-            for t in threads:
-                t.join(10)
         assert set(codes) == {200}
         assert rows["Slow.work?name=quiet"]["replicas"]["ready"] == 1  # its neighbour's burst is not its own
         assert any("-> 3" in ev for ev in rows["Slow.work?name=busy"]["scale_events"])
