@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,6 +103,20 @@ class Served:
                 return status
             time.sleep(0.1)
         raise AssertionError(f"endpoints still starting: {status}")
+
+    def by_name(self) -> dict[str, dict]:
+        """The status entries, by endpoint name."""
+        return {e["name"]: e for e in self.status()}
+
+    def wait_status(self, what: str, cond: Callable[[dict[str, dict]], object], timeout: float = 30.0) -> dict[str, dict]:
+        """Until `cond(entries by name)` holds; returns those entries. Fails naming `what`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = self.by_name()
+            if cond(rows):
+                return rows
+            time.sleep(0.05)
+        raise AssertionError(f"never {what}: {self.status()}")
 
     def tree_pids(self) -> set[int]:
         """Every process mwtui started: replica groups and the gateway (own sessions) and theirs."""

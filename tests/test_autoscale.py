@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .conftest import Served, hammering, start_serve, stop_serve
@@ -20,17 +21,11 @@ def work(s: float = 0.3):
 
 
 def _status(served: Served) -> dict:
-    return {e["name"]: e for e in served.status()}["work"]
+    return served.by_name()["work"]
 
 
-def _wait(served: Served, what: str, cond, timeout: float = 30.0) -> dict:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        e = _status(served)
-        if cond(e):
-            return e
-        time.sleep(0.05)
-    raise AssertionError(f"never {what}: {_status(served)}")
+def _wait(served: Served, what: str, cond: Callable[[dict], object]) -> dict:
+    return served.wait_status(what, lambda rows: cond(rows["work"]))["work"]
 
 
 def test_burst_scales_out_idle_scales_to_zero_and_a_request_wakes_it(tmp_path: Path) -> None:

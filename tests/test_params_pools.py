@@ -45,17 +45,7 @@ GREETING = "hello"
 
 
 def _rows(served: Served) -> dict[str, dict]:
-    return {e["name"]: e for e in served.status()}
-
-
-def _wait(served: Served, what: str, cond, timeout: float = 30.0) -> dict[str, dict]:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = _rows(served)
-        if cond(rows):
-            return rows
-        time.sleep(0.05)
-    raise AssertionError(f"never {what}: {sorted(_rows(served))}")
+    return served.by_name()
 
 
 def _reloads(served: Served, n: int, timeout: float = 30.0) -> None:
@@ -109,7 +99,7 @@ def test_each_set_of_values_gets_its_own_pool(tmp_path: Path) -> None:
         assert replica["id"].startswith("Greeter~")
 
         # Idle past scaledown_window (2 s): each set scales to zero and its pool goes away.
-        _wait(served, "removed the idle sets", lambda r: not [n for n in r if n.startswith("Greeter.greet?")])
+        served.wait_status("removed the idle sets", lambda r: not [n for n in r if n.startswith("Greeter.greet?")])
         served.wait_for_line(r"Greeter\?name=ann&times=1: scaled to zero")
         back = served.get("par-greeter-greet", "/?name=ann")
         assert back.status_code == 200 and back.json()["pid"] != ann.json()["pid"]
@@ -171,8 +161,8 @@ def test_each_set_autoscales_on_its_own_traffic(tmp_path: Path) -> None:
         served.wait_running()
         assert served.get("bur-slow-work", "/?name=quiet").json() == {"name": "quiet"}
         with hammering(served, "bur-slow-work.localhost", "/?name=busy", clients=6) as codes:
-            rows = _wait(served, "scaled the busy set out to 3",
-                         lambda r: r.get("Slow.work?name=busy", {}).get("replicas", {}).get("ready") == 3)
+            rows = served.wait_status("scaled the busy set out to 3",
+                                      lambda r: r.get("Slow.work?name=busy", {}).get("replicas", {}).get("ready") == 3)
         assert set(codes) == {200}
         assert rows["Slow.work?name=quiet"]["replicas"]["ready"] == 1  # its neighbour's burst is not its own
         assert any("-> 3" in ev for ev in rows["Slow.work?name=busy"]["scale_events"])
