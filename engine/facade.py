@@ -393,8 +393,9 @@ class Engine:
                 else:
                     del variants[key]
                     removed.append(pool)
-            if spec is None:
+            if spec is None:  # the class is gone, or no longer parametrized: no new set may start
                 del self.variants[template]
+                self.templates.pop(template, None)
                 self._stopped_templates.discard(template)
         for pool in removed:
             del self.pools[pool.name]

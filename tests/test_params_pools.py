@@ -134,6 +134,18 @@ def test_a_reload_rolls_every_set_and_drops_sets_that_no_longer_fit(tmp_path: Pa
         assert served.get("par-greeter-greet", "/?name=bo").status_code == 400
         ok = served.get("par-greeter-greet", "/?name=bo&mood=glad")
         assert ok.status_code == 200 and ok.json()["greeting"] == "hi bo"
+
+        # No parameters at all any more: a plain class, one pool, no query needed.
+        text = app.read_text()
+        for line in ("    name: str = modal.parameter()\n", "    times: int = modal.parameter(default=1)\n",
+                     "    mood: str = modal.parameter()\n"):
+            text = text.replace(line, "")
+        app.write_text(text.replace("(self.name + \" \") * self.times", "\"all\""))
+        _reloads(served, 3)
+        rows = _rows(served)
+        assert not [n for n in rows if "?" in n and n.startswith("Greeter.")]
+        assert rows["Greeter.greet"]["parameters"] == [] and rows["Greeter.greet"]["replicas"]["ready"] == 1
+        assert served.get("par-greeter-greet").json()["greeting"] == "hi all"
     finally:
         assert stop_serve(served) == 0
 
