@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -572,6 +573,12 @@ class Engine:
 
     # ----- gateway
     def _on_gateway_event(self, msg: dict[str, Any]) -> None:
+        try:
+            self._handle_gateway_event(msg)
+        except Exception:  # noqa: BLE001 - our bug must not stop the events that follow (metrics, wakes)
+            self._say(f"internal error handling the gateway's {msg.get('type')!r} event:\n{traceback.format_exc()}")
+
+    def _handle_gateway_event(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
         if kind == "metrics":
             self._metrics = msg.get("endpoints", {})

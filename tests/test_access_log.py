@@ -30,5 +30,10 @@ async def test_listed_requests_and_counted_ones_reach_the_endpoints_log() -> Non
         engine._on_gateway_event({"type": "access", "lines": [], "dropped": {"hello": 1234, "nope": 1}})
         assert engine.logs["hello"][-1].text == "… and 1234 more requests"
         assert engine.logs["hello"][-1].endpoint == "hello"
+        # An event we cannot handle (our bug) is reported in mwtui's own log; the next one is handled.
+        engine._on_gateway_event({"type": "access", "lines": [{"endpoint": "hello"}]})
+        assert "internal error handling the gateway's 'access' event" in engine.logs["mwtui"][-1].text
+        engine._on_gateway_event({"type": "access", "lines": [], "dropped": {"hello": 7}})
+        assert engine.logs["hello"][-1].text == "… and 7 more requests"
     finally:
         await engine.close()
