@@ -728,11 +728,14 @@ class Engine:
 
     async def _status_loop(self) -> None:
         while True:
-            children = process_children()
-            for pool in self.pools.values():
-                for r in pool.replicas:
-                    r.sample(children)
-            self._publish_status()
+            try:
+                children = process_children()
+                for pool in self.pools.values():
+                    for r in pool.replicas:
+                        r.sample(children)
+                self._publish_status()
+            except Exception:  # noqa: BLE001 - a bug here must not freeze the status for good
+                self._say(f"internal error sampling replicas:\n{traceback.format_exc()}")
             await asyncio.sleep(1.0)
 
     # ----- snapshots

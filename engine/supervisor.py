@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -340,7 +341,10 @@ class Pool:
 
     async def _reconcile_loop(self) -> None:
         while True:
-            self._reconcile()
+            try:
+                self._reconcile()
+            except Exception:  # noqa: BLE001 - a bug here must not leave the pool unsupervised
+                self.emit(LogLine(self.name, self.name, f"mwtui internal error:\n{traceback.format_exc()}", time.time()))
             self._wake.clear()
             delay = max(0.05, self._not_before - time.monotonic()) if self._not_before else None
             with contextlib.suppress(asyncio.TimeoutError):

@@ -1,5 +1,6 @@
-"""Access lines in the endpoint's log, through a real engine and gateway: each request listed, and the
-requests the gateway only counted (past its cap per tick) said as a count rather than left out."""
+"""The engine's handling of what happens to it, with a real engine and gateway: access lines in the
+endpoint's log (requests the gateway only counted, past its cap per tick, said as a count), and a bug
+of ours in an event handler or a pool's loop reported without stopping what follows."""
 
 from __future__ import annotations
 
@@ -35,5 +36,33 @@ async def test_listed_requests_and_counted_ones_reach_the_endpoints_log() -> Non
         assert "internal error handling the gateway's 'access' event" in engine.logs["mwtui"][-1].text
         engine._on_gateway_event({"type": "access", "lines": [], "dropped": {"hello": 7}})
         assert engine.logs["hello"][-1].text == "… and 7 more requests"
+    finally:
+        await engine.close()
+
+
+async def test_a_failing_reconcile_pass_is_logged_and_the_pool_stays_supervised() -> None:
+    engine = Engine(AppRef.parse(APP), port=0, own_ports=False, reload=False)
+    await engine.start()
+    try:
+        assert await engine.wait_ready()
+        pool = engine.pools["hello"]
+        real = pool._reconcile
+        calls = 0
+
+        def broken_once() -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("a bug in reconcile")
+            real()
+
+        pool._reconcile = broken_once  # type: ignore[method-assign]
+        engine.scale("hello", 2)  # wakes the loop: the first pass raises, the next one starts the replica
+        deadline = time.monotonic() + 30
+        while len(pool.ready_replicas()) < 2:
+            assert time.monotonic() < deadline, [line.text for line in engine.logs["hello"]]
+            await asyncio.sleep(0.05)
+        assert any("mwtui internal error" in line.text and "a bug in reconcile" in line.text
+                   for line in engine.logs["hello"])
     finally:
         await engine.close()
