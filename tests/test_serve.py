@@ -257,6 +257,17 @@ def test_list_json(tmp_path: Path) -> None:
     assert data["warnings"] == []
 
 
+def test_list_shows_a_parametrized_class_parameters() -> None:
+    app = str(Path(__file__).parent / "fixtures" / "api_params.py")
+    text = subprocess.run([sys.executable, "-m", "mwtui.tui.cli", "list", app], capture_output=True, text=True,
+                          timeout=60, check=True).stdout
+    assert "(class parameters from the query: name, times=1, loud=false, tag=\"t\")" in text
+    data = json.loads(subprocess.run([sys.executable, "-m", "mwtui.tui.cli", "list", app, "--json"],
+                                     capture_output=True, text=True, timeout=60, check=True).stdout)
+    [greet] = data["endpoints"]
+    assert greet["parameters"][:2] == [{"name": "name", "type": "str"}, {"name": "times", "type": "int", "default": 1}]
+
+
 @pytest.mark.parametrize(
     ("source", "expected"),
     [

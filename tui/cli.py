@@ -124,11 +124,13 @@ def _manifest_json(m: AppManifest, port: int) -> dict[str, object]:
         "startup_timeout", "min_containers", "max_containers", "buffer_containers", "scaledown_window",
         "timeout", "max_inputs", "target_inputs", "pool", "source",
     )
+    parameters = {pool.name: pool.parameters for pool in m.pools()}
     endpoints = []
     for e in m.endpoints:
         d = e.to_json()
         out = {k: d[k] for k in keep}
         out["url"] = label_url(e.label, port)
+        out["parameters"] = parameters.get(e.pool, [])  # a parametrized class's, from the query string
         endpoints.append(out)
     return {"app": m.app_name, "file": m.file, "endpoints": endpoints, "warnings": list(m.warnings)}
 
@@ -146,9 +148,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     print(f"{m.app_name} ({os.path.relpath(m.file)}): {len(m.endpoints)} endpoint(s)")
     width = max((len(e.name) for e in m.endpoints), default=4)
+    parameters = {pool.name: pool.parameters for pool in m.pools()}
     for e in m.endpoints:
         kind = f"{e.kind} {e.method}" if e.kind == "fastapi" else e.kind
         extra = " (proxy auth)" if e.requires_proxy_auth else ""
+        if parameters.get(e.pool):
+            shown = [p["name"] + (f"={json.dumps(p['default'])}" if "default" in p else "") for p in parameters[e.pool]]
+            extra += f" (class parameters from the query: {', '.join(shown)})"
         print(f"  {e.name:<{width}}  {kind:<12} {label_url(e.label, args.port)}{extra}")
     for w in m.warnings:
         print(f"warning: {w}", file=sys.stderr)
