@@ -147,6 +147,8 @@ def prometheus(view: View) -> bytes:
         lines.append(f"# TYPE {name} {kind}")
 
     eps = list(view.table.endpoints.values())
+    for ep in eps:
+        ep.stats.settle()
     label = {ep.name: f'endpoint="{_esc(ep.name)}"' for ep in eps}
 
     family("mwtui_requests_total", "counter", "Requests answered, per endpoint.")

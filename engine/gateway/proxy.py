@@ -83,6 +83,18 @@ class Conn(asyncio.Protocol):
         else:
             self._send(data)
 
+    def send(self, data: bytes) -> None:
+        """Write a message that is complete as it stands (a bodiless request's head, a whole small
+        response): straight to the transport, one syscall, unless earlier writes of this batch wait
+        in `out` (order first) or the connection is closing."""
+        if self.out or self.closed or self.close_after:
+            self.write(data)
+            return
+        try:
+            self.transport.write(data)
+        except (RuntimeError, OSError):
+            self.closed = True
+
     def _send(self, data: bytes) -> None:
         try:
             self.transport.write(data)
@@ -159,9 +171,9 @@ class Exchange:
 
     __slots__ = (
         "client", "ep", "up", "conn", "method", "url", "host", "http10", "keep_alive", "upgrade", "expect",
-        "body", "fwd", "xff", "auth_key", "auth_secret", "req_done", "pending", "pending_size", "head",
+        "body", "fwd", "auth_key", "auth_secret", "req_done", "pending", "pending_size", "head",
         "t0", "status", "resp_mode", "resp_started", "done", "recorded", "tunnel", "timer", "reused",
-        "retried", "t_run", "waiting", "body_seen",
+        "retried", "t_run", "waiting", "body_seen", "ms",
     )
 
     def __init__(
@@ -172,13 +184,8 @@ class Exchange:
         host: bytes,
         http10: bool,
         keep_alive: bool,
-        upgrade: bool,
-        expect: bool,
         body: int,
         fwd: list[bytes],
-        xff: bytes | None,
-        auth_key: bytes | None,
-        auth_secret: bytes | None,
         t0: float,
     ) -> None:
         self.client = client
@@ -190,19 +197,21 @@ class Exchange:
         self.host = host
         self.http10 = http10
         self.keep_alive = keep_alive
-        self.upgrade = upgrade
-        self.expect = expect
         self.body = body
-        self.fwd = fwd  # request line and forwarded headers, joined when an upstream is chosen
-        self.xff = xff
-        self.auth_key = auth_key
-        self.auth_secret = auth_secret
+        # The request line and forwarded headers, X-Forwarded-* included; the upstream's dispatch line
+        # and the final CRLF are added, and the whole joined, once an upstream is chosen (bind).
+        self.fwd = fwd
+        self.t0 = t0
+        self.t_run = t0  # when it reached a replica: the endpoint's `timeout` counts from here
+        # The rest are rare on the request side; the client connection sets them when they apply.
+        self.upgrade = False
+        self.expect = False  # Expect: 100-continue with a body to come
+        self.auth_key: bytes | None = None
+        self.auth_secret: bytes | None = None
         self.req_done = False
         self.pending: list[bytes] | None = None  # framed request bytes waiting for a connection
         self.pending_size = 0
         self.head: bytes | None = None
-        self.t0 = t0
-        self.t_run = t0  # when it reached a replica: the endpoint's `timeout` counts from here
         self.waiting = False  # in the gateway's queue for a replica
         self.body_seen = 0  # chunked request body bytes so far (a Content-Length is checked up front)
         self.status = 0
@@ -214,6 +223,7 @@ class Exchange:
         self.timer: asyncio.TimerHandle | None = None
         self.reused = False
         self.retried = False
+        self.ms = 0.0  # its duration, once recorded: the access line reads it at the next tick
 
     # ----- request side (called by the client connection)
     def req_body(self, data: bytes) -> None:
@@ -266,7 +276,7 @@ class Exchange:
         up.stats.inflight += 1
         pool: UpstreamPool = up.pool
         pool.inflight += 1
-        conn = pool.acquire()
+        conn = pool.acquire() if pool.idle else None
         if conn is None:
             pool.connect(self)
         else:
@@ -278,35 +288,30 @@ class Exchange:
         self.reused = reused
         head = self.head
         if head is None:
-            head = self.head = self._build_head()
-        client = self.client
-        if self.expect and not self.req_done and not self.retried:
-            client.write(CONTINUE)  # the replica is reachable: now the client may send its body
-        pending = self.pending
-        if pending and not self.upgrade:
-            pending.insert(0, head)
-            conn.write(b"".join(pending))
-            self.pending = None
-            self.pending_size = 0
-            client.resume(PAUSE_BUFFER)
+            fwd = self.fwd
+            up = self.up
+            assert up is not None
+            if up.dispatch_line:
+                fwd.append(up.dispatch_line)
+            fwd.append(CRLF)
+            head = self.head = b"".join(fwd)
+        if self.body == BODY_NONE and not self.upgrade:
+            conn.send(head)  # the whole request: out now, in one write
         else:
-            conn.write(head)
-        if client.write_paused:
+            client = self.client
+            if self.expect and not self.req_done and not self.retried:
+                client.write(CONTINUE)  # the replica is reachable: now the client may send its body
+            pending = self.pending
+            if pending and not self.upgrade:
+                pending.insert(0, head)
+                conn.write(b"".join(pending))
+                self.pending = None
+                self.pending_size = 0
+                client.resume(PAUSE_BUFFER)
+            else:
+                conn.write(head)
+        if self.client.write_paused:
             conn.pause(PAUSE_PEER)
-
-    def _build_head(self) -> bytes:
-        up = self.up
-        assert up is not None
-        fwd = self.fwd
-        if self.xff:
-            fwd.append(b"x-forwarded-for: %b, %b\r\nx-forwarded-proto: http\r\n" % (self.xff, self.client.peer_ip))
-        else:
-            fwd.append(self.client.forwarded)  # the same two lines for every request of a connection
-        if self.host:
-            fwd += (b"x-forwarded-host: ", self.host, CRLF, up.dispatch_line, CRLF)
-        else:
-            fwd += (up.dispatch_line, CRLF)
-        return b"".join(fwd)
 
     def connect_failed(self, err: BaseException) -> None:
         if self.done:
@@ -317,35 +322,40 @@ class Exchange:
 
     # ----- response side (called by the upstream connection)
     def resp_head(self, status: int, phrase: bytes, headers: list[tuple[bytes, bytes]], conn: UpstreamConn) -> None:
-        line = status_line(status, phrase)
-        # The common case first: a head we would pass on unchanged is forwarded as the replica sent it.
-        size = len(line) + 2  # of the head as we would rebuild it
-        length: bytes | None = None
-        hop = False
-        for name, value in headers:
-            size += len(name) + len(value) + 4
-            lname = name.lower()
-            if lname in RESPONSE_HOP:
-                hop = True
-            elif lname == b"content-length":
-                length = value
         raw = conn.chunk
         if (
-            length is not None and not hop and self.keep_alive and not self.http10
-            and status != 101 and status != 204 and status != 304 and self.method != HEAD
-            and raw is not None and raw.startswith(line) and raw[size - 4:size] == b"\r\n\r\n"
+            raw is not None and self.keep_alive and not self.http10 and status >= 200 and status != 204
+            and status != 304 and self.method != HEAD and raw.startswith(b"HTTP/1.1 ")
         ):
-            # The chunk begins with this response's head, byte for byte what we would rebuild (same
-            # status line and headers, all end-to-end, framed by Content-Length): send it as it came.
-            self.status = status
-            self.resp_started = True
-            if len(raw) == size + int(length):  # llhttp let through only digits (and trailing blanks)
-                self.client.write(raw)  # the whole response is this chunk: one write, nothing joined
-                self.resp_mode = RESP_NONE  # its body went out with the head; on_body drops its copy
+            # The common case: a head we would pass on unchanged (all end-to-end headers, framed by
+            # Content-Length) is forwarded as the replica sent it, body too if it came in this chunk.
+            length: bytes | None = None
+            for name, value in headers:
+                lname = name.lower()
+                if lname in RESPONSE_HOP:
+                    break
+                if lname == b"content-length":
+                    length = value
             else:
-                self.client.write(raw[:size])
-                self.resp_mode = RESP_RAW
-            return
+                # llhttp requires CRLF line ends and no folding, so the head ends at the first blank
+                # line. Exactly one line per header, plus the status line and that blank line, before
+                # it proves the chunk begins with this response's head and holds all of it (not an
+                # interim response's, nor the tail of a head split across chunks).
+                end = raw.find(b"\r\n\r\n") + 4
+                if (
+                    length is not None and raw.count(b"\r\n", 0, end) == len(headers) + 2
+                    and raw[9:12] == b"%d" % status
+                ):
+                    self.status = status
+                    self.resp_started = True
+                    if len(raw) == end + int(length):  # llhttp let through only digits (and blanks)
+                        self.client.send(raw)  # the whole response is this chunk: one write, nothing joined
+                        self.resp_mode = RESP_NONE  # its body went out with the head; on_body drops its copy
+                    else:
+                        self.client.write(raw[:end])
+                        self.resp_mode = RESP_RAW
+                    return
+        line = status_line(status, phrase)
         parts = [line]
         has_length = False
         te: bytes | None = None
@@ -540,29 +550,33 @@ class Exchange:
 
     # ----- bookkeeping
     def _record(self) -> None:
+        """Its latency into the endpoint's figures, and its access line (kept as this object, read at
+        the next tick) unless the tick's lines are full: then it is only counted."""
         self.recorded = True
         ep = self.ep
         if ep is None:
             return
-        gw = self.client.gw
-        now = perf_counter()
-        ms = (now - self.t0) * 1000.0
-        ep.stats.observe(self.status, ms)
+        ms = self.ms = (perf_counter() - self.t0) * 1000.0
+        st = ep.stats
+        if self.status >= 500:
+            st.errors_total += 1
+        st.pending.append(ms)
         up = self.up
         if up is not None:
             up.stats.requests_total += 1
+        gw = self.client.gw
         access = gw.access
         if len(access) < gw.access_cap:
-            access.append((gw.wall_offset + now, ep.name, up.id if up else None, self.method, self.url, self.status, ms))
+            access.append(self)
         else:
             dropped = gw.access_dropped
             dropped[ep.name] = dropped.get(ep.name, 0) + 1
 
     def _finish(self) -> None:
         self.done = True
-        gw = self.client.gw
+        client = self.client
         if self.waiting:
-            gw.unwait(self)
+            client.gw.unwait(self)
         ep = self.ep
         if ep is not None:
             if not self.recorded:
@@ -573,9 +587,10 @@ class Exchange:
             up.stats.inflight -= 1
             pool = up.pool
             pool.inflight -= 1
+            gw = client.gw
             if gw.nwaiting:
                 gw.slot_freed(pool)  # a request waiting for this replica may go now
-        self.client.finished(self)
+        client.finished(self)
 
 
 class UpstreamConn(Conn):

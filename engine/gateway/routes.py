@@ -41,7 +41,7 @@ class Upstream:
 class Endpoint:
     __slots__ = (
         "name", "label", "domains", "port", "requires_proxy_auth", "state", "hold_s", "upstreams", "stats",
-        "max_inputs", "timeout", "params", "parent", "values", "max_variants",
+        "max_inputs", "timeout", "params", "parent", "values", "max_variants", "plain",
     )
 
     def __init__(
@@ -79,6 +79,8 @@ class Endpoint:
         self.parent = parent  # on a parameter set's entry: the endpoint whose label it answers to
         self.values = values  # on a parameter set's entry: its values (JSON form)
         self.max_variants = max_variants
+        # Nothing to check before picking a replica: Gateway.route takes its short path.
+        self.plain = not requires_proxy_auth and params is None and state != "stopped"
 
     def pick(self) -> Upstream | None:
         """The upstream whose replica has the fewest requests in flight (the first on a tie), or None

@@ -84,7 +84,7 @@ class ClientConn(Conn):
         self.head_bytes = 0  # bytes received for it, beyond the first chunk (see data_received)
         self.head_partial = False
         self.requests = 0
-        self.forwarded = b"x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n"  # see Exchange._build_head
+        self.forwarded = b"x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n"  # see on_headers_complete
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -240,14 +240,26 @@ class ClientConn(Conn):
         is_upgrade = upgrade is not None and parser.should_upgrade()
         if is_upgrade:
             fwd.extend((b"upgrade: ", upgrade, CRLF, b"connection: upgrade\r\n"))  # type: ignore[arg-type]
+        if xff is None:
+            fwd.append(self.forwarded)  # the same two lines for every request of a connection
+        else:
+            fwd.append(b"x-forwarded-for: %b, %b\r\nx-forwarded-proto: http\r\n" % (xff, self.peer_ip))
+        if host:
+            fwd += (b"x-forwarded-host: ", host, CRLF)
         ex = Exchange(
-            self, method, self.url, host, http10,
-            parser.should_keep_alive() and not is_upgrade, is_upgrade, expect and body != BODY_NONE, body,
-            fwd, xff, key, secret, perf_counter(),
+            self, method, self.url, host, http10, parser.should_keep_alive() and not is_upgrade, body, fwd,
+            perf_counter(),
         )
         self.cur = ex
         if is_upgrade:
+            ex.upgrade = True
             self.upgrading = ex
+        if expect and body != BODY_NONE:
+            ex.expect = True
+        if key is not None:
+            ex.auth_key = key
+        if secret is not None:
+            ex.auth_secret = secret
         if self.active is None:
             self.active = ex
             self.gw.route(ex)
@@ -417,7 +429,7 @@ class Gateway:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.batching = False
         self.dirty: list[Conn] = []
-        self.access: list[tuple[Any, ...]] = []
+        self.access: list[Exchange] = []  # finished requests whose access lines go out at the next tick
         self.access_cap = ACCESS_CAP
         self.access_dropped: dict[str, int] = {}  # endpoint -> requests past ACCESS_CAP this tick
         self.wall_offset = time.time() - time.perf_counter()  # request times are perf_counter()
@@ -438,34 +450,50 @@ class Gateway:
 
     def route(self, ex: Exchange) -> None:
         name = ex.client.endpoint
-        if name is not None:
-            ep = self.table.endpoints.get(name)
-            if ep is None:
+        if name is None:
+            target = self._host_cache.get(ex.host)
+            if target is None:
+                target = self._resolve_host(ex)
+                if target is None:
+                    return
+            if target is _BARE:
+                self.page(ex)
+                return
+            ep: Endpoint = target
+        else:
+            found = self.table.endpoints.get(name)
+            if found is None:
                 ex.reply(404, f"mwtui: endpoint {name} is no longer served\n".encode())
                 return
-            self.proxy(ex, ep)
-            return
-        host = ex.host
-        cache = self._host_cache
-        target = cache.get(host)
-        if target is None:
-            key = host_key(host)
-            # No Host at all is only possible in HTTP/1.0 (the parser refuses it in 1.1): no browser.
-            target = _BARE if not key or is_loopback_host(key) else self.table.by_host.get(key)
-            if target is None:
-                ex.reply(404, pages.unknown_host(self.view(), host))
-                return
-            if len(cache) >= HOST_CACHE_MAX:
-                cache.clear()
-            cache[host] = target
-        if target is _BARE:
-            self.page(ex)
-        else:
-            self.proxy(ex, target)
-
-    def proxy(self, ex: Exchange, ep: Endpoint) -> None:
+            ep = found
         ex.ep = ep
         ep.stats.inflight += 1
+        if ep.plain and not self.nwaiting:  # the common case, in short: see proxy()
+            up = ep.pick()
+            if up is not None:
+                ex.attach(up)
+                return
+        self.proxy(ex, ep)
+
+    def _resolve_host(self, ex: Exchange) -> Any:
+        """The endpoint (or _BARE) for a Host header not seen yet; None once answered with a 404."""
+        host = ex.host
+        key = host_key(host)
+        # No Host at all is only possible in HTTP/1.0 (the parser refuses it in 1.1): no browser.
+        target = _BARE if not key or is_loopback_host(key) else self.table.by_host.get(key)
+        if target is None:
+            ex.reply(404, pages.unknown_host(self.view(), host))
+            return None
+        cache = self._host_cache
+        if len(cache) >= HOST_CACHE_MAX:
+            cache.clear()
+        cache[host] = target
+        return target
+
+    def proxy(self, ex: Exchange, ep: Endpoint) -> None:
+        """Everything between a request's endpoint and a replica: proxy auth, a stopped endpoint, the
+        parameter set of a parametrized class, and waiting (none ready, all at max_inputs, or others
+        waiting ahead of it). `ex` already counts as in flight at `ep`."""
         if ep.requires_proxy_auth:
             key, secret = ex.auth_key, ex.auth_secret
             if not key or not secret:
@@ -846,12 +874,14 @@ class Gateway:
         assert control is not None
         control.emit({"type": "metrics", "endpoints": out}, droppable=True)
         if self.access or self.access_dropped:
+            offset = self.wall_offset
             lines = [
                 {
-                    "t": round(t, 3), "endpoint": ep, "upstream": up, "method": method.decode("latin-1"),
-                    "path": url.decode("latin-1"), "status": status, "ms": round(ms, 2),
+                    "t": round(offset + ex.t0 + ex.ms / 1000.0, 3), "endpoint": ex.ep.name,  # type: ignore[union-attr]
+                    "upstream": ex.up.id if ex.up else None, "method": ex.method.decode("latin-1"),
+                    "path": ex.url.decode("latin-1"), "status": ex.status, "ms": round(ex.ms, 2),
                 }
-                for t, ep, up, method, url, status, ms in self.access
+                for ex in self.access
             ]
             msg: dict[str, Any] = {"type": "access", "lines": lines}
             if self.access_dropped:
