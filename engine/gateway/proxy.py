@@ -32,8 +32,9 @@ PAUSE_BUFFER = 4  # request bytes are piling up while no upstream connection is 
 BUFFER_LIMIT = 256 * 1024
 CONNECT_TIMEOUT = 10.0
 # Reuse idle connections only while younger than the replica's keep-alive timeout (uvicorn 5 s,
-# gunicorn 2 s), so that we rarely pick one it is closing.
-POOL_IDLE_S = 1.5
+# gunicorn 2 s), so that we rarely pick one it is closing. The gateway's sweep retires them, so one
+# may live up to a sweep interval (at most 0.5 s) longer.
+POOL_IDLE_S = 1.0
 POOL_MAX_IDLE = 256
 
 BODY_NONE, BODY_LENGTH, BODY_CHUNKED = 0, 1, 2  # request body framing
@@ -44,6 +45,8 @@ HEAD = b"HEAD"
 # Methods a client may repeat without asking (RFC 9110 §9.2.2): only these are retried on a fresh
 # connection when a pooled one turns out to be closed.
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+# How a response head we may pass on as it came begins (llhttp allows only three-digit statuses).
+STATUS_PREFIX = {status: b"HTTP/1.1 %d " % status for status in range(100, 1000)}
 
 
 class Reject(ValueError):
@@ -325,7 +328,7 @@ class Exchange:
         raw = conn.chunk
         if (
             raw is not None and self.keep_alive and not self.http10 and status >= 200 and status != 204
-            and status != 304 and self.method != HEAD and raw.startswith(b"HTTP/1.1 ")
+            and status != 304 and self.method != HEAD and raw.startswith(STATUS_PREFIX[status])
         ):
             # The common case: a head we would pass on unchanged (all end-to-end headers, framed by
             # Content-Length) is forwarded as the replica sent it, body too if it came in this chunk.
@@ -342,10 +345,7 @@ class Exchange:
                 # it proves the chunk begins with this response's head and holds all of it (not an
                 # interim response's, nor the tail of a head split across chunks).
                 end = raw.find(b"\r\n\r\n") + 4
-                if (
-                    length is not None and raw.count(b"\r\n", 0, end) == len(headers) + 2
-                    and raw[9:12] == b"%d" % status
-                ):
+                if length is not None and raw.count(b"\r\n", 0, end) == len(headers) + 2:
                     self.status = status
                     self.resp_started = True
                     if len(raw) == end + int(length):  # llhttp let through only digits (and blanks)
@@ -654,7 +654,9 @@ class UpstreamConn(Conn):
                     ex.resp_end()
         finally:
             self.chunk = None
-            gw.flush_dirty()
+            gw.batching = False
+            if gw.dirty:
+                gw.flush_dirty()
 
     # httptools callbacks. No on_message_begin: the per-response state is reset once its head has
     # been read (below), which saves a callback per response; nothing reads it in between.
@@ -737,15 +739,13 @@ class UpstreamPool:
         self._factory: Callable[[], UpstreamConn] = lambda: UpstreamConn(gw, self)
 
     def acquire(self) -> UpstreamConn | None:
+        """The most recently used idle connection. No clock here: the gateway's sweep retires the
+        ones idle too long (`retire_idle`)."""
         idle = self.idle
-        if not idle:
-            return None
-        now = self.gw.loop.time()
         while idle:
             conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < POOL_IDLE_S:
+            if not conn.closed:
                 return conn
-            conn.close()
         return None
 
     def release(self, conn: UpstreamConn) -> None:
@@ -754,8 +754,20 @@ class UpstreamPool:
             return
         if conn.paused:
             conn.resume(PAUSE_PEER)
-        conn.idle_since = self.gw.loop.time()
+        conn.idle_since = self.gw.now  # the sweep's clock: never later than now, so never kept too long
         self.idle.append(conn)
+
+    def retire_idle(self, now: float) -> None:
+        """Close idle connections older than POOL_IDLE_S (they are oldest first)."""
+        idle = self.idle
+        n = 0
+        for conn in idle:
+            if now - conn.idle_since < POOL_IDLE_S:
+                break
+            conn.close()
+            n += 1
+        if n:
+            del idle[:n]
 
     def forget(self, conn: UpstreamConn) -> None:
         try:

@@ -57,7 +57,7 @@ _BARE = object()  # host-cache marker: mwtui's own pages
 class ClientConn(Conn):
     """One client connection: HTTP/1.1 keep-alive, pipelining answered in order, or a tunnel."""
 
-    __slots__ = ("parser", "endpoint", "peer_ip", "url", "headers", "head_size", "cur", "active", "queue",
+    __slots__ = ("parser", "endpoint", "peer_ip", "url", "headers", "cur", "active", "queue",
                  "tunnel", "upgrading", "write_paused", "last", "broken", "_draining", "dead", "in_head",
                  "head_t0", "head_bytes", "head_partial", "requests", "forwarded")
 
@@ -68,7 +68,6 @@ class ClientConn(Conn):
         self.peer_ip = b"127.0.0.1"
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self.head_size = 0
         self.cur: Exchange | None = None  # the request whose body is being parsed
         self.active: Exchange | None = None  # the request whose response is being written
         self.queue: deque[Exchange] = deque()  # pipelined requests waiting for `active`
@@ -135,7 +134,9 @@ class ClientConn(Conn):
             log_bug("handling a request")
             self.fail(400, MALFORMED)
         finally:
-            gw.flush_dirty()
+            gw.batching = False
+            if gw.dirty:
+                gw.flush_dirty()
 
     def parse_error(self, e: HttpParserError) -> None:
         cause = e.__context__
@@ -149,34 +150,29 @@ class ClientConn(Conn):
         else:
             self.fail(400, MALFORMED)
 
-    # ----- httptools callbacks
-    def on_message_begin(self) -> None:
-        self.url = b""
-        self.head_size = 0
-        self.in_head = True
-        self.head_bytes = 0
-        self.head_partial = True
-
+    # ----- httptools callbacks. No on_message_begin: a request's first on_url begins it (a callback
+    # less per request; a client that stalls after the method alone is closed as an idle one is).
     def on_url(self, url: bytes) -> None:
-        self.url += url
-        if len(self.url) > MAX_HEAD:
+        if self.in_head:  # the target goes on in a later read
+            url = self.url = self.url + url
+        else:
+            self.in_head = True
+            self.url = url
+            self.head_bytes = 0
+            self.head_partial = True
+        if len(url) > MAX_HEAD:
             raise Reject(414, b"mwtui: request target longer than 64 KB\n")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Its size is checked once the head is complete (on_headers_complete): one read (at most
+        # 256 KB with uvloop) can pile up no more than that; data_received counts a head across reads.
         self.headers.append((name, value))
-        self.head_size += len(name) + len(value) + 4
-        if self.head_size + len(self.url) > MAX_HEAD:
-            raise Reject(431, b"mwtui: request headers larger than 64 KB\n")
 
     def on_headers_complete(self) -> None:
         self.in_head = False
         self.requests += 1
         parser = self.parser
         method = parser.get_method()
-        version = parser.get_http_version()
-        http10 = version == "1.0"
-        if not http10 and version != "1.1":
-            raise Reject(505, b"mwtui: only HTTP/1.0 and HTTP/1.1 are served here\n")
         headers = self.headers
         host = b""
         hosts = 0
@@ -189,8 +185,11 @@ class ClientConn(Conn):
         length: bytes | None = None
         expect = False
         body = BODY_NONE
-        fwd = [method, b" ", self.url, b" HTTP/1.1\r\n"]
+        url = self.url
+        fwd = [method, b" ", url, b" HTTP/1.1\r\n"]
+        size = len(url)
         for name, value in headers:
+            size += len(name) + len(value) + 4
             lname = name.lower()
             if lname not in REQUEST_SPECIAL:
                 fwd.extend((name, b": ", value, CRLF))
@@ -223,6 +222,18 @@ class ClientConn(Conn):
             # the rest (keep-alive, te, trailer, proxy-connection, x-forwarded-proto/-host,
             # x-mwtui-endpoint) is hop-by-hop or ours to set
         headers.clear()
+        if size > MAX_HEAD:
+            raise Reject(431, b"mwtui: request headers larger than 64 KB\n")
+        # llhttp takes only HTTP/0.9, 1.0, 1.1 and 2.0 (see test_gateway_limits); with no Connection
+        # header, keep-alive by default means 1.1, which spares get_http_version's string formatting.
+        keep_alive = parser.should_keep_alive()
+        if connection is None and keep_alive:
+            http10 = False
+        else:
+            version = parser.get_http_version()
+            http10 = version == "1.0"
+            if not http10 and version != "1.1":
+                raise Reject(505, b"mwtui: only HTTP/1.0 and HTTP/1.1 are served here\n")
         # Framing and routing ambiguities a proxy must refuse (RFC 9112 §3.2, §6.1): they are how
         # requests get smuggled past one parser to another. llhttp already refuses CL with TE.
         if hosts != 1 and (hosts or not http10):
@@ -246,10 +257,7 @@ class ClientConn(Conn):
             fwd.append(b"x-forwarded-for: %b, %b\r\nx-forwarded-proto: http\r\n" % (xff, self.peer_ip))
         if host:
             fwd += (b"x-forwarded-host: ", host, CRLF)
-        ex = Exchange(
-            self, method, self.url, host, http10, parser.should_keep_alive() and not is_upgrade, body, fwd,
-            perf_counter(),
-        )
+        ex = Exchange(self, method, url, host, http10, keep_alive and not is_upgrade, body, fwd, perf_counter())
         self.cur = ex
         if is_upgrade:
             ex.upgrade = True
@@ -377,7 +385,9 @@ class ClientConn(Conn):
         except Exception:
             log_bug("after a client closed")
         finally:
-            gw.flush_dirty()
+            gw.batching = False
+            if gw.dirty:
+                gw.flush_dirty()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -433,6 +443,7 @@ class Gateway:
         self.access_cap = ACCESS_CAP
         self.access_dropped: dict[str, int] = {}  # endpoint -> requests past ACCESS_CAP this tick
         self.wall_offset = time.time() - time.perf_counter()  # request times are perf_counter()
+        self.now = loop.time()  # the sweep's clock, for what needs no finer one (idle upstream connections)
         self._host_cache: dict[bytes, Any] = {}
         self._ports_lock = asyncio.Lock()
         self._ports_again = False
@@ -830,7 +841,10 @@ class Gateway:
         path): a request past its endpoint's `timeout` gets 504; a request head not complete within
         --header-timeout gets 408; an idle keep-alive connection closes after --keepalive-timeout (a
         fresh one that never sent a byte, after --header-timeout); a half-closed one after LINGER_S."""
-        now = self.loop.time()
+        now = self.now = self.loop.time()
+        for pool in self.pools.values():
+            if pool.idle:
+                pool.retire_idle(now)
         pc = perf_counter()
         lim = self.limits
         header_t, idle_t = lim.header_timeout, lim.keepalive_timeout
