@@ -226,6 +226,18 @@ def test_keep_alive_reuse_to_upstream(gw: Gateway, tcp_upstream: Upstream) -> No
     assert len(peers) == 1
 
 
+def test_idle_upstream_connection_is_retired(gw: Gateway, tcp_upstream: Upstream) -> None:
+    """A pooled connection left idle past POOL_IDLE_S is closed by the sweep, not reused: the replica
+    may be closing it (gunicorn does after 2 s)."""
+    from mwtui.engine.gateway.proxy import POOL_IDLE_S
+
+    gw.routes(endpoint(upstreams=[up(tcp_upstream)]))
+    first = tuple(gw.get("demo-hello.localhost").json()["client"])
+    assert tuple(gw.get("demo-hello.localhost").json()["client"]) == first  # pooled meanwhile
+    time.sleep(POOL_IDLE_S + 0.6)  # past the bound plus one sweep interval (0.5 s at most)
+    assert tuple(gw.get("demo-hello.localhost").json()["client"]) != first
+
+
 def test_streaming_response_arrives_incrementally(gw: Gateway, unix_upstream: Upstream) -> None:
     gw.routes(endpoint(upstreams=[up(unix_upstream)]))
     key = os.urandom(4).hex()

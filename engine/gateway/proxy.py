@@ -279,11 +279,13 @@ class Exchange:
         up.stats.inflight += 1
         pool: UpstreamPool = up.pool
         pool.inflight += 1
-        conn = pool.acquire() if pool.idle else None
-        if conn is None:
-            pool.connect(self)
-        else:
-            self.bind(conn, True)
+        idle = pool.idle
+        while idle:  # the most recently used idle connection (the sweep retires old ones)
+            conn = idle.pop()
+            if not conn.closed:
+                self.bind(conn, True)
+                return
+        pool.connect(self)
 
     def bind(self, conn: UpstreamConn, reused: bool) -> None:
         self.conn = conn
@@ -737,16 +739,6 @@ class UpstreamPool:
         self.idle: list[UpstreamConn] = []
         self.closed = False
         self._factory: Callable[[], UpstreamConn] = lambda: UpstreamConn(gw, self)
-
-    def acquire(self) -> UpstreamConn | None:
-        """The most recently used idle connection. No clock here: the gateway's sweep retires the
-        ones idle too long (`retire_idle`)."""
-        idle = self.idle
-        while idle:
-            conn = idle.pop()
-            if not conn.closed:
-                return conn
-        return None
 
     def release(self, conn: UpstreamConn) -> None:
         if self.closed or conn.closed or len(self.idle) >= POOL_MAX_IDLE:

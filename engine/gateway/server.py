@@ -59,7 +59,7 @@ class ClientConn(Conn):
 
     __slots__ = ("parser", "endpoint", "peer_ip", "url", "headers", "cur", "active", "queue",
                  "tunnel", "upgrading", "write_paused", "last", "broken", "_draining", "dead", "in_head",
-                 "head_t0", "head_bytes", "head_partial", "requests", "forwarded")
+                 "head_t0", "head_bytes", "head_partial", "requests", "swept", "forwarded")
 
     def __init__(self, gw: Gateway, endpoint: str | None) -> None:
         super().__init__(gw)
@@ -74,7 +74,8 @@ class ClientConn(Conn):
         self.tunnel: UpstreamConn | None = None
         self.upgrading: Exchange | None = None
         self.write_paused = False
-        self.last = 0.0  # loop time the connection last became idle (opened, or a response ended)
+        self.last = 0.0  # loop time it was opened, began to linger, or (by the sweep) was seen idle
+        self.swept = 0  # `requests` as the sweep last saw it idle
         self.broken: bytes | None = None  # an error response to send once the requests before it are answered
         self._draining = False
         self.dead = False  # the parser failed or we are closing: further bytes are dropped
@@ -296,7 +297,10 @@ class ClientConn(Conn):
         ex = self.cur
         if ex is not None:
             self.cur = None
-            ex.req_end()
+            if ex.body == BODY_CHUNKED:
+                ex.req_end()
+            else:
+                ex.req_done = True  # all req_end does for a body framed by length, or none
 
     # ----- lifecycle
     def finished(self, ex: Exchange) -> None:
@@ -306,7 +310,6 @@ class ClientConn(Conn):
         if ex is not self.active:
             return
         self.active = None
-        self.last = self.gw.loop.time()
         if self.paused:  # resume() tests the reason itself; this saves the call on the common path
             self.resume(PAUSE_PEER)
         if not ex.keep_alive:
@@ -868,6 +871,11 @@ class Gateway:
             elif client.requests == 0:
                 if header_t and now - client.last > header_t:
                     client.close()  # nothing was asked: nothing to answer
+            elif client.swept != client.requests:
+                # Requests came since the last sweep, all answered by now: idle from here on (a sweep
+                # interval late at most, never early; finished() stamps no clock on the hot path).
+                client.swept = client.requests
+                client.last = now
             elif idle_t and now - client.last > idle_t:
                 client.close()
 
