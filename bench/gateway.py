@@ -6,7 +6,10 @@ Two apps, each under uvicorn on a TCP port (direct) and on a Unix socket (behind
 - a FastAPI hello (`@app.get("/")` returning a dict): the replica is the bottleneck;
 - a raw ASGI hello (a bare `async def app(scope, receive, send)`, no framework): the proxy is.
 The mwtui gateway and nginx (one worker, upstream keep-alive; config generated in a temp dir, run
-with `nginx -c FILE -g 'daemon off;'`) both front the same Unix-socket replicas. Runs
+with `nginx -c FILE -g 'daemon off;'`) both front the same Unix-socket replicas. For raw ASGI, nginx
+runs twice: bare, and "nginx+fwd" adding the X-Forwarded-For/-Proto/-Host headers the gateway adds (as
+Debian's proxy_params does): the same work, the same headers for the replica to parse. The target is
+judged against bare nginx, the stricter baseline; nginx+fwd shows what forwarding itself costs. Runs
 `wrk -t1 -c32 -d5s --latency` against every target, alternating, then `wrk -t1 -c1` (low load) for
 the added p50, and prints medians and the ratios: gateway/direct for FastAPI, gateway/nginx for raw
 ASGI, and gateway minus direct p50 at low load.
@@ -76,6 +79,16 @@ http {{
     server {{
         listen 127.0.0.1:{raw_port};
         location / {{ proxy_pass http://raw; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+    }}
+    server {{
+        listen 127.0.0.1:{raw_fwd_port};
+        location / {{
+            proxy_pass http://raw; proxy_http_version 1.1; proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;
+        }}
     }}
 }}
 '''
@@ -231,19 +244,20 @@ def main() -> int:
                 replicas[name] = r.pid
             gateway, gw_port = start_gateway(socks)
             procs.append(gateway)
-            nginx_ports = {name: free_port() for name in APPS}
+            nginx_ports = {name: free_port() for name in [*APPS, "raw_fwd"]}
             conf = folder / "nginx.conf"
             # As root, nginx's worker would switch to `nobody`, who cannot reach sockets in our 0700 temp dir.
             user = "user root;" if os.geteuid() == 0 else ""
             conf.write_text(NGINX.format(user=user, tmp=folder, fastapi_port=nginx_ports["fastapi"],
-                                         raw_port=nginx_ports["raw"]))
+                                         raw_port=nginx_ports["raw"], raw_fwd_port=nginx_ports["raw_fwd"]))
             nginx = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(folder), "-g", "daemon off;"],
                                      start_new_session=True)
             procs.append(nginx)
             for name in APPS:
                 wait_connectable(socket.AF_UNIX, str(socks[name]))
                 wait_connectable(socket.AF_INET, ("127.0.0.1", direct_ports[name]))
-                wait_connectable(socket.AF_INET, ("127.0.0.1", nginx_ports[name]))
+            for port in nginx_ports.values():
+                wait_connectable(socket.AF_INET, ("127.0.0.1", port))
 
             # name -> (url, Host header, {process label: pid whose tree we time})
             targets: dict[str, tuple[str, str | None, dict[str, int]]] = {}
@@ -255,6 +269,10 @@ def main() -> int:
                     {"proxy": gateway.pid, "uvicorn": replicas[name]})
                 targets[f"{title} via nginx"] = (
                     f"http://127.0.0.1:{nginx_ports[name]}/", None, {"proxy": nginx.pid, "uvicorn": replicas[name]})
+            # nginx doing the gateway's forwarding too (the X-Forwarded-* lines of Debian's proxy_params):
+            # the same work on both sides, and the same headers for the replica to parse.
+            targets["raw ASGI via nginx+fwd"] = (
+                f"http://127.0.0.1:{nginx_ports['raw_fwd']}/", None, {"proxy": nginx.pid, "uvicorn": replicas["raw"]})
             for url, host, _ in targets.values():
                 warm(url, host)
 
@@ -306,17 +324,18 @@ def main() -> int:
         ("FastAPI gateway/direct req/s", ratio("FastAPI via gateway", "FastAPI direct (tcp)"), ">= 1.00", 1.0),
         ("FastAPI gateway/nginx req/s", ratio("FastAPI via gateway", "FastAPI via nginx"), "", None),
         ("raw ASGI gateway/nginx req/s", ratio("raw ASGI via gateway", "raw ASGI via nginx"), ">= 0.90", 0.9),
+        ("raw ASGI gateway/nginx+fwd req/s", ratio("raw ASGI via gateway", "raw ASGI via nginx+fwd"), "", None),
         ("raw ASGI gateway/direct req/s", ratio("raw ASGI via gateway", "raw ASGI direct (tcp)"), "", None),
     ]
     print()
     for label, value, target, floor in checks:
         verdict = "" if floor is None else ("  met" if value >= floor else "  NOT met")
-        print(f"{label:<32} {value:6.2f}  {target}{verdict}")
+        print(f"{label:<36} {value:6.2f}  {target}{verdict}")
     for title in ("FastAPI", "raw ASGI"):
         gw = added(f"{title} via gateway", f"{title} direct (tcp)")
         ng = added(f"{title} via nginx", f"{title} direct (tcp)")
         verdict = "met" if gw < 0.3 else "NOT met"
-        print(f"{title + ' added p50 at -c1':<32} gateway {gw * 1000:+.0f} us (< 300: {verdict}), "
+        print(f"{title + ' added p50 at -c1':<36} gateway {gw * 1000:+.0f} us (< 300: {verdict}), "
               f"nginx {ng * 1000:+.0f} us")
     if any(r[2] for rs in results.values() for r in rs):
         print("some responses were not 2xx/3xx: the figures are not valid", file=sys.stderr)
