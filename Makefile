@@ -12,20 +12,27 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test,demo]'
+	$(BIN)/pip install -q -e '.[test,demo,native]'
 	touch $(STAMP)
 
-run: $(STAMP)
+# The gateway's hot path compiled with mypyc (engine/gateway/native.py), rebuilt when its sources
+# change. If it cannot be built the gateway runs from its sources, slower, and says so.
+NATIVE_SRC := $(addprefix engine/gateway/,wire.py metrics.py routes.py proxy.py server.py native.py)
+NATIVE := engine/gateway/_native.sha256
+$(NATIVE): $(NATIVE_SRC) | $(STAMP)
+	$(BIN)/python -m mwtui.engine.gateway --compile || true
+
+run: $(STAMP) $(NATIVE)
 	$(BIN)/mwtui $(APP)
 
-test: $(STAMP)
+test: $(STAMP) $(NATIVE)
 	$(BIN)/ruff check engine tui tests bench
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check engine tui tests bench
 
-bench: $(STAMP)
+bench: $(STAMP) $(NATIVE)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	command -v nginx >/dev/null || (apt-get update -qq && apt-get install -y -qq nginx)
 	$(BIN)/python bench/gateway.py
@@ -36,4 +43,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/idle.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache engine/gateway/*.so $(NATIVE)

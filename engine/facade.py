@@ -233,6 +233,9 @@ class Engine:
         if manifest.error and not (self.wait_for_fix and self.reload_enabled):
             raise LoadFailed(manifest.error)
         await self.gateway.start()
+        if self.gateway.native is False:
+            self._say("the gateway runs from its sources, spending more CPU per request than compiled: "
+                      "`make` (or `python -m mwtui.engine.gateway --compile`) compiles it")
         self._first_sources = manifest.sources
         if manifest.error:  # wait for a good save: the error shows, the first fix brings endpoints up
             self.load_error = manifest.error

@@ -57,6 +57,7 @@ class GatewayLink:
         self.port: int | None = None
         self.endpoint_ports: dict[str, int] = {}
         self.open_files: int | None = None  # the gateway's open-file limit, as it reported it
+        self.native: bool | None = None  # whether it runs its compiled hot path (engine/gateway/native.py)
         self.proc: asyncio.subprocess.Process | None = None
         self.restarts = 0
         self._reader: asyncio.Task[None] | None = None
@@ -118,6 +119,7 @@ class GatewayLink:
             kind = msg.get("type")
             if kind == "listening" and not listening.done():
                 self.open_files = msg.get("open_files")
+                self.native = msg.get("native")
                 listening.set_result(int(msg["port"]))
             elif kind == "ports":
                 self.endpoint_ports = {k: int(v) for k, v in msg.get("endpoints", {}).items()}

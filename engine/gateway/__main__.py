@@ -48,8 +48,16 @@ def main(argv: list[str] | None = None) -> int:
         "--tokens", default=None, metavar="FILE",
         help="proxy-auth token file (default $MWTUI_HOME/tokens.json, MWTUI_HOME defaulting to ~/.config/mwtui)",
     )
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="compile the gateway's hot path with mypyc (less CPU per request), then exit",
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.compile:
+        from .native import compile_here
+
+        return compile_here()
     open_files = raise_open_files()
 
     from .auth import load_token_check

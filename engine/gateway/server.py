@@ -15,13 +15,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from time import perf_counter
-from typing import Any
+from typing import Any, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from ..params import ParamError, from_query, variant_name
 from ..ports import port_holder
-from . import pages
+from . import native, pages
 from .auth import TokenCheck, load_token_check
 from .control import Control
 from .limits import MAX_HEAD, Limits
@@ -100,8 +100,9 @@ class ClientConn(Conn):
         if tunnel is not None:
             tunnel.write(data)
             return
-        if self.upgrading is not None:
-            self.upgrading.upgrade_data(data)
+        upgrading = self.upgrading  # a local: narrowing the attribute would outlive the callbacks below
+        if upgrading is not None:
+            upgrading.upgrade_data(data)
             return
         if self.dead:
             return
@@ -115,15 +116,15 @@ class ClientConn(Conn):
                 # chunk the head began in (it may hold the end of the previous request).
                 if self.head_partial:
                     self.head_partial = False
-                    # Stamped here rather than in on_message_begin: only a head left incomplete needs
-                    # it (for --header-timeout), and loop.time() is the same within one callback.
+                    # Stamped here rather than in on_url: only a head left incomplete needs it (for
+                    # --header-timeout), and loop.time() is the same within one callback.
                     self.head_t0 = gw.loop.time()
                 else:
                     self.head_bytes += len(data)
                     if self.head_bytes > MAX_HEAD:
                         self.fail(431, b"mwtui: request headers larger than 64 KB\n")
         except HttpParserUpgrade as e:
-            ex = self.upgrading
+            ex = self.upgrading  # set by the callbacks of this very feed
             tail = data[e.args[0]:]
             if ex is not None and tail:
                 ex.upgrade_data(tail)
@@ -403,6 +404,12 @@ class ClientConn(Conn):
         ex = self.active
         if ex is not None and ex.conn is not None:
             ex.conn.resume(PAUSE_PEER)
+
+
+def _sockets(server: asyncio.Server) -> Any:
+    """uvloop gives a list where typeshed says tuple: read it untyped (compiled, a wrong declared
+    type is a TypeError)."""
+    return cast(Any, server).sockets
 
 
 class OwnListener:
@@ -722,8 +729,8 @@ class Gateway:
             print(f"mwtui gateway: routes: {w}", file=sys.stderr)
         # Pools by address, shared by every endpoint a replica serves; drop those no route uses.
         used: set[str] = set()
-        for pool in self.pools.values():
-            pool.endpoints = []
+        for old in self.pools.values():
+            old.endpoints = []
         for ep in table.endpoints.values():
             for up in ep.upstreams:
                 pool = self.pools.get(up.address)
@@ -753,7 +760,7 @@ class Gateway:
 
     async def listen_main(self, port: int) -> asyncio.Server:
         server = await self.loop.create_server(self.client_factory(None), self.host, port, backlog=2048)
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = _sockets(server)[0].getsockname()[1]
         return server
 
     async def reconcile_ports(self) -> None:
@@ -799,7 +806,7 @@ class Gateway:
             except OSError as e:
                 first_error = first_error or e
                 continue
-            actual = server.sockets[0].getsockname()[1]
+            actual = _sockets(server)[0].getsockname()[1]
             warning = None
             if candidate != port:
                 assert first_error is not None
@@ -948,8 +955,11 @@ async def serve(
         print(f"mwtui gateway: {message}", file=sys.stderr)
         return 2
     await control.open()
-    sock_host = server.sockets[0].getsockname()[0]
-    control.emit({"type": "listening", "host": host or sock_host, "port": gw.port, "open_files": open_files})
+    sock_host = _sockets(server)[0].getsockname()[0]
+    control.emit({
+        "type": "listening", "host": host or sock_host, "port": gw.port, "open_files": open_files,
+        "native": native.running_compiled(),
+    })
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, finish, 0)
