@@ -10,12 +10,12 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections import deque
 from itertools import chain
-from typing import Any
+from typing import Any, Final
 
 # Histogram bounds in ms for /metrics (Prometheus wants cumulative buckets; we keep plain counts).
-LATENCY_BOUNDS_MS: tuple[float, ...] = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
-SAMPLES_PER_TICK = 2048  # latency samples kept per tick for the percentiles; beyond that, an even spread
-WINDOW_TICKS = 10  # p50/p95 and rps look at the last WINDOW_TICKS ticks (5 s at 0.5 s)
+LATENCY_BOUNDS_MS: Final[tuple[float, ...]] = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
+SAMPLES_PER_TICK: Final = 2048  # latency samples kept per tick for the percentiles; beyond that, an even spread
+WINDOW_TICKS: Final = 10  # p50/p95 and rps look at the last WINDOW_TICKS ticks (5 s at 0.5 s)
 
 
 class UpstreamStats:

@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
@@ -25,28 +25,33 @@ if TYPE_CHECKING:
     from .server import ClientConn, Gateway
 
 # Why a connection's reading is paused; reading resumes when no reason is left.
-PAUSE_PEER = 1  # the other side's transport buffer is full
-PAUSE_PIPELINE = 2  # a pipelined request waits for the response before it
-PAUSE_BUFFER = 4  # request bytes are piling up while no upstream connection is attached yet
+PAUSE_PEER: Final = 1  # the other side's transport buffer is full
+PAUSE_PIPELINE: Final = 2  # a pipelined request waits for the response before it
+PAUSE_BUFFER: Final = 4  # request bytes are piling up while no upstream connection is attached yet
 
-BUFFER_LIMIT = 256 * 1024
-CONNECT_TIMEOUT = 10.0
+BUFFER_LIMIT: Final = 256 * 1024
+CONNECT_TIMEOUT: Final = 10.0
 # Reuse idle connections only while younger than the replica's keep-alive timeout (uvicorn 5 s,
 # gunicorn 2 s), so that we rarely pick one it is closing. The gateway's sweep retires them, so one
 # may live up to a sweep interval (at most 0.5 s) longer.
-POOL_IDLE_S = 1.0
-POOL_MAX_IDLE = 256
+POOL_IDLE_S: Final = 1.0
+POOL_MAX_IDLE: Final = 256
 
-BODY_NONE, BODY_LENGTH, BODY_CHUNKED = 0, 1, 2  # request body framing
-RESP_NONE, RESP_RAW, RESP_CHUNKED = 0, 1, 2  # response body framing towards the client
-CLOSE, HALF_CLOSE = 1, 2  # how a connection ends once its writes are out: see Conn.close
+BODY_NONE: Final = 0  # request body framing
+BODY_LENGTH: Final = 1
+BODY_CHUNKED: Final = 2
+RESP_NONE: Final = 0  # response body framing towards the client
+RESP_RAW: Final = 1
+RESP_CHUNKED: Final = 2
+CLOSE: Final = 1  # how a connection ends once its writes are out: see Conn.close
+HALF_CLOSE: Final = 2
 
-HEAD = b"HEAD"
+HEAD: Final = b"HEAD"
 # Methods a client may repeat without asking (RFC 9110 §9.2.2): only these are retried on a fresh
 # connection when a pooled one turns out to be closed.
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 # How a response head we may pass on as it came begins (llhttp allows only three-digit statuses).
-STATUS_PREFIX = {status: b"HTTP/1.1 %d " % status for status in range(100, 1000)}
+STATUS_PREFIX: Final = {status: b"HTTP/1.1 %d " % status for status in range(100, 1000)}
 
 
 class Reject(ValueError):

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 from ..params import TYPES, ParamError, ParamSpec, from_query, query_of, variant_name
 from .metrics import EndpointStats, Metrics, UpstreamStats
 
 # The hosts that mean "mwtui itself" on the main listener, whatever the port. Only loopback names:
 # a web page that rebinds its own DNS name to 127.0.0.1 still sends that name, and gets a 404.
-BARE_HOSTS = frozenset({b"localhost", b"127.0.0.1", b"[::1]", b"::1"})
-STATES = frozenset({"starting", "running", "idle", "stopped", "failed"})
-DISPATCH_HEADER = b"x-mwtui-endpoint"
-MAX_VARIANTS = 32  # parameter sets of one class endpoint served at once, unless the routes say otherwise
+BARE_HOSTS: Final = frozenset({b"localhost", b"127.0.0.1", b"[::1]", b"::1"})
+STATES: Final = frozenset({"starting", "running", "idle", "stopped", "failed"})
+DISPATCH_HEADER: Final = b"x-mwtui-endpoint"
+MAX_VARIANTS: Final = 32  # parameter sets of one class endpoint served at once, unless the routes say otherwise
 
 
 class RouteError(ValueError):

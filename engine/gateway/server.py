@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from time import perf_counter
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
@@ -43,13 +43,13 @@ from .proxy import (
 from .routes import Endpoint, RouteError, RouteTable, build_table, carry_variants, host_key, is_loopback_host
 from .wire import CRLF, HTML, JSON, PROMETHEUS, REQUEST_SPECIAL, response
 
-TICK_S = 0.5
-LINGER_S = 5.0  # a half-closed connection is closed outright after this (nginx's lingering_time is 30)
-MALFORMED = b"mwtui: malformed HTTP request\n"
-RETRY_AFTER = b"retry-after: 5\r\n"
-ACCESS_CAP = 1000  # access lines per tick; beyond that they are counted per endpoint, not sent
-HOST_CACHE_MAX = 1024
-OWN_PORT_TRIES = 20
+TICK_S: Final = 0.5
+LINGER_S: Final = 5.0  # a half-closed connection is closed outright after this (nginx's lingering_time is 30)
+MALFORMED: Final = b"mwtui: malformed HTTP request\n"
+RETRY_AFTER: Final = b"retry-after: 5\r\n"
+ACCESS_CAP: Final = 1000  # access lines per tick; beyond that they are counted per endpoint, not sent
+HOST_CACHE_MAX: Final = 1024
+OWN_PORT_TRIES: Final = 20
 
 _BARE = object()  # host-cache marker: mwtui's own pages
 

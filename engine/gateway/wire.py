@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import Final
 
-TEXT = b"text/plain; charset=utf-8"
-HTML = b"text/html; charset=utf-8"
-JSON = b"application/json"
-PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
+TEXT: Final = b"text/plain; charset=utf-8"
+HTML: Final = b"text/html; charset=utf-8"
+JSON: Final = b"application/json"
+PROMETHEUS: Final = b"text/plain; version=0.0.4; charset=utf-8"
 
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-CHUNK_END = b"0\r\n\r\n"
-CRLF = b"\r\n"
+CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+CHUNK_END: Final = b"0\r\n\r\n"
+CRLF: Final = b"\r\n"
 
 # Request headers never copied to the upstream as they came: hop-by-hop ones (RFC 9110 §7.6.1),
 # the ones we answer or rewrite ourselves, and the dispatch header a client must not be able to forge.
-REQUEST_SPECIAL = frozenset({
+REQUEST_SPECIAL: Final = frozenset({
     b"host", b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
     b"upgrade", b"expect", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
     b"x-mwtui-endpoint", b"content-length", b"modal-key", b"modal-secret",
 })
 # Response headers dropped on the way back: framing is ours to decide on the client connection.
-RESPONSE_HOP = frozenset({
+RESPONSE_HOP: Final = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
 })
 
@@ -68,4 +69,4 @@ def response(
     ))
 
 
-BAD_REQUEST = response(400, b"mwtui: malformed HTTP request\n", close=True)
+BAD_REQUEST: Final = response(400, b"mwtui: malformed HTTP request\n", close=True)
