@@ -37,6 +37,7 @@ bench: $(STAMP) $(NATIVE)
 	command -v nginx >/dev/null || (apt-get update -qq && apt-get install -y -qq nginx)
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/gateway_floor.py
+	$(BIN)/python bench/gateway_inproc.py
 	$(BIN)/python bench/replica_start.py
 	$(BIN)/python bench/reload.py
 	$(BIN)/python bench/autoscale.py
