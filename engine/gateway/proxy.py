@@ -68,14 +68,21 @@ def log_bug(what: str) -> None:
     print(f"mwtui gateway: internal error {what}:\n{traceback.format_exc()}", file=sys.stderr)
 
 
+def _not_connected(data: bytes) -> None:
+    raise RuntimeError("no transport yet")
+
+
 class Conn(asyncio.Protocol):
     """A transport with batched writes and reasons to pause reading."""
 
-    __slots__ = ("gw", "transport", "out", "closed", "close_after", "paused")
+    __slots__ = ("gw", "transport", "twrite", "out", "closed", "close_after", "paused")
 
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
         self.transport: Any = None
+        # transport.write, bound once: compiled, a call through a stored bound method skips the
+        # method lookup by name that `self.transport.write(...)` makes on every call.
+        self.twrite: Callable[[bytes], object] = _not_connected
         self.out: list[bytes] = []
         self.closed = False
         self.close_after = 0  # CLOSE or HALF_CLOSE once asked for; nothing is written after that
@@ -99,13 +106,13 @@ class Conn(asyncio.Protocol):
             self.write(data)
             return
         try:
-            self.transport.write(data)
+            self.twrite(data)
         except (RuntimeError, OSError):
             self.closed = True
 
     def _send(self, data: bytes) -> None:
         try:
-            self.transport.write(data)
+            self.twrite(data)
         except (RuntimeError, OSError):
             # uvloop raises if the peer vanished before we heard of it; connection_lost follows.
             self.closed = True
@@ -115,7 +122,7 @@ class Conn(asyncio.Protocol):
         if out:
             if not self.closed:
                 try:  # _send, inlined: this runs twice per proxied request
-                    self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+                    self.twrite(out[0] if len(out) == 1 else b"".join(out))
                 except (RuntimeError, OSError):
                     self.closed = True
             out.clear()
@@ -603,13 +610,13 @@ class Exchange:
 class UpstreamConn(Conn):
     """One keep-alive connection to a replica; serves one exchange at a time."""
 
-    __slots__ = ("pool", "parser", "ex", "phrase", "rheaders", "status", "interim", "head_only",
-                 "close_delim", "reusable", "idle_since", "chunk")
+    __slots__ = ("pool", "parser", "feed", "p_status", "p_keep", "ex", "phrase", "rheaders", "status",
+                 "interim", "head_only", "close_delim", "reusable", "idle_since", "chunk")
 
     def __init__(self, gw: Gateway, pool: UpstreamPool) -> None:
         super().__init__(gw)
         self.pool = pool
-        self.parser = HttpResponseParser(self)
+        self._new_parser()
         self.ex: Exchange | None = None
         self.phrase = b""
         self.rheaders: list[tuple[bytes, bytes]] = []
@@ -621,8 +628,16 @@ class UpstreamConn(Conn):
         self.idle_since = 0.0
         self.chunk: bytes | None = None  # the bytes being parsed, for Exchange.resp_head's fast path
 
+    def _new_parser(self) -> None:
+        """A fresh parser, and its methods bound once (see Conn.twrite)."""
+        parser = self.parser = HttpResponseParser(self)
+        self.feed: Callable[[bytes], None] = parser.feed_data
+        self.p_status: Callable[[], int] = parser.get_status_code
+        self.p_keep: Callable[[], bool] = parser.should_keep_alive
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        self.twrite = transport.write  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
         ex = self.ex
@@ -636,7 +651,7 @@ class UpstreamConn(Conn):
         gw.batching = True
         self.chunk = data
         try:
-            self.parser.feed_data(data)
+            self.feed(data)
         except HttpParserUpgrade as e:
             if self.status == 101 and ex.upgrade and not ex.done:
                 ex.start_tunnel(data[e.args[0]:])
@@ -656,7 +671,7 @@ class UpstreamConn(Conn):
             if self.head_only:
                 # A response to HEAD ends with its head; start afresh for the next response.
                 self.head_only = False
-                self.parser = HttpResponseParser(self)
+                self._new_parser()
                 if self.ex is ex:
                     ex.resp_end()
         finally:
@@ -674,8 +689,7 @@ class UpstreamConn(Conn):
         self.rheaders.append((name, value))
 
     def on_headers_complete(self) -> None:
-        parser = self.parser
-        status = self.status = parser.get_status_code()
+        status = self.status = self.p_status()
         phrase, headers = self.phrase, self.rheaders
         self.phrase = b""
         self.rheaders = []
@@ -687,7 +701,7 @@ class UpstreamConn(Conn):
         ex = self.ex
         if ex is None:
             return
-        self.reusable = parser.should_keep_alive()
+        self.reusable = self.p_keep()
         ex.resp_head(status, phrase, headers, self)
 
     def on_body(self, data: bytes) -> None:

@@ -57,14 +57,18 @@ _BARE = object()  # host-cache marker: mwtui's own pages
 class ClientConn(Conn):
     """One client connection: HTTP/1.1 keep-alive, pipelining answered in order, or a tunnel."""
 
-    __slots__ = ("parser", "endpoint", "peer_ip", "url", "headers", "cur", "active", "queue",
+    __slots__ = ("parser", "feed", "p_method", "p_keep", "endpoint", "peer_ip", "url", "headers", "cur", "active", "queue",
                  "tunnel", "upgrading", "write_paused", "last", "broken", "_draining", "dead", "in_head",
                  "head_t0", "head_bytes", "head_partial", "requests", "swept", "forwarded")
 
     def __init__(self, gw: Gateway, endpoint: str | None) -> None:
         super().__init__(gw)
         self.endpoint = endpoint  # set on an endpoint's own port: every request goes there
-        self.parser = HttpRequestParser(self)
+        parser = self.parser = HttpRequestParser(self)
+        # Its methods bound once (see Conn.twrite).
+        self.feed: Callable[[bytes], None] = parser.feed_data
+        self.p_method: Callable[[], bytes] = parser.get_method
+        self.p_keep: Callable[[], bool] = parser.should_keep_alive
         self.peer_ip = b"127.0.0.1"
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
@@ -88,6 +92,7 @@ class ClientConn(Conn):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        self.twrite = transport.write  # type: ignore[attr-defined]
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
             self.peer_ip = str(peer[0]).encode()
@@ -109,7 +114,7 @@ class ClientConn(Conn):
         gw = self.gw
         gw.batching = True
         try:
-            self.parser.feed_data(data)
+            self.feed(data)
             if self.in_head:
                 # httptools keeps a header line until it ends, so a head that never ends would grow
                 # without bound before on_header could count it. Count raw bytes instead, skipping the
@@ -174,7 +179,7 @@ class ClientConn(Conn):
         self.in_head = False
         self.requests += 1
         parser = self.parser
-        method = parser.get_method()
+        method = self.p_method()
         headers = self.headers
         host = b""
         hosts = 0
@@ -228,7 +233,7 @@ class ClientConn(Conn):
             raise Reject(431, b"mwtui: request headers larger than 64 KB\n")
         # llhttp takes only HTTP/0.9, 1.0, 1.1 and 2.0 (see test_gateway_limits); with no Connection
         # header, keep-alive by default means 1.1, which spares get_http_version's string formatting.
-        keep_alive = parser.should_keep_alive()
+        keep_alive = self.p_keep()
         if connection is None and keep_alive:
             http10 = False
         else:
