@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 # The gateway's hot path compiled with mypyc (engine/gateway/native.py), rebuilt when its sources
 # change. If it cannot be built the gateway runs from its sources, slower, and says so.
-NATIVE_SRC := $(addprefix engine/gateway/,wire.py metrics.py routes.py proxy.py server.py native.py)
+NATIVE_SRC := $(wildcard engine/gateway/*.py) engine/params.py engine/ports.py
 NATIVE := engine/gateway/_native.sha256
 $(NATIVE): $(NATIVE_SRC) | $(STAMP)
 	$(BIN)/python -m mwtui.engine.gateway --compile || true

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import queue
 import signal
@@ -213,6 +214,32 @@ def test_forwarded_and_hop_by_hop_headers(gw: Gateway, unix_upstream: Upstream) 
         assert gone not in h, gone
 
 
+def test_an_empty_x_forwarded_for_adds_only_the_peer(gw: Gateway, unix_upstream: Upstream) -> None:
+    gw.routes(endpoint(upstreams=[up(unix_upstream)]))
+    got = raw_exchange(gw.port, b"GET /echo HTTP/1.1\r\nHost: demo-hello.localhost\r\nX-Forwarded-For:\r\n"
+                                b"Connection: close\r\n\r\n")
+    echo = json.loads(got.partition(b"\r\n\r\n")[2])
+    assert headers_of(echo)["x-forwarded-for"] == ["127.0.0.1"]
+
+
+def test_request_trailers_are_dropped(gw: Gateway, unix_upstream: Upstream) -> None:
+    """Trailers after a chunked body reach nobody: not the next request on the connection (where a
+    Host or Modal-Key would be smuggled), and they do not pile up in the gateway either."""
+    gw.routes(endpoint(upstreams=[up(unix_upstream)]))
+    trailers = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"x" * 1000) for i in range(100))  # past 64 KB
+    got = raw_exchange(
+        gw.port,
+        b"POST /echo HTTP/1.1\r\nHost: demo-hello.localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\nX-Injected: from-trailer\r\n" + trailers + b"\r\n"
+        b"GET /echo HTTP/1.1\r\nHost: demo-hello.localhost\r\nConnection: close\r\n\r\n",
+        until=lambda b: b.count(b"HTTP/1.1 ") >= 2 and b.rstrip().endswith(b"}"),
+    )
+    first, second = [json.loads(part.partition(b"\r\n\r\n")[2].split(b"HTTP/1.1 ")[0])
+                     for part in got.split(b"HTTP/1.1 200 OK")[1:]]
+    assert first["body_len"] == 5 and second["method"] == "GET"
+    assert "x-injected" not in headers_of(second) and "x-injected" not in headers_of(first)
+
+
 def test_dispatch_header(gw: Gateway, unix_upstream: Upstream) -> None:
     gw.routes(endpoint(upstreams=[up(unix_upstream, "web.0", dispatch="MyAPI.web")]))
     r = gw.get("demo-hello.localhost", headers={"x-mwtui-endpoint": "forged"})
@@ -384,6 +411,78 @@ class RawReplica:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class KeepAliveReplica:
+    """A replica that speaks HTTP by hand on one keep-alive connection: the n-th request on a
+    connection gets replies[n] (the last one over again after that)."""
+
+    def __init__(self, *replies: bytes) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.address = f"tcp:127.0.0.1:{self.sock.getsockname()[1]}"
+        self.replies = replies
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            got, n = b"", 0
+            while True:
+                while b"\r\n\r\n" not in got:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    got += chunk
+                got = got.partition(b"\r\n\r\n")[2]
+                conn.sendall(self.replies[min(n, len(self.replies) - 1)])
+                n += 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_response_trailers_do_not_reach_the_next_client(gw: Gateway) -> None:
+    replica = KeepAliveReplica(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n"
+        b"Set-Cookie: session=client-A\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    )
+    try:
+        gw.routes(endpoint(upstreams=[{"id": "hello.0", "address": replica.address}]))
+        a = gw.get("demo-hello.localhost", "/")
+        b = gw.get("demo-hello.localhost", "/")  # another client, the same pooled replica connection
+        assert a.text == "hi" and b.text == "ok"
+        assert "set-cookie" not in a.headers and "set-cookie" not in b.headers
+        assert replica.connections == 1
+    finally:
+        replica.close()
+
+
+def test_a_response_nobody_asked_for_ends_its_connection(gw: Gateway) -> None:
+    """A replica that sends a second response right behind the first: the connection cannot be
+    trusted (where would the next response begin?), so the next client gets a fresh one."""
+    replica = KeepAliveReplica(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirstHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond",
+    )
+    try:
+        gw.routes(endpoint(upstreams=[{"id": "hello.0", "address": replica.address}]))
+        assert gw.get("demo-hello.localhost", "/").text == "first"
+        assert gw.get("demo-hello.localhost", "/").text == "first"  # a new connection's first reply
+        assert replica.connections == 2
+    finally:
+        replica.close()
 
 
 def test_close_delimited_response_is_rechunked(gw: Gateway) -> None:

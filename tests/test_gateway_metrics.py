@@ -52,3 +52,15 @@ def test_percentiles_keep_the_shape_of_a_busy_tick() -> None:
     assert st.requests_total == n
     assert st.p50_ms is not None and st.p95_ms is not None
     assert 450 <= st.p50_ms <= 550 and 900 <= st.p95_ms <= 999
+
+
+def test_a_read_mid_tick_does_not_skew_the_percentiles() -> None:
+    """/metrics or /api/endpoints may settle a busy tick halfway: each request still weighs the same."""
+    st = EndpointStats()
+    for _ in range(2100):
+        st.observe(200, 1.0)
+    st.live()
+    for _ in range(2900):
+        st.observe(200, 100.0)
+    st.tick(1.0)
+    assert st.p50_ms == 100.0 and st.requests_total == 5000

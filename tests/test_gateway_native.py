@@ -22,31 +22,49 @@ HOST = b"demo-hello.localhost"
 
 
 # ----------------------------------------------------------------------------- which modules run
-def fake_package(folder: Path, built: tuple[str, ...] = native.MODULES) -> None:
-    for name in native.MODULES:
+def fake_package(root: Path, built: tuple[str, ...] = (*native.MODULES, f"{native.GROUP}__mypyc")) -> Path:
+    """engine/gateway/ with its sources (and the engine modules a build depends on), and
+    extension files for `built`."""
+    folder = root / "engine" / "gateway"
+    folder.mkdir(parents=True)
+    for name in (*native.MODULES, "pages", "native"):
         (folder / f"{name}.py").write_text(f"# {name}\n")
+    for name in ("params", "ports"):
+        (root / "engine" / f"{name}.py").write_text(f"# {name}\n")
     for name in built:
         (folder / f"{name}.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
+    return folder
 
 
-def test_a_build_of_these_very_sources_is_used(tmp_path: Path) -> None:
-    fake_package(tmp_path)
-    assert native.state(tmp_path) == native.ABSENT  # no stamp: never (fully) built
-    (tmp_path / native.STAMP).write_text(native.digest(tmp_path) + "\n")
-    assert native.state(tmp_path) == native.COMPILED
+def stamped(folder: Path) -> Path:
+    (folder / native.STAMP).write_text(native.digest(folder) + "\n")
+    return folder
 
 
-def test_an_edited_source_makes_the_build_stale(tmp_path: Path) -> None:
-    fake_package(tmp_path)
-    (tmp_path / native.STAMP).write_text(native.digest(tmp_path) + "\n")
-    (tmp_path / "proxy.py").write_text("# proxy, edited after the build\n")
-    assert native.state(tmp_path) == native.STALE
+def test_nothing_built_runs_the_sources(tmp_path: Path) -> None:
+    assert native.state(fake_package(tmp_path, built=())) == native.ABSENT
 
 
-def test_a_partial_build_is_not_used(tmp_path: Path) -> None:
-    fake_package(tmp_path, built=native.MODULES[:-1])
-    (tmp_path / native.STAMP).write_text(native.digest(tmp_path) + "\n")
-    assert native.state(tmp_path) == native.ABSENT
+def test_a_whole_build_of_these_very_sources_is_used(tmp_path: Path) -> None:
+    assert native.state(stamped(fake_package(tmp_path))) == native.COMPILED
+
+
+@pytest.mark.parametrize("edited", ["gateway/proxy.py", "gateway/pages.py", "params.py"])
+def test_an_edit_to_what_the_build_depends_on_makes_it_stale(tmp_path: Path, edited: str) -> None:
+    folder = stamped(fake_package(tmp_path))
+    (tmp_path / "engine" / edited).write_text("# edited after the build\n")
+    assert native.state(folder) == native.STALE
+
+
+def test_a_build_without_its_stamp_is_stale(tmp_path: Path) -> None:
+    """Say, a build interrupted while it copied: the stamp is written last."""
+    assert native.state(fake_package(tmp_path)) == native.STALE
+
+
+@pytest.mark.parametrize("missing", ["server", f"{native.GROUP}__mypyc"])
+def test_a_partial_build_is_stale(tmp_path: Path, missing: str) -> None:
+    built = tuple(n for n in (*native.MODULES, f"{native.GROUP}__mypyc") if n != missing)
+    assert native.state(stamped(fake_package(tmp_path, built=built))) == native.STALE
 
 
 # ----------------------------------------------------------------------------- the same answers

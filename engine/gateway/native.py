@@ -6,23 +6,26 @@ stamp holding the digest of the sources they were built from. Compiled, the gate
 per proxied request (figures in bench/RESULTS.md).
 
 Python imports an extension module before a source file of the same name, so a build older than its
-sources would run stale code. `choose()`, called when the package is imported, loads all five from
-their sources instead whenever the stamp does not match them (or MWTUI_PURE_GATEWAY=1 asks for it):
-never a mix, since compiled modules call each other's native classes directly.
+sources would run stale code. `choose()`, called when the package is imported, makes all five load
+from their sources instead (a finder ahead of the normal ones) unless every one is built and the stamp
+matches the sources they depend on, or when MWTUI_PURE_GATEWAY=1 asks for it: never a mix, since
+compiled modules call each other's native classes directly.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.abc
 import importlib.util
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 
-# In import order: each imports only those before it (and modules that are never compiled).
+# The hot path: what the gateway runs per request.
 MODULES = ("wire", "metrics", "routes", "proxy", "server")
 PACKAGE = "mwtui.engine.gateway"
 GROUP = "_native"  # the shared library mypyc builds for the group: `_native__mypyc.<abi>.so`
@@ -31,46 +34,54 @@ MYPY = "mypy==1.13.0"  # the compiler; the build installs nothing itself (see th
 FOLDER = Path(__file__).resolve().parent
 
 COMPILED = "compiled"
-STALE = "stale"  # built, but from other sources: the sources run
-ABSENT = "absent"  # never built (or the build failed): the sources run
+STALE = "stale"  # something is built, but not all of it, or not from these sources: the sources run
+ABSENT = "absent"  # nothing built (or the build failed): the sources run
+
+
+def sources(folder: Path) -> list[Path]:
+    """What a build depends on: the whole package (compiled code calls the rest with fixed types)
+    and the two engine modules it imports."""
+    return [*sorted(folder.glob("*.py")), folder.parent / "params.py", folder.parent / "ports.py"]
 
 
 def digest(folder: Path) -> str:
     h = hashlib.sha256()
-    for name in MODULES:
-        h.update(name.encode() + b"\0" + (folder / f"{name}.py").read_bytes() + b"\0")
+    for path in sources(folder):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
 
 def state(folder: Path) -> str:
-    """Whether `folder` holds a build of exactly its current sources."""
-    stamp = folder / STAMP
-    if not stamp.exists() or not all(_built(folder, name) for name in MODULES):
+    """Whether `folder` holds a whole build of exactly its current sources."""
+    built = {p.name.split(".")[0] for p in folder.iterdir() if p.suffix in (".so", ".pyd")}
+    if not built:
         return ABSENT
-    return COMPILED if stamp.read_text().strip() == digest(folder) else STALE
+    stamp = folder / STAMP
+    whole = {*MODULES, f"{GROUP}__mypyc"} <= built
+    if whole and stamp.exists() and stamp.read_text().strip() == digest(folder):
+        return COMPILED
+    return STALE
 
 
-def _built(folder: Path, name: str) -> bool:
-    return any(folder.glob(f"{name}.*.so")) or any(folder.glob(f"{name}.*.pyd"))
+class _Sources(importlib.abc.MetaPathFinder):
+    """Finds MODULES as their .py files, ahead of the extension modules beside them."""
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> ModuleSpec | None:
+        package, _, name = fullname.rpartition(".")
+        if package != PACKAGE or name not in MODULES:
+            return None
+        return importlib.util.spec_from_file_location(fullname, FOLDER / f"{name}.py")
 
 
 def choose() -> str:
-    """Make the package's next imports of MODULES use the compiled build, or the sources; say which."""
+    """Make later imports of MODULES use the compiled build, or the sources; say which. Nothing is
+    imported here: a process that never imports them (the engine) pays nothing."""
     current = state(FOLDER)
     if current == COMPILED and os.environ.get("MWTUI_PURE_GATEWAY") != "1":
         return COMPILED
-    if current == ABSENT:
-        return ABSENT  # nothing compiled to step around: the normal import finds the sources
-    for name in MODULES:
-        fullname = f"{PACKAGE}.{name}"
-        if fullname in sys.modules:
-            continue
-        spec = importlib.util.spec_from_file_location(fullname, FOLDER / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[fullname] = module
-        spec.loader.exec_module(module)
-    return "sources" if current == COMPILED else STALE
+    if current != ABSENT and not any(isinstance(f, _Sources) for f in sys.meta_path):
+        sys.meta_path.insert(0, _Sources())
+    return "sources" if current == COMPILED else current
 
 
 def running_compiled() -> bool:

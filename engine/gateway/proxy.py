@@ -683,6 +683,11 @@ class UpstreamConn(Conn):
     # httptools callbacks. No on_message_begin: the per-response state is reset once its head has
     # been read (below), which saves a callback per response; nothing reads it in between.
     def on_status(self, phrase: bytes) -> None:
+        if self.ex is None:
+            # A response after the one asked for, in the same read (its exchange is finished and
+            # this connection back in the pool): nothing can tell where the next one would begin.
+            self.close()
+            return
         self.phrase += phrase
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -694,13 +699,14 @@ class UpstreamConn(Conn):
         self.phrase = b""
         self.rheaders = []
         self.close_delim = False  # resp_head sets it for this response
+        ex = self.ex
+        if ex is None:
+            self.close()  # a response nobody asked for (see on_status)
+            return
         if status < 200 and status != 101:
             self.interim = True  # 100/103: we answer Expect ourselves and do not relay hints
             return
         self.interim = False
-        ex = self.ex
-        if ex is None:
-            return
         self.reusable = self.p_keep()
         ex.resp_head(status, phrase, headers, self)
 
@@ -710,6 +716,8 @@ class UpstreamConn(Conn):
             ex.resp_body(data)
 
     def on_message_complete(self) -> None:
+        if self.rheaders:
+            self.rheaders = []  # trailers of a chunked response: not relayed, and not the next head's
         if self.interim or self.status == 101:
             return
         ex = self.ex

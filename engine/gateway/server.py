@@ -173,7 +173,10 @@ class ClientConn(Conn):
     def on_header(self, name: bytes, value: bytes) -> None:
         # Its size is checked once the head is complete (on_headers_complete): one read (at most
         # 256 KB with uvloop) can pile up no more than that; data_received counts a head across reads.
-        self.headers.append((name, value))
+        # Outside a head it is a trailer (after a chunked body): dropped, so that it can neither pile
+        # up nor join the next request's headers.
+        if self.in_head:
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -258,7 +261,7 @@ class ClientConn(Conn):
         is_upgrade = upgrade is not None and parser.should_upgrade()
         if is_upgrade:
             fwd.extend((b"upgrade: ", upgrade, CRLF, b"connection: upgrade\r\n"))  # type: ignore[arg-type]
-        if xff is None:
+        if not xff:  # none, or only empty ones
             fwd.append(self.forwarded)  # the same two lines for every request of a connection
         else:
             fwd.append(b"x-forwarded-for: %b, %b\r\nx-forwarded-proto: http\r\n" % (xff, self.peer_ip))
@@ -345,6 +348,7 @@ class ClientConn(Conn):
         replica."""
         self.dead = True
         self.in_head = False
+        self.headers.clear()
         ex = self.cur
         if ex is not None and not ex.done:
             if ex is self.active:
