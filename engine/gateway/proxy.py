@@ -51,6 +51,11 @@ HEAD: Final = b"HEAD"
 # connection when a pooled one turns out to be closed.
 IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 # How a response head we may pass on as it came begins (llhttp allows only three-digit statuses).
+# bytes methods called through these skip a lookup by name per call once compiled (see Conn.twrite)
+LOWER: Final = bytes.lower
+STARTSWITH: Final = bytes.startswith
+FIND: Final = bytes.find
+COUNT: Final = bytes.count
 STATUS_PREFIX: Final = {status: b"HTTP/1.1 %d " % status for status in range(100, 1000)}
 
 
@@ -342,13 +347,13 @@ class Exchange:
         raw = conn.chunk
         if (
             raw is not None and self.keep_alive and not self.http10 and status >= 200 and status != 204
-            and status != 304 and self.method != HEAD and raw.startswith(STATUS_PREFIX[status])
+            and status != 304 and self.method != HEAD and STARTSWITH(raw, STATUS_PREFIX[status])
         ):
             # The common case: a head we would pass on unchanged (all end-to-end headers, framed by
             # Content-Length) is forwarded as the replica sent it, body too if it came in this chunk.
             length: bytes | None = None
             for name, value in headers:
-                lname = name.lower()
+                lname = LOWER(name)
                 if lname in RESPONSE_HOP:
                     break
                 if lname == b"content-length":
@@ -358,8 +363,8 @@ class Exchange:
                 # line. Exactly one line per header, plus the status line and that blank line, before
                 # it proves the chunk begins with this response's head and holds all of it (not an
                 # interim response's, nor the tail of a head split across chunks).
-                end = raw.find(b"\r\n\r\n") + 4
-                if length is not None and raw.count(b"\r\n", 0, end) == len(headers) + 2:
+                end = FIND(raw, b"\r\n\r\n") + 4
+                if length is not None and COUNT(raw, b"\r\n", 0, end) == len(headers) + 2:
                     self.status = status
                     self.resp_started = True
                     if len(raw) == end + int(length):  # llhttp let through only digits (and blanks)

@@ -31,6 +31,7 @@ from .proxy import (
     BODY_LENGTH,
     BODY_NONE,
     HALF_CLOSE,
+    LOWER,
     PAUSE_PEER,
     PAUSE_PIPELINE,
     Conn,
@@ -200,7 +201,7 @@ class ClientConn(Conn):
         size = len(url)
         for name, value in headers:
             size += len(name) + len(value) + 4
-            lname = name.lower()
+            lname = LOWER(name)
             if lname not in REQUEST_SPECIAL:
                 fwd.extend((name, b": ", value, CRLF))
             elif lname == b"host":
