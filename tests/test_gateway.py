@@ -384,45 +384,16 @@ def test_malformed_request_is_400_and_closes(gw: Gateway) -> None:
 
 
 class RawReplica:
-    """A replica that speaks HTTP by hand, to misbehave on purpose."""
+    """A replica that speaks HTTP by hand, to misbehave on purpose: the n-th request on a connection
+    gets replies[n] (the last one over again after that); with keep_alive=False it then closes."""
 
-    def __init__(self, reply: bytes) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.address = f"tcp:127.0.0.1:{self.sock.getsockname()[1]}"
-        self.reply = reply
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                got = b""
-                while b"\r\n\r\n" not in got:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    got += chunk
-                conn.sendall(self.reply)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-class KeepAliveReplica:
-    """A replica that speaks HTTP by hand on one keep-alive connection: the n-th request on a
-    connection gets replies[n] (the last one over again after that)."""
-
-    def __init__(self, *replies: bytes) -> None:
+    def __init__(self, *replies: bytes, keep_alive: bool = False) -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
         self.address = f"tcp:127.0.0.1:{self.sock.getsockname()[1]}"
         self.replies = replies
+        self.keep_alive = keep_alive
         self.connections = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -446,6 +417,8 @@ class KeepAliveReplica:
                     got += chunk
                 got = got.partition(b"\r\n\r\n")[2]
                 conn.sendall(self.replies[min(n, len(self.replies) - 1)])
+                if not self.keep_alive:
+                    return
                 n += 1
 
     def close(self) -> None:
@@ -453,10 +426,11 @@ class KeepAliveReplica:
 
 
 def test_response_trailers_do_not_reach_the_next_client(gw: Gateway) -> None:
-    replica = KeepAliveReplica(
+    replica = RawReplica(
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n"
         b"Set-Cookie: session=client-A\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        keep_alive=True,
     )
     try:
         gw.routes(endpoint(upstreams=[{"id": "hello.0", "address": replica.address}]))
@@ -472,9 +446,10 @@ def test_response_trailers_do_not_reach_the_next_client(gw: Gateway) -> None:
 def test_a_response_nobody_asked_for_ends_its_connection(gw: Gateway) -> None:
     """A replica that sends a second response right behind the first: the connection cannot be
     trusted (where would the next response begin?), so the next client gets a fresh one."""
-    replica = KeepAliveReplica(
+    replica = RawReplica(
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirstHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra",
         b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond",
+        keep_alive=True,
     )
     try:
         gw.routes(endpoint(upstreams=[{"id": "hello.0", "address": replica.address}]))

@@ -576,10 +576,7 @@ class Exchange:
         if ep is None:
             return
         ms = self.ms = (perf_counter() - self.t0) * 1000.0
-        st = ep.stats
-        if self.status >= 500:
-            st.errors_total += 1
-        st.pending.append(ms)
+        ep.stats.observe(self.status, ms)
         up = self.up
         if up is not None:
             up.stats.requests_total += 1
