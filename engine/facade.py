@@ -234,8 +234,8 @@ class Engine:
             raise LoadFailed(manifest.error)
         await self.gateway.start()
         if self.gateway.native is False:
-            self._say("the gateway runs from its sources, spending more CPU per request than compiled: "
-                      "`make` (or `python -m mwtui.engine.gateway --compile`) compiles it")
+            # Short enough for an 80-column log line; how and why: engine/gateway/native.py.
+            self._say("gateway runs uncompiled (slower); `make` compiles it")
         self._first_sources = manifest.sources
         if manifest.error:  # wait for a good save: the error shows, the first fix brings endpoints up
             self.load_error = manifest.error
