@@ -31,7 +31,8 @@ The policy, each `decide`:
   so two or more requests waking a pool at zero are a burst.
 - Scale down only to the largest count wanted over the last `scaledown_window` (Knative's scale-down
   delay), so a replica goes only after that long of not being needed. No delay going up.
-- Clamp to [min_containers, max_containers].
+- Clamp to [min_containers, max_containers]. mwtui fills in a cap where Modal has none (see
+  DEFAULT_MAX_REPLICAS); `cap_from` names where the cap came from, for the reason text.
 
 `Decision.reason` is empty unless `desired` differs from the previous decision's (the first decision
 compares with `current`); then it reads like "3 -> 5: 9.2 in flight, target 2", for the scale-event log.
@@ -48,6 +49,16 @@ from .manifest import EndpointSpec
 
 _EPS = 1e-9  # 8 in flight at target 2 is 4 replicas, not 5 through a float sum's rounding
 
+# Replicas per pool when the app sets no max_containers (`--max-replicas`; 0: none, as on Modal).
+# On Modal a crowd is met by a cloud; here every replica is a process on one machine (tens of MB
+# each), and a crowd of slow clients once scaled a pool to 49 in 2 s. 8 covers the concurrency a
+# local run needs on any laptop, is the same on every machine, and a person can raise it.
+DEFAULT_MAX_REPLICAS = 8
+# Where a pool's cap comes from (`ScalingConfig.cap_from`, and the status's `replicas.max_source`).
+CAP_MAX_CONTAINERS = "max_containers"
+CAP_DEFAULT = "--max-replicas"
+CAP_WEB_SERVER = "web_server"  # one fixed port: one replica
+
 
 def _replicas(load: float, per_replica: float) -> int:
     return max(0, math.ceil(load / per_replica - _EPS))
@@ -63,6 +74,7 @@ class ScalingConfig:
 
     min_containers: int = 0
     max_containers: int | None = None  # None: no limit
+    cap_from: str = CAP_MAX_CONTAINERS  # what set max_containers (see CAP_*)
     buffer_containers: int = 0
     scaledown_window: float = 60.0
     max_inputs: int = 1  # hard limit of requests at once per replica
@@ -255,7 +267,7 @@ class Autoscaler:
 
     def _bound_notes(self, wanted: int, desired: int) -> list[str]:
         if desired < wanted:
-            return [f"cap max_containers={self.config.max_containers}"]
+            return [f"cap {self.config.cap_from}={self.config.max_containers}"]
         if desired > wanted:
             return [f"floor min_containers={self.config.min_containers}"]
         return []

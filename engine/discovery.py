@@ -124,18 +124,22 @@ async def discover_async(
     finally:
         os.close(write_fd)
     assert proc.stdout is not None and proc.stderr is not None
+    # A file object now, closed below whatever happens: cancelled before _read_all ran, the fd would leak.
+    result = os.fdopen(read_fd, "rb", buffering=0)
     out = _Tail()
     err = _Tail()
     drains = [asyncio.create_task(out.drain(proc.stdout)), asyncio.create_task(err.drain(proc.stderr))]
     payload = b""
     try:
         # The child closes the pipe by exiting: EOF means "done" (or crashed), whatever it left running.
-        payload = await asyncio.wait_for(_read_fd(read_fd), timeout)
+        payload = await asyncio.wait_for(_read_all(result), timeout)
     except asyncio.TimeoutError:
         where = await _where_stuck(proc, err, ref)
         return _timeout_manifest(ref, timeout, where)
     finally:
-        # Anything the import started must not outlive discovery (and may hold our stdout open).
+        # Cancelled (a newer save supersedes this import) or done: anything the import started must not
+        # outlive discovery (and may hold our stdout open).
+        result.close()
         _kill_group(proc.pid)
         code = await _reap(proc)
         for task in drains:
@@ -217,12 +221,10 @@ class _Tail:
         return bytes(self.data[len(self.data) - fresh:]).decode(errors="replace")
 
 
-async def _read_fd(fd: int) -> bytes:
+async def _read_all(pipe: Any) -> bytes:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
-    )
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
     try:
         return await reader.read()
     finally:

@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 import time
 import traceback
 from collections import deque
@@ -22,7 +21,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .autoscaler import Autoscaler, ScalingConfig
+from . import scratch
+from .autoscaler import (
+    CAP_DEFAULT,
+    CAP_MAX_CONTAINERS,
+    CAP_WEB_SERVER,
+    DEFAULT_MAX_REPLICAS,
+    Autoscaler,
+    ScalingConfig,
+)
 from .discovery import discover_async
 from .gateway.limits import Limits
 from .gateway_link import GatewayError, GatewayLink
@@ -31,7 +38,7 @@ from .loader import AppRef
 from .manifest import AppManifest, EndpointSpec, LoadError, PoolSpec
 from .params import ParamError, from_query, pool_key, query_of
 from .ports import DEFAULT_GATEWAY_PORT, stable_port
-from .reloader import ReloadGuard, WatchRules, forget_bytecode, local_folders, watch
+from .reloader import ReloadGuard, Verdict, WatchRules, forget_bytecode, local_folders, watch
 from .spawner import Spawner, default_spawner
 from .supervisor import ENGINE_LOG, Event, LogLine, Pool, PoolChanged, Variant, process_children
 
@@ -88,13 +95,27 @@ class EndpointStatus:
     parameters: tuple[str, ...] = ()
     variant_of: str | None = None
     values: dict[str, Any] | None = None
+    # The replica cap in force and where it comes from: "max_containers", "--max-replicas" (mwtui's
+    # default where the app sets none) or "web_server" (one fixed port); None, None: no cap at all.
+    max_replicas: int | None = None
+    max_source: str | None = None
 
     @property
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def cap(self) -> tuple[int | None, str | None]:
+        """(max_replicas, max_source); for a status made without them (by hand, in tests), the
+        spec's max_containers."""
+        if self.max_source is not None:
+            return self.max_replicas, self.max_source
+        top = self.spec.max_containers
+        return top, None if top is None else CAP_MAX_CONTAINERS
+
     def to_json(self) -> dict[str, Any]:
         s = self.spec
+        top, source = self.cap
         return {
             "name": s.name,
             "pool": s.pool,
@@ -111,7 +132,8 @@ class EndpointStatus:
                 "starting": self.starting,
                 "desired": self.desired,
                 "min": s.min_containers,
-                "max": s.max_containers,
+                "max": top,
+                "max_source": source,
             },
             "replica_list": [
                 {"id": r.id, "pid": r.pid, "state": r.state, "generation": r.generation,
@@ -182,8 +204,10 @@ class Engine:
         watch_rules: WatchRules | None = None,
         spawner: Spawner | None = None,
         limits: Limits | None = None,
+        max_replicas: int = DEFAULT_MAX_REPLICAS,
     ) -> None:
         self.ref = ref
+        self.max_replicas = max_replicas  # per pool, where the app sets no max_containers; 0: none
         self.spawner: Spawner = spawner or default_spawner()  # the zygote where os.fork exists
         self.host = host
         self.lifeline = Lifeline()
@@ -207,12 +231,13 @@ class Engine:
         self.wait_for_fix = wait_for_fix
         self._first_sources: tuple[str, ...] = ()
         self.watch_rules = watch_rules or WatchRules()
-        self.reload_guard = ReloadGuard()
+        self.reload_guard = ReloadGuard(app_file=ref.path)
         self._reload_state = "watching" if reload else "off"
         self._reload_ms: float | None = None
         self._reloads = 0
         self._reload_lock = asyncio.Lock()
         self._reload_again = False
+        self._discovery: asyncio.Task[AppManifest] | None = None  # the reload's import, while it runs
         self._stop_watching = asyncio.Event()
         self._watch_task: asyncio.Task[None] | None = None
         self._watched: list[str] = []  # the folders being watched now
@@ -223,12 +248,16 @@ class Engine:
         self.logs: dict[str, deque[LogLine]] = {}
         self._listeners: list[Callable[[Event], None]] = []
         self._metrics: dict[str, dict[str, Any]] = {}
-        self._socket_dir = tempfile.mkdtemp(prefix="mwtui-")
+        self._socket_dir = scratch.make("sock")
         self._status_task: asyncio.Task[None] | None = None
         self._closed = False
 
     # ----- lifecycle
     async def start(self) -> Snapshot:
+        # Folders of mwtui processes that were killed (nothing else removes them), before we add ours.
+        left = scratch.sweep()
+        if left:
+            self._say(f"removed {len(left)} temporary folder(s) left by mwtui processes that were killed")
         manifest = await discover_async(self.ref, spawner=self.spawner, **self._lifeline_kwargs())
         if manifest.error and not (self.wait_for_fix and self.reload_enabled):
             raise LoadFailed(manifest.error)
@@ -237,6 +266,7 @@ class Engine:
             # Short enough for an 80-column log line; how and why: engine/gateway/native.py.
             self._say("gateway runs uncompiled (slower); `make` compiles it")
         self._first_sources = manifest.sources
+        self.reload_guard.protect(manifest.sources)
         if manifest.error:  # wait for a good save: the error shows, the first fix brings endpoints up
             self.load_error = manifest.error
             self._reload_state = "error"
@@ -255,11 +285,25 @@ class Engine:
             self._watch_task = loop.create_task(self._watch_loop())
         return self.snapshot()
 
+    def _cap(self, spec: PoolSpec) -> tuple[int | None, str | None]:
+        """The most replicas the pool may have, and why. The app's max_containers wins; without it,
+        mwtui's default (--max-replicas, never below min_containers): on one machine a crowd must
+        not fork a replica per client."""
+        if spec.server == "web_server":
+            return 1, CAP_WEB_SERVER
+        knobs = spec.knobs
+        if knobs.max_containers is not None:
+            return knobs.max_containers, CAP_MAX_CONTAINERS
+        if self.max_replicas:
+            return max(self.max_replicas, knobs.min_containers), CAP_DEFAULT
+        return None, None
+
     def _scaling(self, spec: PoolSpec) -> ScalingConfig:
         cfg = ScalingConfig.from_spec(spec.knobs)
         if spec.server == "web_server":  # one fixed port: one replica at most
-            cfg = replace(cfg, min_containers=min(cfg.min_containers, 1), max_containers=1)
-        return cfg
+            cfg = replace(cfg, min_containers=min(cfg.min_containers, 1))
+        cap, source = self._cap(spec)
+        return replace(cfg, max_containers=cap, cap_from=source or CAP_MAX_CONTAINERS)
 
     def _add_pool(self, spec: PoolSpec, variant: Variant | None = None) -> Pool:
         pool = Pool(
@@ -356,6 +400,10 @@ class Engine:
         Overlapping calls coalesce: a change during a reload triggers one more afterwards."""
         if self._reload_lock.locked():
             self._reload_again = True
+            if self._discovery is not None:
+                # The import still running reads a version already out of date, and may never end (a
+                # loop at import): stop it now, so that the newer save is imported at once.
+                self._discovery.cancel()
             return False
         async with self._reload_lock:
             ok = await self._reload_once(reason)
@@ -367,11 +415,24 @@ class Engine:
     async def _reload_once(self, reason: str) -> bool:
         t0 = time.monotonic()
         self._reload_state = "reloading"
+        self.reload_guard.busy(t0)
         self._say(f"reloading ({reason})")
-        manifest = await discover_async(self.ref, spawner=self.spawner, **self._lifeline_kwargs())
+        self._discovery = asyncio.ensure_future(
+            discover_async(self.ref, spawner=self.spawner, **self._lifeline_kwargs())
+        )
+        try:
+            manifest = await self._discovery
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being stopped, not superseded
+            self._say("a newer save came: the import still running was stopped")
+            return False
+        finally:
+            self._discovery = None
         if manifest.error:
             self.load_error = manifest.error
-            self.reload_guard.reload_done(time.monotonic())
+            self.reload_guard.busy(time.monotonic())
             self._reload_state = "error"
             self._say(f"reload failed, the previous version keeps serving: {manifest.error.message}")
             self._notify()
@@ -379,6 +440,7 @@ class Engine:
         self.load_error = None
         self.generation += 1
         self.manifest = manifest  # so that new replicas learn the new URLs
+        self.reload_guard.protect(manifest.sources)
         self._follow_imports(manifest)
         for pool in self.pools.values():
             pool.extra_env["MWTUI_WEB_URLS"] = self._web_urls()
@@ -426,7 +488,7 @@ class Engine:
         failures = [r for r in results if isinstance(r, str)]
         self._reload_ms = (time.monotonic() - t0) * 1000
         self._reloads += 1
-        self.reload_guard.reload_done(time.monotonic())
+        self.reload_guard.busy(time.monotonic())
         self._reload_state = "error" if failures else "watching"
         if failures:
             self._say(f"reload took {self._reload_ms:.0f} ms; {len(failures)} pool(s) kept their previous version")
@@ -437,13 +499,12 @@ class Engine:
 
     async def _watch_loop(self) -> None:
         async def on_change(paths: list[str]) -> None:
-            keep, ignored = self.reload_guard.filter(paths, time.monotonic())
-            for path in ignored:
-                self._say(f"{path} changes after every reload (written by the app itself?); no longer watched. "
-                          "Use --reload-exclude to say so explicitly.")
+            verdict = self.reload_guard.filter(paths, time.monotonic(), self._app_busy())
+            self._tell_guarded(verdict)
+            keep = verdict.keep
             if keep:
                 forget_bytecode(keep)
-                names = ", ".join(os.path.relpath(p, os.path.dirname(self.ref.path)) for p in keep[:3])
+                names = ", ".join(self._rel(p) for p in keep[:3])
                 # Not awaited: the watcher goes on at once (a reload that brings a new folder into
                 # view restarts it over that folder before the new version serves); reloads coalesce.
                 task = asyncio.get_running_loop().create_task(self.reload(f"{names} changed"))
@@ -462,6 +523,27 @@ class Engine:
                 return
             sources = self.manifest.sources if self.manifest else sources
 
+    def _app_busy(self) -> bool:
+        """Whether the app's own code runs now (a reload's import, a replica's start): a file changed
+        meanwhile may be one it writes itself."""
+        return self._reload_lock.locked() or any(p.starting_replicas() for p in self.pools.values())
+
+    def _tell_guarded(self, verdict: Verdict) -> None:
+        """Say on screen (and in `serve`'s output) what the reload guard silenced or watches again."""
+        for path in verdict.silenced:
+            self._say(f"{self._rel(path)} changed {self.reload_guard.strikes} times in a row while the app "
+                      "started (written by the app itself?): silenced while the app starts; a save of it "
+                      "while nothing reloads still reloads (--reload-exclude silences it for good)")
+        for path in verdict.released:
+            self._say(f"{self._rel(path)} changed while nothing was reloading: watched again")
+        for path in verdict.looping:
+            self._say(f"{self._rel(path)} changed {self.reload_guard.strikes} times in a row while the app "
+                      "started; the app imports it, so its changes still reload (if the app writes it, "
+                      "--reload-exclude it)")
+
+    def _rel(self, path: str) -> str:
+        return os.path.relpath(path, os.path.dirname(self.ref.path))
+
     def _follow_imports(self, manifest: AppManifest) -> None:
         """After a good load: if the app now imports local modules from folders not watched yet (or
         no longer from some), watch the new set, so that editing them reloads too."""
@@ -478,8 +560,7 @@ class Engine:
 
     def _notify(self) -> None:
         self._publish_status()
-        for listener in self._listeners:
-            listener(PoolChanged(""))
+        self._tell_listeners(PoolChanged(""))
 
     async def close(self) -> None:
         """Drain and stop: replicas finish their in-flight requests (the gateway stays up meanwhile)."""
@@ -516,9 +597,22 @@ class Engine:
         if isinstance(event, LogLine):
             self.logs.setdefault(event.pool, deque(maxlen=LOG_LINES_KEPT)).append(event)
         elif isinstance(event, PoolChanged):
+            self.reload_guard.busy(time.monotonic())  # a replica started, became ready or ended
             self._publish_routes()
-        for listener in self._listeners:
-            listener(event)
+        self._tell_listeners(event)
+
+    def _tell_listeners(self, event: Event) -> None:
+        # Listeners run inside the engine's own tasks (replica log readers, the gateway's event reader):
+        # one that raises (a closed stdout, a screen's bug) would end those tasks, and with them metrics,
+        # autoscaling and cleanup. It is dropped instead, once, with its traceback in mwtui's log.
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # noqa: BLE001 - whatever a subscriber does wrong, the engine goes on
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+                    self._say(f"a subscriber to the engine's events failed and gets no more of them: "
+                              f"{getattr(listener, '__qualname__', listener)!s}\n{traceback.format_exc()}")
 
     # ----- commands (by endpoint name; a class's endpoints share one pool)
     def endpoint_spec(self, name: str) -> EndpointSpec | None:
@@ -737,6 +831,8 @@ class Engine:
                     for r in pool.replicas:
                         r.sample(children)
                 self._publish_status()
+                for path in self.reload_guard.expire(time.monotonic()):
+                    self._say(f"{self._rel(path)} has not changed for {self.reload_guard.quiet_s:g} s: watched again")
             except Exception:  # noqa: BLE001 - a bug here must not freeze the status for good
                 self._say(f"internal error sampling replicas:\n{traceback.format_exc()}")
             await asyncio.sleep(1.0)
@@ -785,7 +881,12 @@ class Engine:
             replicas=replicas,
             variant_of=base if v else None,
             values=dict(v.values) if v else None,
+            **self._cap_fields(pool.spec),
         )
+
+    def _cap_fields(self, spec: PoolSpec) -> dict[str, Any]:
+        cap, source = self._cap(spec)
+        return {"max_replicas": cap, "max_source": source}
 
     def _template_status(self, template: PoolSpec, spec: EndpointSpec) -> EndpointStatus:
         """A parametrized class's endpoint: no replicas of its own; its sets of values have the rows
@@ -806,13 +907,14 @@ class Engine:
             **self._traffic(spec.name),
             last_error=self._last_error(failing),
             parameters=tuple(str(p["name"]) for p in template.parameters),
+            **self._cap_fields(template),  # each set of values is capped so
         )
 
     def snapshot(self) -> Snapshot:
         m = self.manifest
         reload = ReloadStatus(
             self.reload_enabled, self._reload_state, self.generation, self._reload_ms, self._reloads,
-            tuple(sorted(self.reload_guard.ignored)),
+            tuple(sorted(self.reload_guard.silenced)),
         )
         if m is None:
             return Snapshot(

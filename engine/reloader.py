@@ -1,6 +1,6 @@
 """Watch the app's files and say when to reload. What to do on a change is the facade's business.
 
-The rules (which paths count, when a path that keeps re-triggering is ignored) are pure and tested
+The rules (which paths count, when a path that keeps re-triggering is silenced) are pure and tested
 without a file system; `watch()` is the thin I/O loop around watchfiles.
 """
 
@@ -13,6 +13,7 @@ import sys
 import sysconfig
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 # Folders whose changes never mean "the app changed": tooling, caches, environments, build outputs.
 IGNORED_DIRS = frozenset({
@@ -49,39 +50,91 @@ class WatchRules:
         return any(fnmatch.fnmatch(name, pat) or fnmatch.fnmatch(path, pat) for pat in self.include)
 
 
+class Verdict(NamedTuple):
+    keep: list[str]  # paths whose change should reload
+    silenced: list[str]  # paths silenced by this batch
+    released: list[str]  # silenced paths watched again: a change to one of them came while the app was quiet
+    looping: list[str]  # protected paths that keep changing with every reload: reloaded anyway, said once
+
+
 @dataclass
 class ReloadGuard:
-    """Stops a reload loop: a path that changes again right after each reload it caused is most
-    likely written by the app itself (a log, a cache, generated code). After `strikes` such changes
-    in a row it is ignored, and the caller says so on screen. A person saving quickly stops long
-    before `strikes`; a loop never stops, so a high count costs a few reloads and no false alarm."""
+    """Stops a reload loop: a file the app writes itself (a cache, a log, generated code) changes again
+    whenever the app starts, each reload then causes the next. Pure: the caller gives the clock and says
+    when the app is busy (a reload running, a replica starting) and which paths are protected.
+
+    A change counts as a strike when it arrives while the app is busy or within `window_s` after: that is
+    when the app's code runs (import, @enter). After `strikes` strikes in a row the path is silenced, and
+    the caller says so on screen. A change that arrives while the app is quiet is a person's save: it
+    resets the count, and a silenced path is watched again at once. A silenced path that has not changed
+    for `quiet_s` is watched again too, one strike from being silenced again (so that the loop costs no
+    further reload). The app file and the modules it imports are never silenced: a person edits those,
+    often quickly. An imported module that changes with every reload (generated code?) keeps reloading
+    and is reported once; the app file never is (a person saving it during reloads is no loop)."""
 
     window_s: float = 1.0
-    strikes: int = 8
-    _last_reload_done: float = -1e9
+    strikes: int = 4
+    quiet_s: float = 30.0
+    app_file: str = ""
+    protected: frozenset[str] = frozenset()
+    silenced: set[str] = field(default_factory=set)
+    _busy_until: float = -1e9
     _counts: dict[str, int] = field(default_factory=dict)
-    ignored: set[str] = field(default_factory=set)
+    _last_change: dict[str, float] = field(default_factory=dict)  # of each silenced path
+    _looping_said: set[str] = field(default_factory=set)
 
-    def reload_done(self, now: float) -> None:
-        self._last_reload_done = now
+    def protect(self, paths: Iterable[str]) -> None:
+        """The modules the app imported (after each good load): a person edits those."""
+        self.protected = frozenset(paths) | {self.app_file}
+        self.silenced -= self.protected
 
-    def filter(self, paths: Iterable[str], now: float) -> tuple[list[str], list[str]]:
-        """(paths that should trigger a reload, paths newly ignored)."""
-        soon_after = now - self._last_reload_done <= self.window_s
-        keep, newly_ignored = [], []
+    def busy(self, now: float) -> None:
+        """The app's code is running or just ran (a reload started or ended, a replica started)."""
+        self._busy_until = max(self._busy_until, now + self.window_s)
+
+    def filter(self, paths: Iterable[str], now: float, busy: bool = False) -> Verdict:
+        """Sort one batch of changed paths; `busy`: the app's code runs right now."""
+        in_window = busy or now <= self._busy_until
+        out = Verdict([], [], [], [])
         for p in paths:
-            if p in self.ignored:
+            if p == self.app_file:
+                out.keep.append(p)
                 continue
-            if soon_after:
-                self._counts[p] = self._counts.get(p, 0) + 1
-                if self._counts[p] >= self.strikes:
-                    self.ignored.add(p)
-                    newly_ignored.append(p)
-                    continue
-            else:
+            if not in_window:  # nothing of ours runs: a person's save
                 self._counts.pop(p, None)
-            keep.append(p)
-        return keep, newly_ignored
+                if p in self.silenced:
+                    self._release(p)
+                    out.released.append(p)
+                out.keep.append(p)
+                continue
+            if p in self.silenced:
+                self._last_change[p] = now
+                continue
+            self._counts[p] = self._counts.get(p, 0) + 1
+            if self._counts[p] < self.strikes:
+                out.keep.append(p)
+            elif p in self.protected:
+                if p not in self._looping_said:
+                    self._looping_said.add(p)
+                    out.looping.append(p)
+                out.keep.append(p)
+            else:
+                self.silenced.add(p)
+                self._last_change[p] = now
+                out.silenced.append(p)
+        return out
+
+    def expire(self, now: float) -> list[str]:
+        """Silenced paths quiet for `quiet_s`, watched again from now on."""
+        quiet = [p for p in self.silenced if now - self._last_change.get(p, now) >= self.quiet_s]
+        for p in quiet:
+            self._release(p)
+            self._counts[p] = self.strikes - 1  # the app may still write it: one more strike silences
+        return quiet
+
+    def _release(self, path: str) -> None:
+        self.silenced.discard(path)
+        self._last_change.pop(path, None)
 
 
 def forget_bytecode(paths: Iterable[str]) -> None:

@@ -25,12 +25,12 @@ import shutil
 import signal
 import socket
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+from . import scratch
 from .zygote import TITLE_ROOM
 
 LIFELINE_ENV = "MWTUI_LIFELINE_FD"
@@ -208,6 +208,10 @@ class _Zygote:
         self._hello: asyncio.Future[dict[str, Any]] = loop.create_future()
         # id → (future, stdout read end, stderr read end or None)
         self._pending: dict[int, tuple[asyncio.Future[ZygoteChild], int, int | None]] = {}
+        # The loop keeps one writer callback per fd: concurrent senders waiting for room would replace
+        # each other's (and the first to finish would remove them all), so they take turns instead.
+        self._send_lock = asyncio.Lock()
+        self._writable: asyncio.Future[None] | None = None  # the waiting sender's, while one waits
         loop.add_reader(sock.fileno(), self._on_readable)
         self._drain = loop.create_task(self._drain_output())
 
@@ -224,7 +228,7 @@ class _Zygote:
         zenv = {k: v for k, v in env.items() if k not in (LIFELINE_ENV, READY_FD_ENV)}
         # An empty folder as cwd, hence as its sys.path[0]: nothing there can shadow a package, and
         # nothing of the user's can be imported by accident.
-        workdir = tempfile.mkdtemp(prefix="mwtui-zygote-")
+        workdir = scratch.make("zygote")
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
@@ -278,10 +282,13 @@ class _Zygote:
         }
         try:
             await self._send(json.dumps(request).encode(), [out_w, *([err_w] if err_w is not None else []), *pass_fds])
-        except OSError as e:  # too big (EMSGSIZE), or the zygote just went
+        except BaseException as e:  # too big (EMSGSIZE), the zygote just went, or we were cancelled
+            # Never sent, so never answered: its read ends are ours to close.
             if self._pending.pop(rid, None) is not None:
                 _close_fds(out_r, err_r)
-            raise ZygoteUnavailable(f"could not ask the zygote: {e}") from e
+            if isinstance(e, OSError):
+                raise ZygoteUnavailable(f"could not ask the zygote: {e}") from e
+            raise
         finally:
             _close_fds(out_w, err_w)  # the zygote got its own copies with the message
         child = await future  # raises ZygoteUnavailable if it refused or died meanwhile
@@ -289,18 +296,27 @@ class _Zygote:
         return child
 
     async def _send(self, data: bytes, fds: list[int]) -> None:
+        """One message, whole (SOCK_SEQPACKET): waits for room in the socket's buffer, in turn with
+        other senders (FIFO), and fails with OSError once the zygote is gone."""
         loop = asyncio.get_running_loop()
-        while True:
-            try:
-                socket.send_fds(self.sock, [data], fds)
-                return
-            except BlockingIOError:
-                writable = loop.create_future()
-                loop.add_writer(self.sock.fileno(), writable.set_result, None)
+        async with self._send_lock:
+            while True:
+                if not self.alive:
+                    raise BrokenPipeError("the zygote is gone")
+                try:
+                    socket.send_fds(self.sock, [data], fds)
+                    return
+                except BlockingIOError:
+                    pass
+                fd = self.sock.fileno()
+                writable = self._writable = loop.create_future()
+                loop.add_writer(fd, _resolve, writable)
                 try:
                     await writable
                 finally:
-                    loop.remove_writer(self.sock.fileno())
+                    self._writable = None
+                    if self.alive:  # else _died removed it, and the number may be another file's now
+                        loop.remove_writer(fd)
 
     def _on_readable(self) -> None:
         while self.alive:
@@ -350,6 +366,9 @@ class _Zygote:
         self.alive = False
         loop = asyncio.get_running_loop()
         loop.remove_reader(self.sock.fileno())
+        if self._writable is not None:  # a sender waits for room that will never come: wake it to fail
+            loop.remove_writer(self.sock.fileno())
+            _resolve(self._writable)
         self.sock.close()
         gone = ZygoteUnavailable(f"the zygote ended{self.last_words()}")
         if not self._hello.done():
@@ -379,6 +398,11 @@ class _Zygote:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._drain, 1.0)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():  # a writer callback may fire again before its waiter has removed it
+        future.set_result(None)
 
 
 def _close_fds(*fds: int | None) -> None:

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import string
 import sys
@@ -38,6 +39,10 @@ FILE_NAME = "tokens.json"
 RECHECK_S = 0.5  # a running gateway looks at the file at most this often...
 MISS_RECHECK_S = 0.05  # ...or this often when a key is unknown (a token created a moment ago)
 _DUMMY = hashlib.sha256(b"mwtui").digest()
+# A token's name is a note printed by `mwtui token list`: nothing a terminal would act on. \w is a
+# letter or digit of any script, or '_'.
+NAME_RE = re.compile(r"[\w .-]{0,64}")
+NAME_RULE = "at most 64 letters, digits, spaces, '.', '-' or '_'"
 
 
 class TokenFileError(Exception):
@@ -122,6 +127,8 @@ class TokenStore:
 
     def create(self, name: str | None = None) -> tuple[TokenInfo, str]:
         """A new token and its secret: the only time the secret exists outside the caller's hands."""
+        if name and not NAME_RE.fullmatch(name):
+            raise ValueError(f"invalid token name {name!r}: use {NAME_RULE}")
         with self._locked():
             tokens = self._read()
             key = KEY_PREFIX + _random(KEY_CHARS)

@@ -8,6 +8,20 @@ from pathlib import Path
 
 from .conftest import Served, hammering, start_serve, stop_serve
 
+CROWD_APP = """import modal
+app = modal.App("crowd")
+
+@app.function(scaledown_window=2)
+@modal.fastapi_endpoint(method="POST")
+def upload(item: dict):
+    return {"keys": len(item)}
+
+@app.function(max_containers=3)
+@modal.fastapi_endpoint()
+def capped():
+    return "ok"
+"""
+
 APP = """import time
 import modal
 app = modal.App("auto")
@@ -93,3 +107,45 @@ def test_pinning_overrides_the_policy_until_released(tmp_path: Path) -> None:
             await engine.close()
 
     asyncio.run(scenario())
+
+
+def test_a_crowd_of_slow_uploads_scales_no_further_than_the_default_cap(tmp_path: Path) -> None:
+    """The adversarial run: slow clients each pinning a replica, on an endpoint without max_containers,
+    once scaled it to 49 replicas. Bodies over --buffer-body (64 KiB) still stream to a replica and
+    so still pin one each; --max-replicas caps the pool, and the status says so and why."""
+    import socket
+
+    app = tmp_path / "crowd.py"
+    app.write_text(CROWD_APP)
+    served = start_serve(app, "--max-replicas", "2", "--no-reload")
+    crowd: list[socket.socket] = []
+    try:
+        rows = served.wait_running()
+        by_name = {e["name"]: e for e in rows}
+        assert by_name["capped"]["replicas"]["max"] == 3  # an app's own max_containers wins
+        assert by_name["capped"]["replicas"]["max_source"] == "max_containers"
+        head = (b"POST / HTTP/1.1\r\nHost: crowd-upload.localhost\r\ncontent-type: application/json\r\n"
+                b"Content-Length: 200000\r\n\r\n{\"a\": \"" + b"x" * 1000)
+        for _ in range(6):  # then nothing more: each waits for a replica or holds one
+            s = socket.create_connection(("127.0.0.1", served.port), timeout=30)
+            s.sendall(head)
+            crowd.append(s)
+        most = 0
+
+        def capped(e: dict) -> bool:
+            nonlocal most
+            most = max(most, e["replicas"]["desired"], e["replicas"]["ready"] + e["replicas"]["starting"])
+            return e["inflight"] == 6 and any("cap --max-replicas=2" in ev for ev in e["scale_events"])
+
+        e = _wait_upload(served, "the crowd's scale-out capped at 2", capped)
+        assert e["replicas"]["max"] == 2 and e["replicas"]["max_source"] == "--max-replicas"
+        e = _wait_upload(served, "two replicas ready", lambda e: capped(e) and e["replicas"]["ready"] == 2)
+        assert e["replicas"]["desired"] == 2 and most == 2
+    finally:
+        for s in crowd:
+            s.close()
+        stop_serve(served)
+
+
+def _wait_upload(served: Served, what: str, cond: Callable[[dict], bool]) -> dict:
+    return served.wait_status(what, lambda rows: cond(rows["upload"]))["upload"]

@@ -172,6 +172,13 @@ def test_max_containers_caps_and_says_so() -> None:
     assert sim.log[0][1].reason.endswith(", cap max_containers=4")
 
 
+def test_a_cap_mwtui_filled_in_says_where_it_comes_from() -> None:
+    sim = Sim(max_containers=2, cap_from="--max-replicas")  # what the engine sets without max_containers
+    sim.run(30, 20)
+    assert max(d.desired for _, d in sim.log) == 2
+    assert sim.log[0][1].reason.endswith(", cap --max-replicas=2")
+
+
 def test_buffer_containers_only_while_active() -> None:
     sim = Sim(buffer_containers=1)
     sim.run(20, 0)

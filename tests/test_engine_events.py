@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 from mwtui.engine.facade import Engine
 from mwtui.engine.loader import AppRef
+from mwtui.engine.supervisor import Event, LogLine
 
 APP = str(Path(__file__).parent / "fixtures" / "tui_app.py")
 
@@ -64,5 +65,33 @@ async def test_a_failing_reconcile_pass_is_logged_and_the_pool_stays_supervised(
             await asyncio.sleep(0.05)
         assert any("mwtui internal error" in line.text and "a bug in reconcile" in line.text
                    for line in engine.logs["hello"])
+    finally:
+        await engine.close()
+
+
+async def test_a_subscriber_that_raises_is_dropped_and_the_engine_goes_on() -> None:
+    engine = Engine(AppRef.parse(APP), port=0, own_ports=False, reload=False)
+    await engine.start()
+    try:
+        assert await engine.wait_ready()
+        seen: list[str] = []
+
+        def broken(ev: Event) -> None:  # what `mwtui serve | head -2` printed with, once head had gone
+            raise BrokenPipeError(32, "Broken pipe")
+
+        engine.subscribe(broken)
+        engine.subscribe(lambda ev: seen.append(ev.text) if isinstance(ev, LogLine) else None)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{engine.gateway.port}", timeout=30) as c:
+            # The gateway's access lines arrive through its event reader, a task of the engine: the
+            # second one arrives only if the first one's failing subscriber did not end that task.
+            for path in ("/first", "/second"):
+                await c.get(path, headers={"host": "tuiapp-hello.localhost"})
+                deadline = time.monotonic() + 10
+                while not any(f"GET {path}" in text for text in seen):
+                    assert time.monotonic() < deadline, seen
+                    await asyncio.sleep(0.05)
+        assert broken not in engine._listeners
+        assert any("a subscriber to the engine's events failed" in line.text and "BrokenPipeError" in line.text
+                   for line in engine.logs["mwtui"])
     finally:
         await engine.close()

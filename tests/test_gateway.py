@@ -74,7 +74,7 @@ def test_unknown_host_lists_labels(gw: Gateway, unix_upstream: Upstream) -> None
     assert f"http://demo-hello.localhost:{gw.port}" in r.text
 
 
-def test_own_port_ignores_host_and_busy_port_moves(gw: Gateway, unix_upstream: Upstream) -> None:
+def test_own_port_takes_our_hosts_and_busy_port_moves(gw: Gateway, unix_upstream: Upstream) -> None:
     wanted = free_port()
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", 0))
@@ -91,9 +91,14 @@ def test_own_port_ignores_host_and_busy_port_moves(gw: Gateway, unix_upstream: U
         assert moved != busy
         assert any(str(busy) in w and "web" in w and "busy" in w and str(moved) in w for w in ev["warnings"])
         for port in (wanted, moved):
+            # Any local name, IP address, label or custom domain, whichever endpoint it names
+            for host in ("anything.localhost", "localhost:1", "10.1.2.3:80", "[::1]", "demo-web.localhost"):
+                r = httpx.get(f"http://127.0.0.1:{port}/echo", headers={"Host": host}, timeout=TIMEOUT)
+                assert r.status_code == 200, (port, host)
+                assert headers_of(r.json())["host"] == [host]
+            # A foreign name (a page whose DNS rebinds to 127.0.0.1) is refused before any user code
             r = httpx.get(f"http://127.0.0.1:{port}/echo", headers={"Host": "anything.example"}, timeout=TIMEOUT)
-            assert r.status_code == 200
-            assert headers_of(r.json())["host"] == ["anything.example"]
+            assert r.status_code == 403 and "--allow-host" in r.text
         # mwtui's own pages live on the main port only: on an own port "/" is the endpoint's
         assert httpx.get(f"http://127.0.0.1:{wanted}/api/endpoints", timeout=TIMEOUT).status_code == 404
     finally:
@@ -560,12 +565,14 @@ def test_own_pages_only_for_a_loopback_host(gw: Gateway, unix_upstream: Upstream
     gw.routes(endpoint(upstreams=[up(unix_upstream)]))
     for host in ("127.0.0.2", "localhost.", "[::1]:1"):
         assert gw.get(host, "/api/endpoints").status_code == 200, host
-    # A page whose DNS name was rebound to 127.0.0.1 still sends its own name: no status, no index.
+    # A page whose DNS name was rebound to 127.0.0.1 still sends its own name: no status, no index,
+    # and no list of labels either (it could read the 404; only local names get the list).
     for host in ("attacker.example", "attacker.example:8470", "192.168.1.10", "0.0.0.0"):
         for path in ("/", "/api/endpoints", "/metrics"):
             r = gw.get(host, path)
             assert r.status_code == 404, (host, path)
-            assert "demo-hello" in r.text and '"requests_total"' not in r.text
+            assert "demo-hello" not in r.text and '"requests_total"' not in r.text
+            assert r.text.count("\n") == 1, r.text
 
 
 def test_own_pages_refuse_posts(gw: Gateway) -> None:

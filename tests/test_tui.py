@@ -474,6 +474,26 @@ def test_curl_lines() -> None:
     assert urls[-1][2].endswith("'http://127.0.0.1:9001/?name=ann&n=1'")
 
 
+def test_the_replica_cap_and_where_it_comes_from() -> None:
+    import io
+
+    from mwtui.tui.screens.detail import settings_table
+    from rich.console import Console
+
+    e = frozen.endpoints()
+    hello, echo = e[0], e[1]
+    assert (fmt.max_text(hello), fmt.max_text(echo)) == ("∞", "4")  # made by hand: the spec's own figure
+    default = replace(hello, max_replicas=8, max_source="--max-replicas")
+    assert fmt.max_text(default) == "8 (mwtui default, --max-replicas)"
+    assert fmt.max_text(replace(echo, max_replicas=4, max_source="max_containers")) == "4 (max_containers)"
+    assert fmt.range_text(default) == "0..8"
+    replicas = default.to_json()["replicas"]
+    assert (replicas["max"], replicas["max_source"]) == (8, "--max-replicas")
+    console = Console(width=160, record=True, file=io.StringIO())
+    console.print(settings_table(default))  # the details screen's settings
+    assert "max containers 8 (mwtui default, --max-replicas)" in " ".join(console.export_text().split())
+
+
 # ----------------------------------------------------------------------------- snapshots
 class SnapshotsBesideTests(pytest_textual_snapshot.SVGImageExtension):
     """Keep the pictures in tests/snapshots/<test module>/ rather than syrupy's __snapshots__."""

@@ -438,3 +438,59 @@ def test_the_zygote_is_the_default_and_cold_start_a_flag() -> None:
     assert "spawner" not in engine_options(build_parser().parse_args(["serve", "app.py"]))
     options = engine_options(build_parser().parse_args(["serve", "app.py", "--cold-start"]))
     assert isinstance(options["spawner"], ColdSpawner)
+
+
+# --- a burst of spawns ----------------------------------------------------------------------------
+
+
+def _open_fds() -> set[int]:
+    return {int(name) for name in os.listdir("/proc/self/fd")}
+
+
+async def test_a_burst_of_spawns_loses_none_and_leaks_no_fd(lifeline: Lifeline) -> None:
+    # Requests big enough that a few fill the socket's buffer: most senders must wait for room, all at
+    # once, on the same fd (as 100 replicas starting together do).
+    spawner = ZygoteSpawner()
+    env = {**os.environ, **lifeline.env(), "MWTUI_TEST_PAD": "x" * 60_000}
+    try:
+        first = await spawner.spawn(["--no-such-flag"], env, str(FIXTURES), (lifeline.child_fd,))
+        await asyncio.wait_for(first.wait(), TIMEOUT)  # the zygote is up: from here on, count fds
+        before = _open_fds()
+        procs = await asyncio.wait_for(asyncio.gather(*(
+            spawner.spawn(["--no-such-flag"], env, str(FIXTURES), (lifeline.child_fd,)) for _ in range(40)
+        )), TIMEOUT)
+        assert len({p.pid for p in procs}) == 40
+        assert all(parent_of(p.pid) == spawner.zygote_pid for p in procs if not gone(p.pid))
+        codes = await asyncio.wait_for(asyncio.gather(*(p.wait() for p in procs)), TIMEOUT)
+        assert all(codes), codes
+        for p in procs:
+            assert p.stdout is not None
+            assert b"usage:" in await p.stdout.read()  # each ran the worker, which refused the flag
+            p.close_pipes()  # type: ignore[attr-defined]
+        await asyncio.sleep(0)
+        assert _open_fds() == before
+    finally:
+        await spawner.close()
+
+
+async def test_spawns_cancelled_mid_burst_leak_no_fd_and_leave_no_child(lifeline: Lifeline) -> None:
+    spawner = ZygoteSpawner()
+    env = {**os.environ, **lifeline.env(), "MWTUI_TEST_PAD": "x" * 60_000}
+    try:
+        first = await spawner.spawn(["--no-such-flag"], env, str(FIXTURES), (lifeline.child_fd,))
+        await asyncio.wait_for(first.wait(), TIMEOUT)
+        zygote = spawner._zygote
+        assert zygote is not None
+        before = _open_fds()
+        tasks = [asyncio.create_task(spawner.spawn(["--no-such-flag"], env, str(FIXTURES), (lifeline.child_fd,)))
+                 for _ in range(20)]
+        await asyncio.sleep(0)  # each has sent its request or waits for room to
+        for t in tasks:
+            t.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, asyncio.CancelledError) for r in results), results
+        # Answers to requests that were sent still come: each such child is killed and forgotten.
+        assert await eventually(lambda: not zygote._pending and not zygote.children, TIMEOUT)
+        assert _open_fds() == before
+    finally:
+        await spawner.close()

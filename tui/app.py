@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from mwtui.engine.autoscaler import CAP_DEFAULT, CAP_WEB_SERVER
 from mwtui.engine.facade import EndpointStatus, Engine, GatewayError, LoadFailed, Snapshot
 from mwtui.engine.loader import AppRef
 from mwtui.engine.supervisor import Event, LogLine, PoolChanged
@@ -366,8 +367,13 @@ class MwtuiApp(App[int]):
             self.notify(f"{s.pool} is stopped: s starts it", severity="warning")
             return
         want = max(0, e.desired + delta)
-        if s.max_containers is not None and want > s.max_containers:
-            self.notify(f"{s.pool}: max_containers is {s.max_containers}", severity="warning")
+        top, source = e.cap
+        if top is not None and want > top and source != CAP_WEB_SERVER:  # that one is said below
+            if source == CAP_DEFAULT:
+                self.notify(f"{s.pool}: at most {top} replicas (mwtui's default; --max-replicas raises it)",
+                            severity="warning")
+            else:
+                self.notify(f"{s.pool}: max_containers is {top}", severity="warning")
             return
         if s.kind == "web_server" and "." not in s.name and want > 1:
             self.notify(f"{s.pool} listens on fixed port {s.port}: one replica only", severity="warning")

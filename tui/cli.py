@@ -15,6 +15,8 @@ from mwtui.engine.loader import AppRef
 from mwtui.engine.manifest import AppManifest, LoadError
 from mwtui.engine.ports import DEFAULT_GATEWAY_PORT
 
+from .cli_values import checked_app, port, url_port
+
 SUBCOMMANDS = ("serve", "list", "token", "secret", "export", "worker")
 # Subcommands that live in a module of their own, `tui/commands/<name>.py`, each with
 # `add_parser(subparsers)` and `run(args) -> int`. A module not written yet leaves its name unknown.
@@ -28,7 +30,7 @@ def demo_app_path() -> str:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address the gateway listens on (default 127.0.0.1)")
     p.add_argument(
-        "--port", type=int, default=DEFAULT_GATEWAY_PORT,
+        "--port", type=port, default=DEFAULT_GATEWAY_PORT,
         help=f"gateway port (default {DEFAULT_GATEWAY_PORT}; 0 picks a free one)",
     )
     p.add_argument("--no-reload", action="store_true", help="do not watch the app's files")
@@ -45,11 +47,24 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     from mwtui.engine.gateway.limits import add_arguments
 
-    add_arguments(p)  # --max-body, --header-timeout, --keepalive-timeout, --max-queue
+    add_arguments(p)  # --max-body, --header-timeout, --keepalive-timeout, --buffer-body, --body-timeout, ...
+    from mwtui.engine.autoscaler import DEFAULT_MAX_REPLICAS
+
+    p.add_argument(
+        "--max-replicas", type=_replica_cap, default=DEFAULT_MAX_REPLICAS, metavar="N",
+        help=f"most replicas per endpoint whose app sets no max_containers (default {DEFAULT_MAX_REPLICAS}; "
+             "0: no cap, as on Modal); max_containers, where set, wins",
+    )
     p.add_argument(
         "--cold-start", action="store_true",
         help="start every replica as a fresh Python process instead of forking it from a pre-imported zygote",
     )
+
+
+def _replica_cap(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of replicas")
+    return int(text)
 
 
 def _app_argument(p: argparse.ArgumentParser, default: str | None = None) -> None:
@@ -63,11 +78,14 @@ def _app_argument(p: argparse.ArgumentParser, default: str | None = None) -> Non
 
 def app_ref(args: argparse.Namespace, default: str | None = None) -> AppRef:
     if args.module:
-        return AppRef.parse(f"-m {args.module}")
+        try:
+            return checked_app(AppRef.parse(f"-m {args.module}"))
+        except ModuleNotFoundError as e:
+            raise SystemExit(f"mwtui: {e}") from None
     app = args.app or default
     if not app:
         raise SystemExit("mwtui: name an app file (path/to/app.py) or a module (-m package.module)")
-    return AppRef.parse(app)
+    return checked_app(AppRef.parse(app))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="print the app's endpoints; exit 1 if the file does not load")
     _app_argument(ls)
     ls.add_argument("--json", action="store_true", help="machine-readable output")
-    ls.add_argument("--port", type=int, default=DEFAULT_GATEWAY_PORT, help="gateway port used in the URLs")
+    ls.add_argument("--port", type=url_port, default=DEFAULT_GATEWAY_PORT, help="gateway port used in the URLs")
     for name in PLUGGED:
         module = _command_module(name)
         if module is not None:
@@ -198,6 +216,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
         "wait_for_fix": not args.no_reload,
         "watch_rules": rules,
         "limits": Limits.from_args(args),
+        "max_replicas": args.max_replicas,
         **({"spawner": ColdSpawner()} if args.cold_start else {}),
     }
 

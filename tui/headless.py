@@ -3,20 +3,73 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import stat
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from mwtui.engine.facade import Engine, GatewayError, LoadFailed, Snapshot
 from mwtui.engine.loader import AppRef
 from mwtui.engine.supervisor import Event, LogLine, PoolChanged
 
+WIDTH = 16  # of the prefix column: replica id or `mwtui`
 
-def _say(text: str = "", err: bool = False) -> None:
-    stream = sys.stderr if err else sys.stdout
-    stream.write(text + "\n")
-    stream.flush()
+
+class Output:
+    """Where `serve` writes. A write that fails never reaches the engine (its tasks call us).
+
+    When stdout's reader goes away (`mwtui serve app.py | head -2`), serve stops as on SIGTERM: it
+    drains, stops every process, removes its temporary folders and exits 0. Serving on with nobody
+    reading would leave the pipeline hanging (the shell waits for every member) for no one's benefit;
+    the reader ending is the person's way of saying they are done, as with `tail -f | head`. A closed
+    stderr only silences the warnings.
+    """
+
+    def __init__(self, on_stdout_closed: Callable[[], None]) -> None:
+        self.on_stdout_closed = on_stdout_closed
+        self.stdout_closed = False
+        self._watch: tuple[asyncio.AbstractEventLoop, int] | None = None  # see watch_stdout
+
+    def say(self, text: str = "", err: bool = False) -> None:
+        stream = sys.stderr if err else sys.stdout
+        try:
+            stream.write(text + "\n")
+            stream.flush()
+        except (OSError, ValueError):  # EPIPE, EIO of a hung-up terminal; ValueError: a closed file
+            self._lost(stream)
+
+    def _lost(self, stream: TextIO) -> None:
+        if stream is sys.stdout and self._watch is not None:
+            # Before the dup2 below: epoll could not unregister the pipe by its descriptor any more,
+            # and would keep reporting the error while another process (2>&1) holds the pipe.
+            loop, fd = self._watch
+            self._watch = None
+            loop.remove_reader(fd)
+        # As the Python docs advise for EPIPE: point the descriptor at /dev/null, so that what is still
+        # buffered, later writes and the flush at exit all go nowhere instead of raising again.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            os.close(devnull)
+        if stream is sys.stdout and not self.stdout_closed:
+            self.stdout_closed = True
+            self.on_stdout_closed()
+
+    def watch_stdout(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Notice at once when a pipe's reader goes away, not at the next log line (which may never
+        come while the app is idle). The write end of a pipe never becomes readable; epoll and kqueue
+        report its reader's close as an error event, which wakes a reader callback."""
+        try:
+            fd = sys.stdout.fileno()
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                return  # a terminal or socket can be readable (typing, data): no such signal there
+            loop.add_reader(fd, self._lost, sys.stdout)
+            self._watch = (loop, fd)
+        except (OSError, ValueError, NotImplementedError):
+            pass  # then the next write finds out
 
 
 def display_path(path: str) -> str:
@@ -25,30 +78,35 @@ def display_path(path: str) -> str:
     return path if rel.startswith("..") else rel
 
 
-def print_endpoints(snap: Snapshot) -> None:
-    _say(f"✓ mwtui serving {snap.app_name} ({display_path(snap.file)})")
-    _say(f"  gateway {snap.gateway_url}  (index, /api/endpoints, /metrics)")
+def print_endpoints(snap: Snapshot, say: Callable[..., None]) -> None:
+    say(f"✓ mwtui serving {snap.app_name} ({display_path(snap.file)})")
+    say(f"  gateway {snap.gateway_url}  (index, /api/endpoints, /metrics)")
     width = max((len(e.name) for e in snap.endpoints), default=4)
     for e in snap.endpoints:
         s = e.spec
         kind = f"{s.kind} {s.method}" if s.kind == "fastapi" else s.kind
         auth = "  (proxy auth)" if s.requires_proxy_auth else ""
-        _say(f"  {e.name:<{width}}  {kind:<12} => {e.url}{auth}")
+        say(f"  {e.name:<{width}}  {kind:<12} => {e.url}{auth}")
         port = e.url.rsplit(":", 1)[1]
         for domain in s.custom_domains:
-            _say(f"  {'':<{width}}  {'':<12}    custom domain: http://{domain}:{port}")
+            say(f"  {'':<{width}}  {'':<12}    custom domain: http://{domain}:{port}")
     for w in snap.warnings:
-        _say(f"warning: {w}", err=True)
+        say(f"warning: {w}", err=True)
 
 
 async def serve(ref: AppRef, options: dict[str, Any]) -> int:
+    stop = asyncio.Event()
+    out = Output(on_stdout_closed=stop.set)
+    say = out.say
+    loop = asyncio.get_running_loop()
+    out.watch_stdout(loop)
     engine = Engine(ref, **options)
-    width = 16
+    width = WIDTH
     announced: set[tuple[str, str]] = set()
 
     def on_event(ev: Event) -> None:
         if isinstance(ev, LogLine):
-            _say(f"{ev.replica:<{width}} | {ev.text}")
+            say(f"{ev.replica:<{width}} | {ev.text}")
         elif isinstance(ev, PoolChanged):
             pool = engine.pools.get(ev.pool)
             if pool and pool.state in ("running", "failed") and (ev.pool, pool.state) not in announced:
@@ -56,41 +114,42 @@ async def serve(ref: AppRef, options: dict[str, Any]) -> int:
                 word = "ready" if pool.state == "running" else "FAILED"
                 suffix = pool.variant.suffix if pool.variant else ""  # a parameter set: say which
                 names = ", ".join(e.name + suffix for e in pool.spec.endpoints)
-                _say(f"{'mwtui':<{width}} | {names}: {word}")
+                say(f"{'mwtui':<{width}} | {names}: {word}")
 
     engine.subscribe(on_event)
     try:
         snap = await engine.start()
     except LoadFailed as e:
-        _say(f"mwtui: {e.error.message}", err=True)
+        say(f"mwtui: {e.error.message}", err=True)
         await engine.close()
         return 1
     except GatewayError as e:
-        _say(f"mwtui: {e}", err=True)
+        say(f"mwtui: {e}", err=True)
         await engine.close()
         return 1
     if snap.error is not None:
         # Reload is on: the next good save brings the endpoints up (and their URLs get printed then).
-        _say(f"mwtui: {snap.error.message}", err=True)
-        _say(f"  gateway {snap.gateway_url}  (index, /api/endpoints, /metrics)")
-        _say(f"{'mwtui':<{width}} | waiting for a save that loads ({display_path(snap.file)})")
+        say(f"mwtui: {snap.error.message}", err=True)
+        say(f"  gateway {snap.gateway_url}  (index, /api/endpoints, /metrics)")
+        say(f"{'mwtui':<{width}} | waiting for a save that loads ({display_path(snap.file)})")
 
         async def announce_when_loaded() -> None:
             while engine.manifest is None:
                 await asyncio.sleep(0.05)
-            print_endpoints(engine.snapshot())
+            print_endpoints(engine.snapshot(), say)
 
-        announcer = asyncio.get_running_loop().create_task(announce_when_loaded())
+        announcer = loop.create_task(announce_when_loaded())
     else:
-        print_endpoints(snap)
+        print_endpoints(snap, say)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     if snap.error is not None:
         announcer.cancel()
-    _say(f"{'mwtui':<{width}} | stopping: draining in-flight requests")
+    if out.stdout_closed:
+        say(f"{'mwtui':<{width}} | stdout was closed: stopping, draining in-flight requests", err=True)
+    else:
+        say(f"{'mwtui':<{width}} | stopping: draining in-flight requests")
     await engine.close()
     return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from .metrics import LATENCY_BOUNDS_MS, EndpointStats
 from .routes import Endpoint, RouteTable
@@ -195,8 +195,7 @@ def prometheus(view: View) -> bytes:
 
 
 def unknown_host(view: View, host: bytes) -> bytes:
-    shown = host.decode("latin-1") or "(none)"
-    out = [f"mwtui: no endpoint answers to host {shown!r}.", ""]
+    out = [f"mwtui: no endpoint answers to host {_shown(host)!r}.", ""]
     if view.table.endpoints:
         out.append("Known endpoints:")
         for ep in view.table.endpoints.values():
@@ -212,6 +211,33 @@ def unknown_host(view: View, host: bytes) -> bytes:
         out.append("No endpoints are known yet.")
     out += ["", f"Index: http://localhost:{view.port}/ (mwtui's own pages answer only to a loopback host)", ""]
     return "\n".join(out).encode()
+
+
+def unknown_host_short(host: bytes) -> bytes:
+    """The 404 for a client on another machine, or one asking by a name that is not local: no list."""
+    return f"mwtui: no endpoint answers to host {_shown(host)!r}\n".encode()
+
+
+def invalid_host(host: bytes) -> bytes:
+    return f"mwtui: invalid Host header {_shown(host)!r} (want name[:port])\n".encode()
+
+
+def host_not_allowed(host: bytes) -> bytes:
+    return (
+        f"mwtui: this port does not answer to host {_shown(host)!r}; it takes localhost, IP addresses, the "
+        "app's labels and custom domains, and names given to mwtui with --allow-host\n"
+    ).encode()
+
+
+def _shown(host: bytes) -> str:
+    """A client's Host as we quote it back: printable ASCII only, and short."""
+    text = "".join(c if " " <= c <= "~" else "?" for c in host[:200].decode("latin-1"))
+    return text or "(none)"
+
+
+# Instead of a traceback, for a client on another machine: the person at mwtui sees it on the screen.
+SEE_MWTUI: Final = "(the error is shown in mwtui on the machine that serves it)"
+BARE_LOCAL_ONLY: Final = b"mwtui: its own pages answer only to clients on this machine\n"
 
 
 def stopped(name: str) -> bytes:

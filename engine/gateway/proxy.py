@@ -287,7 +287,8 @@ class Exchange:
         else:
             self.pending.append(data)
         self.pending_size += len(data)
-        if self.pending_size > BUFFER_LIMIT:
+        if self.pending_size > BUFFER_LIMIT and self.client.held is not self:
+            # (A held body is bounded by --buffer-body instead: pausing it would stall it for good.)
             self.client.pause(PAUSE_BUFFER)
 
     # ----- choosing and reaching an upstream

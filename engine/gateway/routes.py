@@ -124,6 +124,62 @@ def is_loopback_host(key: bytes) -> bool:
         return False
 
 
+# A Host header's name part as this gateway takes it (RFC 3986 reg-name without percent-encoding or
+# sub-delims, lowercased; an IDN arrives in its ASCII form). Anything else is a 400: `localhost:80@evil`
+# must not be read as localhost.
+_NAME_BYTES: Final = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def valid_host(host: bytes) -> bool:
+    """`host` (a Host header value) is a name, IPv4 address or bracketed IPv6 address, with an optional
+    `:port` of digits. Empty is valid (HTTP/1.0 without Host; the parser refuses it in 1.1)."""
+    h = host.strip().lower()
+    if h.startswith(b"["):
+        end = h.find(b"]")
+        if end < 0 or not _is_ipv6(h[1:end]):
+            return False
+        port = h[end + 1:]
+        return not port or (port[:1] == b":" and _valid_port(port[1:]))
+    name, colon, port = h.partition(b":")
+    if colon and not _valid_port(port):
+        return False
+    return len(name) <= 255 and all(c in _NAME_BYTES for c in name)
+
+
+def _valid_port(port: bytes) -> bool:
+    return len(port) <= 5 and all(48 <= c <= 57 for c in port)  # empty is allowed: `host:`
+
+
+def _is_ipv6(text: bytes) -> bool:
+    try:
+        ipaddress.IPv6Address(text.decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return True
+
+
+def is_ip_literal(key: bytes) -> bool:
+    """`key` (from `host_key`) is an IP address, not a name: no DNS rebinding can hide behind it."""
+    try:
+        ipaddress.ip_address(key.decode("ascii").strip("[]"))
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return True
+
+
+def is_local_name(key: bytes) -> bool:
+    """`key` (from `host_key`) can only mean this machine: a loopback name or address, or a name under
+    `.localhost`, which browsers resolve to loopback themselves (RFC 6761), never through DNS."""
+    return is_loopback_host(key) or key.endswith(b".localhost")
+
+
+def own_port_accepts(key: bytes, table: RouteTable, allowed: frozenset[bytes]) -> bool:
+    """Whether an endpoint's own port answers a request with this Host (from `host_key`). A page on a
+    foreign name that rebinds its DNS to 127.0.0.1 still sends that name: refused, unless the person
+    named it with --allow-host. IP literals, local names, labels and custom domains are ours."""
+    return not key or is_local_name(key) or is_ip_literal(key) or key in table.by_host or key in allowed
+
+
 def parse_address(address: str) -> tuple[str, str | tuple[str, int]]:
     """`unix:/path.sock` -> ("unix", path); `tcp:host:port` -> ("tcp", (host, port))."""
     kind, _, rest = address.partition(":")

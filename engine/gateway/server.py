@@ -41,12 +41,24 @@ from .proxy import (
     UpstreamPool,
     log_bug,
 )
-from .routes import Endpoint, RouteError, RouteTable, build_table, carry_variants, host_key, is_loopback_host
-from .wire import CRLF, HTML, JSON, PROMETHEUS, REQUEST_SPECIAL, response
+from .routes import (
+    Endpoint,
+    RouteError,
+    RouteTable,
+    build_table,
+    carry_variants,
+    host_key,
+    is_local_name,
+    is_loopback_host,
+    own_port_accepts,
+    valid_host,
+)
+from .wire import CONNECTION_NEVER, CONTINUE, CRLF, HTML, JSON, PROMETHEUS, REQUEST_SPECIAL, response
 
 TICK_S: Final = 0.5
 LINGER_S: Final = 5.0  # a half-closed connection is closed outright after this (nginx's lingering_time is 30)
 MALFORMED: Final = b"mwtui: malformed HTTP request\n"
+BODY_TIMEOUT: Final = b"mwtui: the request body stopped arriving (--body-timeout)\n"
 RETRY_AFTER: Final = b"retry-after: 5\r\n"
 ACCESS_CAP: Final = 1000  # access lines per tick; beyond that they are counted per endpoint, not sent
 HOST_CACHE_MAX: Final = 1024
@@ -55,12 +67,44 @@ OWN_PORT_TRIES: Final = 20
 _BARE = object()  # host-cache marker: mwtui's own pages
 
 
+def is_loopback_peer(ip: str) -> bool:
+    """A client address on this machine (once per connection): 127.0.0.0/8, ::1, or either mapped."""
+    if ip.startswith("127.") or ip == "::1":
+        return True
+    if ip.startswith("::ffff:"):
+        return ip[7:].startswith("127.")
+    return False
+
+
+def _origin_form(method: bytes, url: bytes, host: bytes) -> bytes:
+    """The request target as the replica gets it: a path. An absolute-form target (`http://a/b`) is
+    taken only when its authority is the Host it came with (the Host routes it; the replica must
+    not see another), and sent on as its path; `*` only with OPTIONS."""
+    if url == b"*" and method == b"OPTIONS":
+        return url
+    lower = url.lower()
+    scheme = 7 if lower.startswith(b"http://") else 8 if lower.startswith(b"https://") else 0
+    if not scheme:
+        raise Reject(400, b"mwtui: a request target must be a path (/...)\n")
+    rest = url[scheme:]
+    end = len(rest)
+    for sep in (b"/", b"?"):
+        i = rest.find(sep)
+        if 0 <= i < end:
+            end = i
+    authority, path = rest[:end], rest[end:]
+    if not valid_host(authority) or host_key(authority) != host_key(host):
+        raise Reject(400, b"mwtui: the request target names another host than the Host header\n")
+    return path if path.startswith(b"/") else b"/" + path
+
+
 class ClientConn(Conn):
     """One client connection: HTTP/1.1 keep-alive, pipelining answered in order, or a tunnel."""
 
     __slots__ = ("parser", "feed", "p_method", "p_keep", "endpoint", "peer_ip", "url", "headers", "cur", "active", "queue",
                  "tunnel", "upgrading", "write_paused", "last", "broken", "_draining", "dead", "in_head",
-                 "head_t0", "head_bytes", "head_partial", "requests", "swept", "forwarded")
+                 "head_t0", "head_bytes", "head_partial", "requests", "swept", "forwarded", "local_peer",
+                 "held", "body_bytes", "body_mark", "body_t")
 
     def __init__(self, gw: Gateway, endpoint: str | None) -> None:
         super().__init__(gw)
@@ -71,6 +115,7 @@ class ClientConn(Conn):
         self.p_method: Callable[[], bytes] = parser.get_method
         self.p_keep: Callable[[], bool] = parser.should_keep_alive
         self.peer_ip = b"127.0.0.1"
+        self.local_peer = True  # the client is on this machine: it may see labels and tracebacks
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.cur: Exchange | None = None  # the request whose body is being parsed
@@ -89,6 +134,10 @@ class ClientConn(Conn):
         self.head_bytes = 0  # bytes received for it, beyond the first chunk (see data_received)
         self.head_partial = False
         self.requests = 0
+        self.held: Exchange | None = None  # a request whose body is gathered before it is routed
+        self.body_bytes = 0  # request body bytes read on this connection: --body-timeout's progress
+        self.body_mark = -1  # requests + body_bytes as the sweep last saw them
+        self.body_t = 0.0  # loop time the sweep last saw a body make progress
         self.forwarded = b"x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n"  # see on_headers_complete
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -97,6 +146,7 @@ class ClientConn(Conn):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
             self.peer_ip = str(peer[0]).encode()
+            self.local_peer = is_loopback_peer(str(peer[0]))
             self.forwarded = b"x-forwarded-for: %b\r\nx-forwarded-proto: http\r\n" % self.peer_ip
         self.last = self.gw.loop.time()
         self.gw.clients.add(self)
@@ -203,7 +253,10 @@ class ClientConn(Conn):
             size += len(name) + len(value) + 4
             lname = LOWER(name)
             if lname not in REQUEST_SPECIAL:
-                fwd.extend((name, b": ", value, CRLF))
+                # A WSGI bridge reads `X_Forwarded_Proto` as X-Forwarded-Proto: the ones we set
+                # cannot be spelled with underscores either.
+                if b"_" not in lname or lname.replace(b"_", b"-") not in REQUEST_SPECIAL:
+                    fwd.extend((name, b": ", value, CRLF))
             elif lname == b"host":
                 hosts += 1
                 if hosts == 1:
@@ -215,7 +268,7 @@ class ClientConn(Conn):
                     length = value
                 fwd.extend((name, b": ", value, CRLF))
             elif lname == b"transfer-encoding":
-                te = value
+                te = value if te is None else te + b", " + value
                 body = BODY_CHUNKED  # llhttp accepts a request TE only when it ends in chunked
             elif lname == b"x-forwarded-for":
                 xff = value if xff is None else xff + b", " + value
@@ -255,10 +308,21 @@ class ClientConn(Conn):
             raise Reject(405, b"mwtui: CONNECT is not supported; this is not a forward proxy\n")
         if length is not None and self.gw.limits.max_body and int(length) > self.gw.limits.max_body:
             raise Reject(413, b"mwtui: request body larger than the gateway's limit (--max-body)\n")
+        if url[:1] != b"/":  # absolute-form or `*`: rare, and never forwarded as it came
+            url = self.url = _origin_form(method, url, host)
+            fwd[2] = url
+        if te is not None:
+            codings = [c.strip() for c in te.lower().split(b",")]
+            if codings[-1] != b"chunked":  # RFC 9112 §6.3: the body's length is unknowable
+                raise Reject(400, b"mwtui: a request's Transfer-Encoding must end in chunked\n")
+            if len(codings) > 1:
+                # We frame the body ourselves, as chunks; a coding under them (gzip) would go on
+                # unread, for the replica to interpret its own way. 501 as RFC 9112 §6.1 and nginx.
+                raise Reject(501, b"mwtui: a request body's Transfer-Encoding may only be chunked\n")
         if connection is not None:
             fwd = self._drop_connection_tokens(fwd, connection)
         if te is not None:
-            fwd.extend((b"transfer-encoding: ", te, CRLF))
+            fwd.append(b"transfer-encoding: chunked\r\n")
         is_upgrade = upgrade is not None and parser.should_upgrade()
         if is_upgrade:
             fwd.extend((b"upgrade: ", upgrade, CRLF, b"connection: upgrade\r\n"))  # type: ignore[arg-type]
@@ -273,25 +337,34 @@ class ClientConn(Conn):
         if is_upgrade:
             ex.upgrade = True
             self.upgrading = ex
-        if expect and body != BODY_NONE:
-            ex.expect = True
+        held = False
+        if body != BODY_NONE:  # a bodiless request pays this one comparison
+            held = self._hold(ex, expect, length, is_upgrade)
         if key is not None:
             ex.auth_key = key
         if secret is not None:
             ex.auth_secret = secret
         if self.active is None:
             self.active = ex
-            self.gw.route(ex)
+            if held:
+                self._gather(ex)
+            else:
+                self.gw.route(ex)
         else:
             self.queue.append(ex)
             self.pause(PAUSE_PIPELINE)
 
     @staticmethod
     def _drop_connection_tokens(fwd: list[bytes], connection: bytes) -> list[bytes]:
-        """Headers a client names in Connection are hop-by-hop too (rare: rebuild the list)."""
+        """Headers a client names in Connection are hop-by-hop too (rare: rebuild the list). Never the
+        ones that frame or route the request: dropping Content-Length while the body still goes on
+        would let the replica read that body as a request of its own (smuggling), so such a
+        request is refused."""
         tokens = {t.strip().lower() for t in connection.split(b",")} - {b"keep-alive", b"close", b"upgrade", b""}
         if not tokens:
             return fwd
+        if not tokens.isdisjoint(CONNECTION_NEVER):
+            raise Reject(400, b"mwtui: Connection may not name Host, Content-Length or Transfer-Encoding\n")
         out = fwd[:4]
         for i in range(4, len(fwd), 4):
             if fwd[i].lower() not in tokens:
@@ -299,18 +372,55 @@ class ClientConn(Conn):
         return out
 
     def on_body(self, data: bytes) -> None:
+        self.body_bytes += len(data)
         ex = self.cur
         if ex is not None:
             ex.req_body(data)
+            if ex is self.held and ex.body_seen > self.gw.limits.buffer_body:
+                self._release(ex)  # a chunked body outgrew --buffer-body: the rest streams
 
     def on_message_complete(self) -> None:
         ex = self.cur
         if ex is not None:
             self.cur = None
-            if ex.body == BODY_CHUNKED:
+            body = ex.body
+            if body == BODY_NONE:
+                ex.req_done = True  # all req_end does for a request without a body
+                return
+            if body == BODY_CHUNKED:
                 ex.req_end()
             else:
-                ex.req_done = True  # all req_end does for a body framed by length, or none
+                ex.req_done = True
+            if ex is self.held:
+                self._release(ex)
+
+    # ----- request bodies gathered before routing (--buffer-body): a slow upload holds no replica
+    def _hold(self, ex: Exchange, expect: bool, length: bytes | None, upgrade: bool) -> bool:
+        """Whether `ex`'s body is gathered here before `ex` is routed: a body of known length up to
+        --buffer-body, or a chunked one until it is whole or outgrows that. Until then it holds no
+        replica slot and counts as no load; only --body-timeout bounds how slowly it may come."""
+        if expect:
+            ex.expect = True
+        limit = self.gw.limits.buffer_body
+        if not limit or upgrade or (length is not None and int(length) > limit):
+            return False
+        self.held = ex
+        return True
+
+    def _gather(self, ex: Exchange) -> None:
+        """Held `ex` is the request being answered now: if it waits for our go-ahead, give it (no
+        replica is needed to take a body we keep ourselves)."""
+        if ex.expect and not ex.http10:  # an HTTP/1.0 client's Expect is ignored (RFC 9110 §10.1.1)
+            ex.expect = False  # answered: bind() must not ask again
+            self.write(CONTINUE)
+
+    def _release(self, ex: Exchange) -> None:
+        """Held `ex`'s body is whole (or too big to keep): now it may take a replica. If requests
+        before it are still being answered, finished() routes it in its turn."""
+        self.held = None
+        if ex is self.active and not ex.done:
+            ex.t_run = perf_counter()  # its endpoint's `timeout` counts from now, not from the head
+            self.gw.route(ex)
 
     # ----- lifecycle
     def finished(self, ex: Exchange) -> None:
@@ -333,7 +443,10 @@ class ClientConn(Conn):
             try:
                 while self.active is None and self.queue and not self.closed:
                     nxt = self.active = self.queue.popleft()
-                    self.gw.route(nxt)
+                    if nxt is self.held:
+                        self._gather(nxt)  # routed once its body is whole (see _release)
+                    else:
+                        self.gw.route(nxt)
             finally:
                 self._draining = False
         if self.active is None and self.broken is not None:
@@ -349,6 +462,7 @@ class ClientConn(Conn):
         replica."""
         self.dead = True
         self.in_head = False
+        self.held = None
         self.headers.clear()
         ex = self.cur
         if ex is not None and not ex.done:
@@ -465,6 +579,9 @@ class Gateway:
         self.wall_offset = time.time() - time.perf_counter()  # request times are perf_counter()
         self.now = loop.time()  # the sweep's clock, for what needs no finer one (idle upstream connections)
         self._host_cache: dict[bytes, Any] = {}
+        self._own_ok: dict[bytes, bool] = {}  # Host values an own port has accepted (see _check_own_host)
+        self.allowed_hosts = frozenset(
+            host_key(h.encode("idna") if not h.isascii() else h.encode()) for h in self.limits.allowed_hosts())
         self._ports_lock = asyncio.Lock()
         self._ports_again = False
 
@@ -492,6 +609,8 @@ class Gateway:
                 return
             ep: Endpoint = target
         else:
+            if self._own_ok.get(ex.host) is None and not self._check_own_host(ex):
+                return
             found = self.table.endpoints.get(name)
             if found is None:
                 ex.reply(404, f"mwtui: endpoint {name} is no longer served\n".encode())
@@ -507,19 +626,50 @@ class Gateway:
         self.proxy(ex, ep)
 
     def _resolve_host(self, ex: Exchange) -> Any:
-        """The endpoint (or _BARE) for a Host header not seen yet; None once answered with a 404."""
+        """The endpoint (or _BARE) for a Host header not seen yet; None once answered (400, 404)."""
         host = ex.host
+        if not valid_host(host):
+            ex.reply(400, pages.invalid_host(host))
+            return None
         key = host_key(host)
         # No Host at all is only possible in HTTP/1.0 (the parser refuses it in 1.1): no browser.
         target = _BARE if not key or is_loopback_host(key) else self.table.by_host.get(key)
         if target is None:
-            ex.reply(404, pages.unknown_host(self.view(), host))
+            # The list of labels, domains and ports is for the person at this machine, asking by a
+            # local name; not for other machines, nor a page whose foreign name rebinds to loopback.
+            if ex.client.local_peer and is_local_name(key):
+                ex.reply(404, pages.unknown_host(self.view(), host))
+            else:
+                ex.reply(404, pages.unknown_host_short(host))
             return None
         cache = self._host_cache
         if len(cache) >= HOST_CACHE_MAX:
             cache.clear()
         cache[host] = target
         return target
+
+    def _check_own_host(self, ex: Exchange) -> bool:
+        """An endpoint's own port answers only to Hosts that are ours (see own_port_accepts); the
+        verdict per Host value is kept until the next table. False once answered (400, 403)."""
+        host = ex.host
+        if not valid_host(host):
+            ex.reply(400, pages.invalid_host(host))
+            return False
+        ok = own_port_accepts(host_key(host), self.table, self.allowed_hosts)
+        if not ok:
+            ex.reply(403, pages.host_not_allowed(host))
+            return False
+        if len(self._own_ok) >= HOST_CACHE_MAX:
+            self._own_ok.clear()
+        self._own_ok[host] = True
+        return True
+
+    def _last_error(self, ex: Exchange, name: str) -> Any:
+        """An endpoint's last error (a traceback) for a client on this machine; others learn only
+        that it failed."""
+        if not ex.client.local_peer:
+            return pages.SEE_MWTUI
+        return self.status_by_name.get(name, {}).get("last_error")
 
     def proxy(self, ex: Exchange, ep: Endpoint) -> None:
         """Everything between a request's endpoint and a replica: proxy auth, a stopped endpoint, the
@@ -553,7 +703,7 @@ class Gateway:
                 ex.attach(up)
                 return
         if state == "failed" and not ep.upstreams:
-            ex.reply(503, pages.failed(ep.name, self.status_by_name.get(ep.name, {}).get("last_error")))
+            ex.reply(503, pages.failed(ep.name, self._last_error(ex, ep.name)))
         else:
             self.enqueue(ex, ep)
 
@@ -691,7 +841,7 @@ class Gateway:
                 elif ep.state == "stopped":
                     ex.reply(503, pages.stopped(name))
                 else:
-                    ex.reply(503, pages.failed(name, self.status_by_name.get(name, {}).get("last_error")))
+                    ex.reply(503, pages.failed(name, self._last_error(ex, name)))
 
     # ----- mwtui's own pages
     def view(self) -> pages.View:
@@ -702,7 +852,9 @@ class Gateway:
 
     def page(self, ex: Exchange) -> None:
         path = ex.url.split(b"?", 1)[0]
-        if ex.method not in (b"GET", b"HEAD"):
+        if not ex.client.local_peer:
+            ex.reply(403, pages.BARE_LOCAL_ONLY)
+        elif ex.method not in (b"GET", b"HEAD"):
             ex.reply(405, b"mwtui: only GET and HEAD here\n", extra=b"allow: GET, HEAD\r\n")
         elif path == b"/":
             ex.reply(200, pages.index_html(self.view()), content_type=HTML)
@@ -755,6 +907,7 @@ class Gateway:
         carry_variants(self.table, table, self.waiting, self.metrics)
         self.table = table
         self._host_cache = {}
+        self._own_ok = {}
         self._release_waiters()
         # From here on no new request goes to a replica missing from this table: the engine waits
         # for this before it stops replicas that left it.
@@ -841,7 +994,8 @@ class Gateway:
         """Often enough that a timeout fires within a quarter of itself (and endpoint timeouts, whole
         seconds, within half a second); one pass over every client connection costs ~0.1 µs each."""
         lim = self.limits
-        shortest = min([t for t in (lim.header_timeout, lim.keepalive_timeout) if t > 0] or [2.0])
+        timeouts = (lim.header_timeout, lim.keepalive_timeout, lim.body_timeout)
+        shortest = min([t for t in timeouts if t > 0] or [2.0])
         return max(0.05, min(0.5, shortest / 4))
 
     async def run_sweeps(self) -> None:
@@ -859,18 +1013,33 @@ class Gateway:
     def sweep(self) -> None:
         """Timeouts, checked by one pass rather than a timer per request (which would cost on the hot
         path): a request past its endpoint's `timeout` gets 504; a request head not complete within
-        --header-timeout gets 408; an idle keep-alive connection closes after --keepalive-timeout (a
-        fresh one that never sent a byte, after --header-timeout); a half-closed one after LINGER_S."""
+        --header-timeout gets 408, and so does a request body that sent nothing for --body-timeout;
+        an idle keep-alive connection closes after --keepalive-timeout (a fresh one that never sent a
+        byte, after --header-timeout); a half-closed one after LINGER_S."""
         now = self.now = self.loop.time()
         for pool in self.pools.values():
             if pool.idle:
                 pool.retire_idle(now)
         pc = perf_counter()
         lim = self.limits
-        header_t, idle_t = lim.header_timeout, lim.keepalive_timeout
+        header_t, idle_t, body_t = lim.header_timeout, lim.keepalive_timeout, lim.body_timeout
         for client in list(self.clients):
             if client.closed:
                 continue
+            cur = client.cur
+            if cur is not None and not cur.req_done and not cur.upgrade and not client.dead and not client.close_after:
+                # A body on its way. Progress is read from counters (no clock on the body path): a new
+                # request or new body bytes since the last sweep, or reading paused by us (a replica
+                # slow to take the body, requests ahead of it), restart its clock. So it fires a sweep
+                # interval late at most, never early.
+                mark = client.requests + client.body_bytes  # both only grow: the sum moves if either does
+                if client.paused or mark != client.body_mark:
+                    client.body_mark = mark
+                    client.body_t = now
+                elif now - client.body_t > body_t:
+                    # Held: it never reached a replica. Streamed: the replica sees its client go.
+                    client.fail(408, BODY_TIMEOUT)
+                    continue
             ex = client.active
             if ex is not None:
                 ep = ex.ep

@@ -21,6 +21,9 @@ REQUEST_SPECIAL: Final = frozenset({
     b"upgrade", b"expect", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
     b"x-mwtui-endpoint", b"content-length", b"modal-key", b"modal-secret",
 })
+# Headers a client's Connection may not name: they frame or route the request, and the gateway sets
+# them itself (see ClientConn._drop_connection_tokens).
+CONNECTION_NEVER: Final = frozenset({b"host", b"content-length", b"transfer-encoding"})
 # Response headers dropped on the way back: framing is ours to decide on the client connection.
 RESPONSE_HOP: Final = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",

@@ -131,6 +131,12 @@ class Secret:
                 f"Secret '{self.name}'{who} is not in mwtui's local secret store ({store.path}). "
                 f"Create it with: {_set_command(self.name, self.required_keys)}"
             )
+        nul = sorted(k for k, v in values.items() if "\0" in v)  # a hand-edited file: `secret set` refuses them
+        if nul:
+            raise SecretError(
+                f"Secret '{self.name}'{who}: the value of {', '.join(map(repr, nul))} holds a NUL byte, which an "
+                f"environment variable cannot hold; set it again with: {_set_command(self.name, nul)}"
+            )
         missing = [k for k in self.required_keys if k not in values]
         if missing:
             has = ", ".join(sorted(values)) or "no keys"

@@ -11,13 +11,13 @@ import contextlib
 import enum
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from .. import scratch
 from .aio import blocking, blocking_gen
 from .exception import InvalidError, NotFoundError
 from .named import NamedObject
@@ -50,7 +50,7 @@ class _Folder(NamedObject):
     @classmethod
     @contextlib.contextmanager
     def ephemeral(cls, **kwargs: Any) -> Iterator[Any]:
-        folder = tempfile.mkdtemp(prefix=f"mwtui-{cls.KIND}-")
+        folder = scratch.make(cls.KIND)  # named for this process: swept once it is gone, if it dies here
         try:
             yield cls(None, folder=folder, **kwargs)
         finally:

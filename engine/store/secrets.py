@@ -25,15 +25,21 @@ class SecretStoreError(Exception):
 
 
 def check_name(name: str) -> None:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):  # not match(): `$` would let a trailing newline through
         raise SecretStoreError(
             f"invalid secret name {name!r}: use 1 to 64 letters, digits, '.', '-' or '_' (Modal's rule)"
         )
 
 
 def check_key(key: str) -> None:
-    if not key or "=" in key or "\0" in key:
-        raise SecretStoreError(f"invalid key {key!r}: an environment variable name, without '='")
+    # Printed by `mwtui secret list`: no control characters either.
+    if not key or "=" in key or not key.isprintable():
+        raise SecretStoreError(f"invalid key {key!r}: an environment variable name, without '=' or control characters")
+
+
+def check_value(key: str, value: str) -> None:
+    if "\0" in value:  # the replica's environment would refuse it, and the app's import fail
+        raise SecretStoreError(f"the value of {key} holds a NUL byte, which an environment variable cannot hold")
 
 
 def default_path() -> Path:
@@ -79,8 +85,9 @@ class SecretStore:
     def set(self, name: str, values: dict[str, str], *, replace: bool = False) -> dict[str, str]:
         """Add (or, with `replace`, set exactly) these keys of secret `name`; returns what it now holds."""
         check_name(name)
-        for key in values:
+        for key, value in values.items():
             check_key(key)
+            check_value(key, value)
         try:
             with locked(self.path):
                 secrets = self._read()

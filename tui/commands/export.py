@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mwtui.tui.cli_values import k8s_namespace, one_line, output_folder, positive_int, registry
+
 
 def add_parser(subparsers: Any) -> None:
     p: argparse.ArgumentParser = subparsers.add_parser(
@@ -29,22 +31,22 @@ def add_parser(subparsers: Any) -> None:
         "`mwtui worker APP --pool NAME`.",
     )
     k.add_argument("app", help="path/to/app.py or path/to/app.py::app_variable")
-    k.add_argument("-o", "--output", type=Path, default=None, help="folder to write (default ./<app>-knative)")
+    k.add_argument("-o", "--output", type=output_folder, default=None, help="folder to write (default ./<app>-knative)")
     k.add_argument(
-        "--registry", default=None,
+        "--registry", type=registry, default=None,
         help="image registry prefix, e.g. ghcr.io/me (default dev.local: load images into a local cluster)",
     )
-    k.add_argument("--namespace", default=None, help="Kubernetes namespace (default: the current one)")
+    k.add_argument("--namespace", type=k8s_namespace, default=None, help="Kubernetes namespace (default: the current one)")
     k.add_argument(
         "--public", action="store_true",
         help="export requires_proxy_auth endpoints publicly too (default: cluster-local)",
     )
     k.add_argument(
-        "--max-timeout", type=int, default=None, metavar="SECONDS",
+        "--max-timeout", type=positive_int, default=None, metavar="SECONDS",
         help="the cluster's max-revision-timeout-seconds (default 600, Knative's default): timeouts are capped to it",
     )
     k.add_argument(
-        "--mwtui-requirement", default=None, metavar="SPEC",
+        "--mwtui-requirement", type=one_line, default=None, metavar="SPEC",
         help="install mwtui in the image with pip from SPEC (e.g. mwtui==0.1.0) instead of copying this one",
     )
 
@@ -61,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     from mwtui.engine.export.bundle import DEFAULT_REGISTRY
     from mwtui.engine.export.knative import DEFAULT_MAX_TIMEOUT
     from mwtui.engine.loader import AppRef
+    from mwtui.tui.cli_values import checked_app
 
+    ref = checked_app(AppRef.parse(args.app))
     options = ExportOptions(
         out_dir=args.output,
         registry=args.registry or DEFAULT_REGISTRY,
@@ -71,9 +75,12 @@ def run(args: argparse.Namespace) -> int:
         mwtui_requirement=args.mwtui_requirement,
     )
     try:
-        result = export_knative(AppRef.parse(args.app), options)
+        result = export_knative(ref, options)
     except ExportError as e:
         print(f"mwtui: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the output folder: not writable, or a file on its path
+        print(f"mwtui: cannot write the bundle: {e.strerror or e}: {e.filename or args.output}", file=sys.stderr)
         return 1
     out = _rel(result.out_dir)
     print(f"Exported {result.app_name} for Knative into {out}/")

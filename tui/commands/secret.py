@@ -18,6 +18,8 @@ from typing import Any
 
 from mwtui.engine.sdk.secret import read_dotenv
 from mwtui.engine.store.secrets import SecretStore, SecretStoreError
+from mwtui.tui.cli_values import k8s_name, k8s_namespace
+from mwtui.tui.terminal_text import printable
 
 
 def add_parser(subparsers: Any) -> None:
@@ -49,9 +51,9 @@ def add_parser(subparsers: Any) -> None:
     export.add_argument("name", metavar="NAME")
     export.add_argument("--format", choices=("env", "manifest"), default="env",
                         help="env: KEY=VALUE lines for --from-env-file (default); manifest: a Secret as JSON")
-    export.add_argument("--k8s-name", metavar="NAME",
+    export.add_argument("--k8s-name", type=k8s_name, metavar="NAME",
                         help="the Secret's name in the manifest (default: the name `mwtui export knative` uses)")
-    export.add_argument("-n", "--namespace", help="the Secret's namespace in the manifest")
+    export.add_argument("-n", "--namespace", type=k8s_namespace, help="the Secret's namespace in the manifest")
     export.add_argument("--show", action="store_true", help="print even to a terminal (values on screen)")
 
 
@@ -131,7 +133,7 @@ def _manifest(name: str, values: dict[str, str], k8s_name: str, namespace: str |
 
 
 def _export(store: SecretStore, args: argparse.Namespace) -> int:
-    from mwtui.engine.export.secrets import k8s_name
+    from mwtui.engine.export.secrets import k8s_name as default_k8s_name
 
     to_terminal = sys.stdout.isatty()
     try:
@@ -141,10 +143,10 @@ def _export(store: SecretStore, args: argparse.Namespace) -> int:
         values = store.get(args.name)
         if values is None:
             listing = store.list()
-            known = f"known secrets: {', '.join(listing)}" if listing else "there are no secrets yet"
+            known = f"known secrets: {', '.join(map(printable, listing))}" if listing else "there are no secrets yet"
             raise _Usage(f"no secret {args.name!r}; {known} (make it with: mwtui secret set {args.name} KEY=VALUE)")
         if args.format == "manifest":
-            text = _manifest(args.name, values, args.k8s_name or k8s_name(args.name), args.namespace)
+            text = _manifest(args.name, values, args.k8s_name or default_k8s_name(args.name), args.namespace)
         else:
             text = _env_file(args.name, values)
     except (SecretStoreError, _Usage):
@@ -162,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
             return _export(store, args)
         if args.secret_command == "set":
             held = store.set(args.name, _values(args), replace=args.replace)
-            print(f"secret {args.name!r} now has {len(held)} key(s): {', '.join(sorted(held))}")
+            keys = ", ".join(printable(k) for k in sorted(held))  # some may come from a hand-edited file
+            print(f"secret {args.name!r} now has {len(held)} key(s): {keys}")
             return 0
         if args.secret_command == "list":
             listing = store.list()
@@ -172,10 +175,11 @@ def run(args: argparse.Namespace) -> int:
             if not listing:
                 print("no secrets yet (make one with: mwtui secret set NAME KEY=VALUE ...)")
                 return 0
-            width = max(len(n) for n in listing)
+            # secrets.json may have been edited by hand: what it holds is printed escaped.
+            width = max(len(printable(n)) for n in listing)
             print(f"{'NAME':<{width}}  KEYS")
             for name, keys in listing.items():
-                print(f"{name:<{width}}  {', '.join(keys) or '(none)'}")
+                print(f"{printable(name):<{width}}  {', '.join(map(printable, keys)) or '(none)'}")
             return 0
         if store.delete(args.name):
             print(f"deleted secret {args.name!r}")

@@ -13,6 +13,8 @@ from typing import Any
 
 from mwtui.engine.ports import DEFAULT_GATEWAY_PORT
 from mwtui.engine.tokens import SECRET_PREFIX, TokenFileError, TokenInfo, TokenStore
+from mwtui.tui.cli_values import token_name
+from mwtui.tui.terminal_text import printable
 
 
 def add_parser(subparsers: Any) -> None:
@@ -23,7 +25,8 @@ def add_parser(subparsers: Any) -> None:
     )
     sub = p.add_subparsers(dest="token_command", required=True, metavar="{create,list,revoke}")
     create = sub.add_parser("create", help="make a token; prints its Modal-Key and Modal-Secret once")
-    create.add_argument("--name", default="", help="a note to tell tokens apart in `mwtui token list`")
+    create.add_argument("--name", type=token_name, default="",
+                        help="a note to tell tokens apart in `mwtui token list`: letters, digits, spaces, '.', '-', '_'")
     create.add_argument("--json", action="store_true", help='print {"key": ..., "secret": ...}')
     ls = sub.add_parser("list", help="the tokens there are (never their secrets)")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
@@ -63,17 +66,18 @@ def run(args: argparse.Namespace) -> int:
             if not tokens:
                 print("no tokens yet (make one with: mwtui token create --name NAME)")
                 return 0
-            width = max(len(t.key) for t in tokens)
+            # tokens.json may have been edited by hand: what it holds is printed escaped.
+            width = max(len(printable(t.key)) for t in tokens)
             print(f"{'KEY':<{width}}  {'CREATED':<16}  NAME")
             for t in tokens:
-                print(f"{t.key:<{width}}  {_when(t.created):<16}  {t.name}")
+                print(f"{printable(t.key):<{width}}  {_when(t.created):<16}  {printable(t.name)}")
             return 0
         if args.key.startswith(SECRET_PREFIX):
             # Never echo what looks like a secret back onto the screen or into a log.
             print("mwtui: that is a Modal-Secret (ws-...); revoke takes the Modal-Key (wk-...)", file=sys.stderr)
             return 1
         if store.revoke(args.key):
-            print(f"revoked {args.key}")
+            print(f"revoked {printable(args.key)}")
             return 0
         print(f"mwtui: no token {args.key!r} (see `mwtui token list`)", file=sys.stderr)
         return 1

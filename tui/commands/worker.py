@@ -74,9 +74,19 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mwtui.engine.loader import AppRef
+    from mwtui.engine.worker.listen import Listen
     from mwtui.engine.worker.replica import main
+    from mwtui.tui.cli_values import checked_app
 
+    checked_app(AppRef.parse(args.app))
     listen = args.listen or default_listen()
+    if not args.listen:  # a bad --listen is the replica's parser's to refuse; a bad $PORT is not a flag
+        try:
+            Listen.parse(listen)
+        except ValueError:
+            print(f"mwtui: $PORT must be a port number 1-65535, got {os.environ.get('PORT', '')!r}", file=sys.stderr)
+            return 1
     error = secrets_from_environment()
     if error:
         print(f"mwtui: {error}", file=sys.stderr)

@@ -47,7 +47,7 @@ def settings_table(e: EndpointStatus) -> Table:
     right = [
         ("pool", s.pool),
         ("min containers", str(s.min_containers)),
-        ("max containers", "∞" if s.max_containers is None else str(s.max_containers)),
+        ("max containers", fmt.max_text(e)),  # the cap in force: the app's, or mwtui's default
         ("buffer containers", str(s.buffer_containers)),
         ("scaledown window", f"{s.scaledown_window}s"),
         ("timeout", f"{s.timeout}s"),

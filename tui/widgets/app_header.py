@@ -19,7 +19,10 @@ def reload_text(r: ReloadStatus | None, short: bool = False) -> Text:
     if r.state == "error":
         return Text(f"{word} ✖" if short else "reload: error ✖", style="bold red")
     gen = f" (gen {r.generation})" if r.generation > 1 and not short else ""
-    return Text(f"{word} ✓" if short else f"reload: watching ✓{gen}", style="green")
+    out = Text(f"{word} ✓" if short else f"reload: watching ✓{gen}", style="green")
+    if r.ignored:  # files the loop guard silenced: the log says which and why
+        out.append(f" {len(r.ignored)} silenced" if short else f", {len(r.ignored)} file(s) silenced", style="yellow")
+    return out
 
 
 def header_text(snap: Snapshot | None, file: str, status: str | None = None, level: int = 0) -> Text:

@@ -22,7 +22,7 @@ def summary_text(e: EndpointStatus | None) -> Text:
     out.append(f" · {e.state} · {e.ready}/{e.desired} replica{'s' if e.desired != 1 else ''}")
     if e.starting:
         out.append(f" ({e.starting} starting)")
-    out.append(f" · min..max {fmt.range_text(s)} · target {s.target_inputs}, max {s.max_inputs} in flight")
+    out.append(f" · min..max {fmt.range_text(e)} · target {s.target_inputs}, max {s.max_inputs} in flight")
     if e.inflight:
         out.append(f" · {e.inflight} in flight now")
     if e.restarts:

@@ -34,7 +34,7 @@ COLUMNS: tuple[Col, ...] = (
     Col("kind", "kind", None, 3, lambda e: fmt.kind(e.spec)),
     Col("url", "url", None, 2, lambda e: e.url),  # where to send requests: next after the basics
     Col("repl", "repl", 5, 1, lambda e: (e.ready, e.desired), True, True),
-    Col("range", "min..max", 8, 7, lambda e: (e.spec.min_containers, e.spec.max_containers or 1 << 30), True),
+    Col("range", "min..max", 8, 7, lambda e: (e.spec.min_containers, e.cap[0] or 1 << 30), True),
     Col("rps", "req/s", SPARK_WIDTH + 7, 1, lambda e: e.rps, True),
     Col("p50", "p50", 6, 4, lambda e: e.p50_ms or 0.0, True, True),
     Col("p95", "p95", 6, 3, lambda e: e.p95_ms or 0.0, True, True),
@@ -69,7 +69,7 @@ def cell(col: str, e: EndpointStatus, history: RateHistory, error_in: str = "rps
     if col == "repl":
         return Text(f"{e.ready}/{e.desired}", justify="right", style="yellow" if e.ready < e.desired else "")
     if col == "range":
-        return Text(fmt.range_text(s), justify="right")
+        return Text(fmt.range_text(e), justify="right")
     if col == "rps":
         return sparkline(history.series(e.name), SPARK_WIDTH) + Text(f" {e.rps:6.1f}")
     if col == "p50":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 
+from mwtui.engine.autoscaler import CAP_DEFAULT, CAP_MAX_CONTAINERS, CAP_WEB_SERVER
 from mwtui.engine.facade import EndpointStatus
 from mwtui.engine.manifest import EndpointSpec
 from rich.text import Text
@@ -63,9 +64,27 @@ def age(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-def range_text(spec: EndpointSpec) -> str:
-    top = "∞" if spec.max_containers is None else str(spec.max_containers)
-    return f"{spec.min_containers}..{top}"
+# Where a replica cap comes from (EndpointStatus.max_source), as the details say it.
+CAP_SOURCES = {
+    CAP_MAX_CONTAINERS: "max_containers",
+    CAP_DEFAULT: "mwtui default, --max-replicas",
+    CAP_WEB_SERVER: "web_server: one fixed port",
+}
+
+
+def range_text(e: EndpointStatus) -> str:
+    top = e.cap[0]
+    return f"{e.spec.min_containers}..{'∞' if top is None else top}"
+
+
+def max_text(e: EndpointStatus) -> str:
+    """The replica cap in force and where it comes from: `8 (mwtui default, --max-replicas)`."""
+    top, source = e.cap
+    if top is None:
+        return "∞"
+    if e.max_source is None:  # made without it (by hand): the spec's own number, as it reads there
+        return str(top)
+    return f"{top} ({CAP_SOURCES.get(source or '', source)})"
 
 
 def first_line(text: str | None, width: int = 80) -> str:
