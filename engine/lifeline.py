@@ -2,15 +2,19 @@
 
 mwtui opens one pipe and keeps its write end; every child it starts (replicas, the gateway) gets the
 read end. Nothing is ever written, so a child's read returns only at end-of-file, which the kernel
-delivers the moment the last write end closes: when mwtui exits or is killed. The child then kills its
-own process group, which takes down everything it started (gunicorn workers, a web_server's process).
+delivers the moment the last write end closes: when mwtui exits or is killed. The child then kills
+everything below it (see proctree: a replica is a subreaper, so that includes processes of the user's
+that left its group) and its own process group (gunicorn workers, a web_server's process).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+
+from .proctree import kill_tree
 
 ENV_FD = "MWTUI_LIFELINE_FD"
 
@@ -51,9 +55,12 @@ def watch_parent(fd: int | None = None) -> threading.Thread | None:
                 continue
             except OSError:
                 break
-        # The parent is gone: nobody will ever stop us, so take the whole group down now. Only a
-        # group leader does so, so that a child started without its own group never kills its caller's.
+        # The parent is gone: nobody will ever stop us, so take everything we started down now:
+        # descendants first (those that left our group too), then the group. Only a group leader
+        # kills its group, so that a child started without its own group never kills its caller's.
         try:
+            with contextlib.suppress(Exception):
+                kill_tree(os.getpid())
             if os.getpgid(0) == os.getpid():
                 os.killpg(os.getpid(), signal.SIGKILL)
         finally:

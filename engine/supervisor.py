@@ -3,6 +3,13 @@
 One `Pool` per function or class. Its reconcile loop compares the replicas it wants with the ones it
 has and acts; everything that happens (ready, crash, a log line) is reported through one callback, so
 the engine facade never touches a process itself.
+
+A replica that is not ready within its function's `startup_timeout` is failed, saying which startup
+step it was still in. A replica that retires (a request's work could not be stopped at its `timeout`,
+see worker/timeouts.py) is replaced at once, and that counts as no crash. Nothing a replica started
+outlives it: a replica kills its own descendants on the way out (it is a subreaper, see proctree), and
+when the supervisor has to kill it, it takes the replica's whole tree, and then whatever it last saw
+below it (which covers what escaped to init).
 """
 
 from __future__ import annotations
@@ -26,12 +33,14 @@ from .lifeline import Lifeline
 from .loader import AppRef
 from .manifest import PoolSpec
 from .params import pool_key, query_of, variant_id, variant_name
+from .proctree import kill_all, kill_tree
 from .spawner import ColdSpawner, ReplicaProcess, Spawner
 
 ReplicaState = Literal["starting", "ready", "stopping", "exited"]
 PoolState = Literal["starting", "running", "idle", "stopped", "failed"]
 
 STOP_GRACE_S = 10.0  # in-flight requests get this long to finish when a replica stops
+RETIRE_GRACE_S = 2.0  # a retiring replica kills itself; past this, the supervisor does it
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,12 @@ class Replica:
     exit_message: str | None = None  # why it ended, when it ended unasked
     stop_requested: bool = False
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # set when ready or exited
+    # Startup, as the replica reports it: what it is doing, its function's startup_timeout, and when
+    # (time.monotonic()) its first report came, which starts the clock.
+    doing: str | None = None
+    startup_timeout: float | None = None
+    startup_began: float | None = None
+    startup_news: asyncio.Event = field(default_factory=asyncio.Event)  # any of the above, or settled
     cpu_percent: float = 0.0
     rss_bytes: int = 0
     inflight: int = 0  # from the gateway's metrics
@@ -213,6 +228,7 @@ class Pool:
         self.replicas: list[Replica] = []
         self.stopped = False  # the user stopped it
         self.failed = False  # it kept crashing: wait for a restart or a new version
+        self.ever_ready = False  # a replica of it has been ready (its startup is known to work)
         self.last_error: str | None = None
         self.policy = RestartPolicy()
         self.restarts = 0
@@ -362,11 +378,16 @@ class Pool:
             for _ in range(want - len(live)):
                 self._spawn()
         elif len(live) > want:
-            # Surplus: stop the newest (starting first) so the warmest replicas keep serving.
             # Surplus: replicas still starting go first, then idle ones, the most recently idle first;
             # a busy one only when nothing else is left (and even then it drains before it stops).
+            candidates = live
+            if self.pinned is None and not self.stopped and not self.ever_ready:
+                # Until one replica has been ready, the autoscaler does not take away one that is
+                # still starting: a hung @enter must end in its startup_timeout's message, not
+                # silently idle. Stopping or scaling by hand still does.
+                candidates = [r for r in live if r.state != "starting"]
             surplus = sorted(
-                live, key=lambda r: (r.state == "ready", r.inflight > 0, -r.idle_since)
+                candidates, key=lambda r: (r.state == "ready", r.inflight > 0, -r.idle_since)
             )[: len(live) - want]
             for r in surplus:
                 r.stop_requested = True  # now, so the next pass does not count it again
@@ -391,6 +412,7 @@ class Pool:
             **os.environ,
             **self.lifeline.env(),
             "MWTUI_READY_FD": str(ready_w),
+            "MWTUI_REPORT_STARTING": "1",  # its startup steps too: startup_timeout is enforced here
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
             **({"MWTUI_POOL_PLAN": r.plan} if r.plan else {}),
@@ -420,9 +442,14 @@ class Pool:
             self._background(self._stop_replica(r))
         logs = asyncio.create_task(self._pump_logs(r))
         reports = asyncio.create_task(self._read_reports(r, ready_r))
+        self._background(self._watch_startup(r))
         code = await r.proc.wait()
         await asyncio.wait({logs, reports}, timeout=1.0)
         self._kill_group(r)
+        # Its descendants died with it unless it was killed outright: then they were reparented, to
+        # the zygote (which kills them) or, from a cold start, to init. Kill those we last saw.
+        kill_all(list(r._children.values()))
+        r.startup_news.set()
         was_ready = r.ready_at is not None
         r.state = "exited"
         self.replicas.remove(r)
@@ -465,21 +492,85 @@ class Pool:
                     msg = json.loads(raw)
                 except ValueError:
                     continue
-                if msg.get("event") == "ready" and r.state == "starting":
+                event = msg.get("event")
+                if event == "ready" and r.state == "starting":
                     r.upstreams = {
                         name: Upstream(u["address"], u.get("dispatch")) for name, u in msg["upstreams"].items()
                     }
                     r.state = "ready"
                     r.ready_at = time.time()
                     r.startup_ms = msg.get("startup_ms")
+                    self.ever_ready = True
                     r.settled.set()
+                    r.startup_news.set()
                     if r.version == self.version:
                         self.failed = False
                         self.emit(PoolChanged(self.name))
-                elif msg.get("event") == "failed":
+                elif event == "starting":
+                    r.doing = str(msg.get("doing") or "") or r.doing
+                    if r.startup_began is None:
+                        r.startup_began = time.monotonic()
+                    if isinstance(msg.get("startup_timeout"), (int, float)):
+                        r.startup_timeout = float(msg["startup_timeout"])
+                    r.startup_news.set()
+                elif event == "failed":
                     r.failure = msg
+                elif event == "retire":
+                    self._retired(r)
         finally:
             transport.close()
+
+    def _retired(self, r: Replica) -> None:
+        """The replica is going (it said why in its log): out of the routes now, and a fresh one in its
+        place at once. Its end is no crash."""
+        r.stop_requested = True
+        if r.state == "ready":
+            r.state = "stopping"
+        self.emit(PoolChanged(self.name))
+        self._poke()
+        self._background(self._reap_retired(r))
+
+    async def _reap_retired(self, r: Replica) -> None:
+        assert r.proc is not None
+        try:
+            await asyncio.wait_for(r.proc.wait(), timeout=RETIRE_GRACE_S)
+        except asyncio.TimeoutError:
+            await asyncio.to_thread(kill_tree, r.proc.pid, include_root=True)
+
+    async def _watch_startup(self, r: Replica) -> None:
+        """Fail the replica if it is not ready within its function's `startup_timeout`, as Modal fails a
+        container that does not start in time. The clock starts at its first report (our own
+        interpreter's start is not the user's); until the import has told it, the budget is the pool's
+        `timeout`, Modal's default for `startup_timeout`."""
+        spawned = time.monotonic()
+        while r.state == "starting" and not r.stop_requested:
+            r.startup_news.clear()
+            budget = r.startup_timeout if r.startup_timeout is not None else float(self.spec.knobs.timeout)
+            began = r.startup_began if r.startup_began is not None else spawned
+            left = began + budget - time.monotonic()
+            if left <= 0:
+                await self._startup_timed_out(r, budget)
+                return
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(r.startup_news.wait(), timeout=left)
+
+    async def _startup_timed_out(self, r: Replica, budget: float) -> None:
+        if r.proc is None:
+            return
+        names = ", ".join(f"`{e.name}`" for e in self.spec.endpoints)
+        is_class = any("." in e.name for e in self.spec.endpoints)
+        subject = f"class `{self.name}` (endpoints {names})" if is_class else f"endpoint {names}"
+        step = f"it was still {r.doing}" if r.doing else "it had not begun to start"
+        decorator = "@app.cls" if is_class else "@app.function"
+        r.failure = {
+            "stage": "startup",
+            "message": (
+                f"{subject} did not finish starting within its startup_timeout of {budget:g}s: {step}, so "
+                f"the replica was stopped. Make that step finish sooner, or give it more time with "
+                f"{decorator}(startup_timeout=...) (when unset it is the function's `timeout`)."
+            ),
+        }
+        await asyncio.to_thread(kill_tree, r.proc.pid, include_root=True)  # its exit reports the failure
 
     async def _pump_logs(self, r: Replica) -> None:
         assert r.proc and r.proc.stdout
@@ -498,11 +589,14 @@ class Pool:
             self.emit(PoolChanged(self.name))  # take it out of the routes before it stops accepting
             if self.before_drain:
                 await self.before_drain()
+        r.startup_news.set()  # a replica being stopped is no longer timed for its startup
         with contextlib.suppress(ProcessLookupError):
             r.proc.send_signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(r.proc.wait(), timeout=STOP_GRACE_S)
         except asyncio.TimeoutError:
+            # Its whole tree, found while it still holds it (a subreaper keeps its orphans), then it.
+            await asyncio.to_thread(kill_tree, r.proc.pid, include_root=True)
             self._kill_group(r)
             await r.proc.wait()
         self._kill_group(r)

@@ -16,10 +16,16 @@ JSON object per message:
 
 Forking is only safe from a single-threaded process, so the zygote runs no thread at all: it watches
 the socket, SIGCHLD (through a wakeup pipe) and mwtui's lifeline in one poll loop, and exits when the
-socket or the lifeline closes. Each forked child is made to look like a fresh `python -m
-mwtui.engine.worker` started by the cold spawner (see `_become_child`): own session, the received fds
-on 0/1/2 and nothing else open, the request's cwd, env, argv and sys.path[0], default signals, fresh
-stdio objects, a reseeded random, and no event loop (the worker creates its own).
+socket or the lifeline closes, killing every replica's whole tree on its way out.
+
+The zygote is a child subreaper (see proctree): when a replica dies, however it died, what it started
+is reparented here, not to init. Anything of ours that we did not fork is such an orphan, and is killed
+at once (its own children arrive in turn, and are killed in turn).
+
+Each forked child is made to look like a fresh `python -m mwtui.engine.worker` started by the cold
+spawner (see `_become_child`): own session, the received fds on 0/1/2 and nothing else open, the
+request's cwd, env, argv and sys.path[0], default signals, fresh stdio objects, a reseeded random, and
+no event loop (the worker creates its own).
 
 A request's "main" says what the child runs: "worker" (the default, a replica) or "discovery" (`python
 -m mwtui.engine.discovery --fd N <ref>`, which imports the user's file in the child and writes its
@@ -49,6 +55,8 @@ import time
 import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
+
+from .proctree import become_subreaper, kill_all, kill_tree
 
 MAX_MESSAGE = 1 << 20  # a request is mostly its env; the spawner cold-starts anything bigger
 FDS_PER_REQUEST = 16
@@ -157,7 +165,17 @@ class Zygote:
         try:
             self.sock.send(json.dumps(message).encode())
         except OSError:
-            os._exit(0)  # the spawner is gone: so is our purpose (replicas have their own lifeline)
+            self.exit()  # the spawner is gone: so is our purpose
+
+    def exit(self) -> NoReturn:
+        """mwtui is gone or done with us: no replica (nor anything it started) may outlive it. Each has
+        its own lifeline too, but one stuck in user code holding the GIL would never act on it."""
+        for pid in list(self.children):
+            with contextlib.suppress(Exception):
+                kill_tree(pid, include_root=True)
+        with contextlib.suppress(Exception):
+            kill_tree(os.getpid())  # the orphans of replicas that died meanwhile
+        os._exit(0)
 
     def serve(self) -> NoReturn:
         poller = select.poll()  # not epoll: no fd of its own that a forked child would inherit
@@ -175,7 +193,7 @@ class Zygote:
                 continue
             for fd, _ in events:
                 if fd == self.lifeline:
-                    os._exit(0)  # mwtui is gone
+                    self.exit()  # mwtui is gone
                 elif fd == self.wake_r:
                     with contextlib.suppress(OSError):
                         while os.read(self.wake_r, 512):
@@ -191,9 +209,9 @@ class Zygote:
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            os._exit(0)
+            self.exit()
         if not data:
-            os._exit(0)  # the spawner closed its end: mwtui is done with us
+            self.exit()  # the spawner closed its end: mwtui is done with us
         if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
             self._close(fds)
             with contextlib.suppress(ValueError):
@@ -244,17 +262,31 @@ class Zygote:
         self.send({"id": rid, "pid": pid})
 
     def reap(self) -> None:
+        reaped = False
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             except InterruptedError:
                 continue
             if pid == 0:
-                return
-            self.children.discard(pid)
-            self.send({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+                break
+            reaped = True
+            if pid in self.children:  # else an orphan of a dead replica (see kill_orphans)
+                self.children.discard(pid)
+                self.send({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+        if reaped:
+            self.kill_orphans()
+
+    def kill_orphans(self) -> None:
+        """Whatever dead replicas left behind was reparented to us (a subreaper) before we learnt of
+        their deaths: any child of ours that we did not fork. Its children come here when it dies, and
+        that death brings us back here."""
+        with contextlib.suppress(Exception):
+            import psutil
+
+            kill_all([p for p in psutil.Process().children() if p.pid not in self.children])
 
     @staticmethod
     def _close(fds: list[int]) -> None:
@@ -438,6 +470,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
                *(["--lifeline", str(args.lifeline)] if args.lifeline is not None else [])])
     sock = socket.socket(fileno=args.fd)
     sock.set_inheritable(False)
+    become_subreaper()  # before any fork: orphans of replicas come to us (see Zygote.kill_orphans)
     if args.lifeline is not None:
         os.set_inheritable(args.lifeline, False)
     t0 = time.monotonic()

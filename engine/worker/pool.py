@@ -194,11 +194,14 @@ class Pool:
             raise failure("import", self.failure_endpoint, self.subject,
                           "an import inside `with image.imports():` raised", exc, self.app_file) from exc
 
-    def enter(self, run_async: RunAsync) -> None:
+    def enter(self, run_async: RunAsync, on_method: Callable[[str], None] | None = None) -> None:
+        """Run the `@enter` methods in order; `on_method(what)` as each begins (startup progress)."""
         if not self.is_class:
             self.entered = True
             return
         for m in self.cls.enter_methods():
+            if on_method is not None:
+                on_method(f"running @modal.enter method `{m.name}`")
             try:
                 _call(types.MethodType(m.raw_f, self.instance), run_async)
             except (Exception, SystemExit) as exc:

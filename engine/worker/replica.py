@@ -4,9 +4,14 @@ import the file → (class) make the instance, run `@enter` → build every web 
 (FastAPI wrapper, ASGI/WSGI factory, web_server function and its port) → start every ASGI lifespan in
 order → serve → on SIGTERM/SIGINT: drain, lifespan shutdowns in order, `@exit` → exit 0.
 
-Any error before serving is reported as {"event": "failed", ...} and the replica exits 3. User code
-that is synchronous runs in the main thread with no event loop running (as in a plain script), and
-async user code runs on the replica's one loop, the same loop that later serves requests.
+Any error before serving is reported as {"event": "failed", ...} and the replica exits 3. Each startup
+step is announced ({"event": "starting", ...}) so that the supervisor can enforce `startup_timeout` and
+say which step hung. User code that is synchronous runs in the main thread with no event loop running
+(as in a plain script), and async user code runs on the replica's one loop, the same loop that later
+serves requests. Requests are bounded by the function's `timeout` (see timeouts.py).
+
+The replica is a child subreaper (see proctree): whatever user code starts stays below it, even what
+leaves its process group, and every way out of the replica takes all of that down with it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any, NoReturn
 from .. import lifeline
 from ..labels import default_label
 from ..loader import AppNotFound, AppRef, load_app
+from ..proctree import TERM_GRACE_S, become_subreaper, kill_tree
 from .dispatch import Dispatcher
 from .fastapi_app import FastAPIMissing, build_fastapi_app
 from .lifespan import ASGIApp, Lifespan, LifespanFailed, WithState
@@ -35,6 +41,7 @@ from .listen import GRACEFUL_SECONDS, KEEPALIVE_SECONDS, Listen, bind_tcp, bind_
 from .pool import Endpoint, Pool, before_import, params_arg, subject_before_import
 from .report import (
     FAILED_EXIT_CODE,
+    RETIRED_EXIT_CODE,
     Reporter,
     StartupFailure,
     Upstream,
@@ -43,6 +50,7 @@ from .report import (
     summary,
 )
 from .stop import Stop
+from .timeouts import TIMEOUT_GRACE_S, Overruns, Timeout, WSGITimeout
 from .web_server import FunctionFailed, PortBusy, StopRequested, WebServer
 
 # Modal bridges WSGI with a2wsgi on an effectively unbounded pool; concurrency is limited upstream
@@ -126,15 +134,22 @@ class Replica:
         self.lifespans: list[tuple[Endpoint, Lifespan]] = []
         self.web_servers: list[WebServer] = []
         self.socket_bound = False
+        self.timeout = 300.0  # the function's `timeout`, once imported
+        self.master_pid: int | None = None  # under gunicorn: this process, its master
 
     # --- the whole life ---------------------------------------------------------------------------
 
     def run(self) -> int:
+        self.reporter.starting(f"importing {os.path.basename(self.ref.path)}")
         try:
             pool = self._load()
         except StartupFailure as f:
             self.reporter.failed(f)
             return FAILED_EXIT_CODE
+        # Only now is the function's own startup_timeout known (Modal's default: its `timeout`).
+        self.timeout = float(pool.options.timeout)
+        startup_timeout = pool.options.startup_timeout or pool.options.timeout
+        self.reporter.starting("setting up its environment", float(startup_timeout))
         os.environ.update(pool.environment())
         if pool.server() == "gunicorn":
             return self._run_gunicorn(pool)
@@ -184,18 +199,24 @@ class Replica:
     # --- startup ----------------------------------------------------------------------------------
 
     def _start(self, pool: Pool) -> None:
-        pool.enter(self._run_async)
+        pool.enter(self._run_async, self.reporter.starting)
         self._check_stop()
         for ep in pool.endpoints:
             if ep.web.kind == "web_server":
+                self.reporter.starting(f"running the @modal.web_server function of {ep.subject} and "
+                                       f"waiting for port {ep.web.port}")
                 self._start_web_server(ep)
             else:
+                self.reporter.starting(f"building {ep.subject}" if ep.web.kind == "fastapi" else
+                                       f"calling the @modal.{ep.web.decorator} factory of {ep.subject}")
                 self.apps[ep.name] = self._build(ep, pool)
             self._check_stop()
         for ep in pool.endpoints:
             if ep.name in self.apps:
+                self.reporter.starting(f"running the ASGI lifespan startup of {ep.subject}")
                 self._start_lifespan(ep, pool)
                 self._check_stop()
+        self.reporter.starting("starting its server")
 
     def _build(self, ep: Endpoint, pool: Pool) -> ASGIApp:
         kind = ep.web.kind
@@ -331,6 +352,10 @@ class Replica:
         # A class's methods share one socket and are told apart by header; a function needs none.
         for name in self.apps:
             self.upstreams[name] = Upstream(address, name if pool.is_class else None)
+        overruns = Overruns(self.timeout, self._retire)
+        kinds = {ep.name: ep.web.kind for ep in pool.endpoints}
+        self.apps = {name: Timeout(app, name, overruns, threaded=kinds[name] == "wsgi")
+                     for name, app in self.apps.items()}
         app: ASGIApp = self._dispatcher(pool) if pool.is_class else next(iter(self.apps.values()))
         from .uvicorn_server import make_server  # imported only by the pools that use it: startup time
 
@@ -360,13 +385,16 @@ class Replica:
 
         def load() -> Any:  # runs in gunicorn's worker process
             try:
-                return ep.target()
+                # The watching thread is started in here: threads do not survive gunicorn's fork.
+                return WSGITimeout(ep.target(), ep.name, Overruns(self.timeout, self._retire))
             except (Exception, SystemExit) as exc:
                 self.reporter.failed(failure("build", ep.name, ep.subject,
                                              f"the @modal.{ep.web.decorator} factory raised", exc, pool.app_file))
                 _flush()
                 os._exit(FAILED_EXIT_CODE)  # gunicorn's master halts on it (its WORKER_BOOT_ERROR is 3)
 
+        self.reporter.starting(f"starting gunicorn, which calls the @modal.{ep.web.decorator} factory of {ep.subject}")
+        self.master_pid = os.getpid()
         try:
             gunicorn_server.serve(
                 fd=sock.detach(),
@@ -383,6 +411,26 @@ class Replica:
         return 0
 
     # --- stopping ---------------------------------------------------------------------------------
+
+    def _retire(self, what: str) -> None:
+        """From the timeout watcher: `what` (a request) still runs TIMEOUT_GRACE_S past its `timeout` and
+        nothing can stop it but the end of this process. Say so, then take the replica down at once
+        (no drain, no @exit: that would let the work run on); the supervisor starts a fresh one."""
+        reason = (f"{what} ran past its timeout of {self.timeout:g}s and was still running {TIMEOUT_GRACE_S:g}s "
+                  f"later (code in a thread cannot be cancelled): replica {self.replica_id} was replaced")
+        with contextlib.suppress(Exception):
+            print(f"mwtui: {reason}", file=sys.stderr)
+            self.reporter.retire(reason)
+        if self.socket_bound:
+            with contextlib.suppress(OSError):
+                os.unlink(self.socket_path)
+        # In gunicorn's worker the replica is its master (our parent): it goes too, with all below it.
+        me = os.getpid()
+        root = self.master_pid if self.master_pid is not None else me
+        with contextlib.suppress(Exception):
+            kill_tree(root, include_root=root != me)
+        _flush()
+        os._exit(RETIRED_EXIT_CODE)
 
     def _teardown(self, pool: Pool) -> bool:
         """Lifespan shutdowns in order, then `@exit`; each runs even if one before it failed."""
@@ -429,18 +477,27 @@ def _terminate_group() -> None:
         pass
 
 
+def _end_descendants() -> None:
+    """Nothing the user's code started outlives the replica, even what left its group (setsid) or
+    ignores SIGTERM: SIGTERM, TERM_GRACE_S to go, then SIGKILL (see proctree)."""
+    with contextlib.suppress(Exception):
+        kill_tree(os.getpid(), grace=TERM_GRACE_S)
+
+
 def finish(code: int) -> NoReturn:
     """Exit now, whatever non-daemon threads user code left behind; atexit handlers still run."""
     _terminate_group()
     _flush()
     with contextlib.suppress(Exception):
         atexit._run_exitfuncs()
+    _end_descendants()  # after the user's atexit handlers, which may stop their processes their way
     _flush()
     os._exit(code)
 
 
 def main(argv: list[str] | None = None, started: float | None = None) -> NoReturn:
     started = time.monotonic() if started is None else started
+    become_subreaper()  # before any user code: what it starts stays below us, whatever it does
     lifeline.watch_parent()
     stop = Stop()
     stop.install()

@@ -2,10 +2,16 @@
 
 Messages are one JSON object per line on the pipe named by MWTUI_READY_FD (stderr when run by hand):
 
+    {"event": "starting", "doing": ..., "startup_timeout": ...}   as each startup step begins
     {"event": "ready", "pid": ..., "startup_ms": ..., "upstreams": {name: {"address", "dispatch"}}}
     {"event": "failed", "stage": ..., "endpoint": ..., "message": ..., "traceback": ...}
+    {"event": "retire", "reason": ...}   a request's work could not be stopped at its timeout
 
-After "failed" the replica exits with FAILED_EXIT_CODE.
+After "failed" the replica exits with FAILED_EXIT_CODE, after "retire" with RETIRED_EXIT_CODE. "starting"
+says what the replica is doing (for a person: "running @modal.enter method `load`") and, once the app
+is imported, the function's `startup_timeout`, which the supervisor enforces (the first one starts its
+clock). Only a reader that asks for them (MWTUI_REPORT_STARTING=1) gets "starting" messages: for any
+other, the first message is still "ready" or "failed".
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 READY_FD_ENV = "MWTUI_READY_FD"
+STARTING_ENV = "MWTUI_REPORT_STARTING"
 FAILED_EXIT_CODE = 3
+RETIRED_EXIT_CODE = 4
 
 Stage = Literal["import", "enter", "build", "lifespan", "web_server", "serve"]
 
@@ -71,9 +79,10 @@ class Upstream:
 
 
 class Reporter:
-    def __init__(self, fd: int | None, started: float) -> None:
+    def __init__(self, fd: int | None, started: float, report_starting: bool = False) -> None:
         self.fd = fd
         self.started = started  # time.monotonic() when the replica's code began
+        self.report_starting = report_starting and fd is not None
 
     @classmethod
     def from_env(cls, started: float) -> Reporter:
@@ -87,7 +96,7 @@ class Reporter:
                 os.set_inheritable(fd, False)
             except (ValueError, OSError):
                 fd = None
-        return cls(fd, started)
+        return cls(fd, started, os.environ.pop(STARTING_ENV, "") == "1")
 
     def ready(self, upstreams: dict[str, Upstream], pid: int | None = None) -> None:
         self._send({
@@ -97,8 +106,19 @@ class Reporter:
             "upstreams": {name: u.to_json() for name, u in upstreams.items()},
         })
 
+    def starting(self, doing: str, startup_timeout: float | None = None) -> None:
+        if not self.report_starting:
+            return
+        message: dict[str, Any] = {"event": "starting", "doing": doing}
+        if startup_timeout is not None:
+            message["startup_timeout"] = startup_timeout
+        self._send(message)
+
     def failed(self, failure: StartupFailure) -> None:
         self._send(failure.to_json())
+
+    def retire(self, reason: str) -> None:
+        self._send({"event": "retire", "reason": reason})
 
     def _send(self, message: dict[str, Any]) -> None:
         line = json.dumps(message) + "\n"
