@@ -248,7 +248,7 @@ class Engine:
         self.logs: dict[str, deque[LogLine]] = {}
         self._listeners: list[Callable[[Event], None]] = []
         self._metrics: dict[str, dict[str, Any]] = {}
-        self._socket_dir = scratch.make("sock")
+        self._socket_dir = scratch.make("sock", short=True)
         self._status_task: asyncio.Task[None] | None = None
         self._closed = False
 

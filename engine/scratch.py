@@ -20,9 +20,24 @@ PREFIX = "mwtui-"
 CLOCK_SLACK_S = 1.0
 
 
-def make(kind: str) -> str:
-    """A new folder in the temp dir, owned by this process (removed by a later sweep if we die)."""
-    return tempfile.mkdtemp(prefix=f"{PREFIX}{kind}-{os.getpid()}-")
+# A folder for Unix sockets must leave room for their names under the kernel's 107-byte path limit;
+# under a deeper temp dir (pytest's, a macOS-style one) it goes in /tmp instead.
+SHORT_BASE = "/tmp"
+SHORT_LEN = 48
+
+
+def make(kind: str, short: bool = False) -> str:
+    """A new folder in the temp dir, owned by this process (removed by a later sweep if we die);
+    `short`: one whose path stays short enough for the sockets in it."""
+    base = tempfile.gettempdir()
+    if short and len(os.fsencode(base)) > SHORT_LEN and os.access(SHORT_BASE, os.W_OK | os.X_OK):
+        base = SHORT_BASE
+    return tempfile.mkdtemp(prefix=f"{PREFIX}{kind}-{os.getpid()}-", dir=base)
+
+
+def places() -> list[str]:
+    """Where `make` puts folders: the temp dir, and /tmp for short ones."""
+    return list(dict.fromkeys((tempfile.gettempdir(), SHORT_BASE)))
 
 
 @dataclass(frozen=True)
@@ -81,9 +96,11 @@ def leftovers(folder: str | None = None) -> list[Leftover]:
 
 
 def sweep(folder: str | None = None) -> list[str]:
-    """Remove the leftovers of owners that are gone; returns their paths."""
+    """Remove the leftovers of owners that are gone, in `folder` or every place `make` uses; returns
+    their paths."""
     gone = []
-    for left in leftovers(folder):
+    found = leftovers(folder) if folder else [left for place in places() for left in leftovers(place)]
+    for left in found:
         shutil.rmtree(left.path, ignore_errors=True)
         if not os.path.exists(left.path):
             gone.append(left.path)

@@ -101,3 +101,28 @@ def test_the_next_mwtui_removes_the_folders_of_one_killed(tmp_path: Path, tmpdir
         for s in (alive, third):
             if s is not None:
                 stop_serve(s)
+
+
+def test_a_socket_folder_stays_short_under_a_deep_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pytest's own temp dirs are deep enough that `<dir>/mwtui-sock-.../<replica>.sock` passes the
+    kernel's 107-byte limit for a Unix socket's path: the folder goes in /tmp, and a replica whose
+    name is still too long listens under a hashed name; either way a real socket binds there."""
+    import socket
+
+    from mwtui.engine.worker.replica import UNIX_PATH_MAX, socket_path
+
+    deep = tmp_path / ("d" * 60)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    folder = scratch.make("sock", short=True)
+    try:
+        assert folder.startswith(scratch.SHORT_BASE + "/mwtui-sock-")
+        for replica in ("hello.0", "Some" + "VeryLong" * 12 + ".method.0"):
+            path = socket_path(folder, replica)
+            assert len(path.encode()) <= UNIX_PATH_MAX
+            with socket.socket(socket.AF_UNIX) as s:
+                s.bind(path)
+        assert socket_path(folder, "a" * 200) != socket_path(folder, "b" * 200)
+        assert not scratch.make("other").startswith(scratch.SHORT_BASE + "/mwtui-")  # only when asked
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

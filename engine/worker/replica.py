@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import atexit
 import contextlib
+import hashlib
 import io
 import os
 import signal
@@ -115,6 +116,20 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
+# The kernel's limit on a Unix socket's path (sun_path: 108 bytes with its terminating NUL).
+UNIX_PATH_MAX = 107
+
+
+def socket_path(folder: str, replica: str) -> str:
+    """Where replica `replica` listens: `<folder>/<replica>.sock`, or a name made short from it where
+    that would be over the kernel's limit (a long function name, a deep temp dir)."""
+    path = os.path.join(os.path.abspath(folder), f"{replica}.sock")
+    if len(os.fsencode(path)) <= UNIX_PATH_MAX:
+        return path
+    digest = hashlib.sha256(replica.encode()).hexdigest()[:16]
+    return os.path.join(os.path.abspath(folder), f"{digest}.sock")
+
+
 class Replica:
     def __init__(self, args: argparse.Namespace, reporter: Reporter, stop: Stop) -> None:
         self.ref = AppRef.parse(args.app_ref)
@@ -122,9 +137,7 @@ class Replica:
         self.params: dict[str, Any] | None = args.params
         self.listen: Listen = args.listen
         self.replica_id: str = args.replica or args.pool
-        self.socket_path = (
-            "" if self.listen.tcp else os.path.join(os.path.abspath(args.socket_dir), f"{args.replica}.sock")
-        )
+        self.socket_path = "" if self.listen.tcp else socket_path(args.socket_dir, args.replica)
         self.app_name = self.ref.stem
         self.reporter = reporter
         self.stop = stop
