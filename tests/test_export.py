@@ -414,6 +414,7 @@ def worker(pool: str, port: int, *, use_listen: bool, env: dict[str, str] | None
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+        shutil.rmtree(full_env["MWTUI_HOME"], ignore_errors=True)
 
 
 def _output(log: Any) -> str:

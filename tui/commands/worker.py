@@ -17,11 +17,14 @@ Kubernetes side of the fix.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import sys
-import tempfile
 from typing import Any
+
+from mwtui.engine import scratch
 
 DEFAULT_PORT = 8080  # Knative's (and Cloud Run's) $PORT when the container names none
 SECRETS_ENV = "MWTUI_SECRETS_FROM_ENV"
@@ -45,11 +48,18 @@ def secrets_from_environment() -> str | None:
                 "Secret the Service names in envFrom (see `mwtui export knative`)")
     from mwtui.engine.store.secrets import SecretStore
 
-    os.environ["MWTUI_HOME"] = tempfile.mkdtemp(prefix="mwtui-home-")  # never a real store: this one is ours
+    # Never a real store: this one is ours, removed on the way out (or by a later mwtui's sweep).
+    home = os.environ["MWTUI_HOME"] = scratch.make("home")
+    atexit.register(_remove_home, home, os.getpid())
     store = SecretStore()
     for name, keys in wanted.items():
         store.set(str(name), {k: os.environ[k] for k in keys}, replace=True)
     return None
+
+
+def _remove_home(home: str, owner: int) -> None:
+    if os.getpid() == owner:  # not in a forked child (gunicorn's workers run atexit too)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def default_listen() -> str:
