@@ -44,6 +44,18 @@ def gw() -> Iterator[Gateway]:
         g.close()
 
 
+def alive_pids(pids: set[int]) -> set[int]:
+    """Those of `pids` still running (a zombie has ended: its parent just has not reaped it yet)."""
+    alive = set()
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.add(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

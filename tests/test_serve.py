@@ -14,7 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from .conftest import Served, free_port, start_serve, stop_serve
+from .conftest import Served, alive_pids, free_port, start_serve, stop_serve
 
 
 def test_prints_one_line_per_endpoint_with_its_url(seed_served: Served) -> None:
@@ -166,17 +166,6 @@ def _descendants(served: Served) -> set[int]:
     return pids
 
 
-def _alive(pids: set[int]) -> set[int]:
-    alive = set()
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.add(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
-
-
 def _small_app(tmp_path: Path) -> Path:
     port = free_port()
     app = tmp_path / "small.py"
@@ -208,7 +197,7 @@ def test_sigterm_drains_in_flight_and_leaves_no_process(tmp_path: Path) -> None:
     assert stop_serve(served, signal.SIGTERM) == 0
     t.join(10)
     assert result["r"].status_code == 200 and result["r"].json() == {"slept": 1.5}
-    assert _alive(pids) == set()
+    assert alive_pids(pids) == set()
 
 
 def test_sigkill_leaves_no_process(tmp_path: Path) -> None:
@@ -217,9 +206,9 @@ def test_sigkill_leaves_no_process(tmp_path: Path) -> None:
     pids = _descendants(served)
     stop_serve(served, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while _alive(pids) and time.monotonic() < deadline:
+    while alive_pids(pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _alive(pids) == set()
+    assert alive_pids(pids) == set()
 
 
 def test_busy_gateway_port_is_named(tmp_path: Path) -> None:

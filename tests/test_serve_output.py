@@ -15,21 +15,12 @@ import httpx
 import psutil
 import pytest
 
+from .conftest import alive_pids
+
 APP = (
     "import modal\napp = modal.App('piped')\n"
     "@app.function()\n@modal.fastapi_endpoint()\ndef hello():\n    return {'ok': True}\n"
 )
-
-
-def _alive(pids: set[int]) -> set[int]:
-    alive = set()
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.add(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
 
 
 @pytest.mark.parametrize("stdout_kind", ["pipe", "socket"])
@@ -71,7 +62,7 @@ def test_serve_stops_cleanly_when_its_stdout_is_closed(tmp_path: Path, stdout_ki
         if proc.poll() is None:
             os.killpg(proc.pid, 9)
             proc.wait()
-    assert _alive(pids) == set()
+    assert alive_pids(pids) == set()
     assert list(tmp.iterdir()) == []
     stderr = (tmp_path / "stderr.txt").read_text()
     assert "stdout was closed: stopping" in stderr and "Traceback" not in stderr
