@@ -258,7 +258,7 @@ class Engine:
         left = scratch.sweep()
         if left:
             self._say(f"removed {len(left)} temporary folder(s) left by mwtui processes that were killed")
-        manifest = await discover_async(self.ref, spawner=self.spawner, **self._lifeline_kwargs())
+        manifest = await self._first_discovery()
         if manifest.error and not (self.wait_for_fix and self.reload_enabled):
             raise LoadFailed(manifest.error)
         await self.gateway.start()
@@ -284,6 +284,45 @@ class Engine:
         if self.reload_enabled:
             self._watch_task = loop.create_task(self._watch_loop())
         return self.snapshot()
+
+    async def _first_discovery(self) -> AppManifest:
+        """The first import. With reload on, a save while it runs (a module stuck in a loop at import,
+        then fixed) stops it and imports the new version at once, as a save during a reload does,
+        instead of waiting out the discovery timeout. Files the app writes as it imports are
+        silenced by the reload guard as during any reload."""
+        if not self.reload_enabled:
+            return await discover_async(self.ref, spawner=self.spawner, **self._lifeline_kwargs())
+        loop = asyncio.get_running_loop()
+        saved = asyncio.Event()
+        stop = asyncio.Event()
+
+        async def on_change(paths: list[str]) -> None:
+            verdict = self.reload_guard.filter(paths, time.monotonic(), busy=True)
+            self._tell_guarded(verdict)
+            if verdict.keep:
+                forget_bytecode(verdict.keep)
+                saved.set()
+
+        watcher = loop.create_task(watch(local_folders(self.ref.path, ()), self.watch_rules, on_change, stop))
+        try:
+            while True:
+                saved.clear()
+                found = loop.create_task(discover_async(self.ref, spawner=self.spawner, **self._lifeline_kwargs()))
+                again = loop.create_task(saved.wait())
+                await asyncio.wait({found, again}, return_when=asyncio.FIRST_COMPLETED)
+                again.cancel()
+                if found.done():
+                    return found.result()
+                found.cancel()  # kills the import's process group
+                with contextlib.suppress(asyncio.CancelledError):
+                    await found
+                self._say("saved while the first import ran: importing the new version")
+        finally:
+            stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(watcher, 2.0)
+            if not watcher.done():
+                watcher.cancel()
 
     def _cap(self, spec: PoolSpec) -> tuple[int | None, str | None]:
         """The most replicas the pool may have, and why. The app's max_containers wins; without it,

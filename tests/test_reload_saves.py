@@ -4,6 +4,7 @@ silenced, says so, and is watched again when a person saves it; a save stops an 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -130,6 +131,34 @@ def test_a_save_stops_an_import_stuck_in_a_loop_at_once(tmp_path: Path) -> None:
         assert not stuck.is_running() or stuck.status() == psutil.STATUS_ZOMBIE
         assert not any("did not finish" in line for line in served.lines), served.lines
         served.wait_for_line("a newer save came: the import still running was stopped")
+    finally:
+        stop_serve(served)
+
+
+def test_a_save_stops_an_import_stuck_at_the_first_start(tmp_path: Path) -> None:
+    """mwtui started on a file that loops at import: the fix, saved while that first import runs,
+    is imported at once instead of after the discovery timeout."""
+    app = tmp_path / "saves.py"
+    app.write_text(STUCK.format(v=1))
+    marker = tmp_path / "stuck.txt"
+    stuck: list[psutil.Process] = []
+
+    def fix_once_stuck() -> None:
+        deadline = time.monotonic() + 30
+        while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stuck.append(psutil.Process(int(marker.read_text())))
+        app.write_text(APP.format(v=2))
+
+    fixer = threading.Thread(target=fix_once_stuck, daemon=True)
+    fixer.start()
+    served = start_serve(app, env={"MWTUI_HOME": str(tmp_path / "home"), "MWTUI_TEST_MARKER": str(marker)})
+    try:
+        fixer.join(30)
+        assert _served_version(served, "saves-v", 2) == 2, "\n".join(served.lines)
+        assert not stuck[0].is_running() or stuck[0].status() == psutil.STATUS_ZOMBIE
+        assert not any("did not finish" in line for line in served.lines), served.lines
+        served.wait_for_line("saved while the first import ran: importing the new version")
     finally:
         stop_serve(served)
 
