@@ -186,6 +186,23 @@ class Snapshot:
     def total_rps(self) -> float:
         return sum(e.rps for e in self.endpoints)
 
+    def app_json(self) -> dict[str, Any]:
+        """The app as a whole, for `/api/app`: what a program needs to tell whether the file loads."""
+        r = self.reload
+        error = self.error
+        return {
+            "name": self.app_name,
+            "file": self.file,
+            "gateway_url": self.gateway_url,
+            "generation": r.generation,
+            "reload": {"enabled": r.enabled, "state": r.state, "reloads": r.reloads, "last_ms": r.last_ms,
+                       "silenced": list(r.ignored)},
+            "load_error": None if error is None else {"file": error.file, "line": error.line,
+                                                      "message": error.message},
+            "warnings": list(self.warnings),
+            "endpoints": len(self.endpoints),
+        }
+
 
 def label_url(label: str, port: int | None) -> str:
     return f"http://{label}.localhost:{port}"
@@ -860,7 +877,9 @@ class Engine:
         return "running" if "running" in states else "starting" if "starting" in states else "idle"
 
     def _publish_status(self) -> None:
-        self.gateway.send({"type": "status", "endpoints": [e.to_json() for e in self.snapshot().endpoints]})
+        snap = self.snapshot()
+        self.gateway.send({"type": "status", "endpoints": [e.to_json() for e in snap.endpoints],
+                           "app": snap.app_json()})
 
     async def _status_loop(self) -> None:
         while True:

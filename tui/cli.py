@@ -157,6 +157,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     ref = app_ref(args)
     m = discover(ref)
     if m.error:
+        if args.json:  # for a program: the error as data on stdout, the person's text on stderr
+            err = m.error
+            print(json.dumps({"error": {"file": err.file, "line": err.line, "message": err.message}}, indent=2))
         print(format_load_error(m.error), file=sys.stderr)
         return 1
     if args.json:

@@ -39,7 +39,9 @@ class View:
         own_ports: Mapping[str, int],
         host: str,
         port: int,
+        app: Mapping[str, Any] | None = None,
     ) -> None:
+        self.app = app or {}  # the engine's view of the app as a whole (see api_app)
         self.table = table
         self.status = status
         self.stats = stats
@@ -92,6 +94,25 @@ def api_endpoints(view: View) -> bytes:
     return json.dumps(view.endpoints(), default=str).encode()
 
 
+def api_app(app: Mapping[str, Any]) -> bytes:
+    """`/api/app`: name, file, generation, reload state and `load_error` (file, line, message, or null)
+    as the engine last said; before it has said anything, only that."""
+    if not app:
+        return json.dumps({"name": None, "load_error": None, "starting": True}).encode()
+    return json.dumps(dict(app), indent=1).encode()
+
+
+def _load_error_html(app: Mapping[str, Any]) -> str:
+    err = app.get("load_error")
+    if not isinstance(err, dict):
+        return ""
+    e = html.escape
+    where = str(err.get("file") or "") + (f":{err['line']}" if err.get("line") else "")
+    serving = "the last version that loaded is still serving" if app.get("endpoints") else "nothing is served yet"
+    return (f'<div class=err><b>{e(where or "the app")} does not load</b> ({serving}; the next good save '
+            f"recovers)<pre>{e(str(err.get('message') or ''))}</pre></div>")
+
+
 def index_html(view: View) -> bytes:
     e = html.escape
     rows = []
@@ -123,13 +144,15 @@ def index_html(view: View) -> bytes:
 body {{ font: 14px system-ui, sans-serif; margin: 2em; }}
 table {{ border-collapse: collapse; }} td, th {{ padding: .3em .8em; text-align: left; border-bottom: 1px solid #ddd; }}
 .s-running {{ color: #080; }} .s-failed {{ color: #b00; }} .s-stopped, .s-idle {{ color: #777; }}
+.err {{ border-left: 4px solid #b00; padding: .2em 1em; margin: 1em 0; background: #fff4f4; }}
 </style></head><body>
 <h1>mwtui</h1>
+{_load_error_html(view.app)}
 <table><tr><th>endpoint</th><th>kind</th><th>state</th><th>URL</th><th>custom domains</th><th>own port</th>
 <th>replicas</th><th>req/s</th><th>requests</th><th>last error</th></tr>
 {body}
 </table>
-<p><a href="/api/endpoints">/api/endpoints</a> · <a href="/metrics">/metrics</a></p>
+<p><a href="/api/app">/api/app</a> · <a href="/api/endpoints">/api/endpoints</a> · <a href="/metrics">/metrics</a></p>
 </body></html>
 """
     return page.encode()

@@ -562,6 +562,7 @@ class Gateway:
         self.metrics = Metrics()
         self.table = RouteTable()
         self.status: list[dict[str, Any]] = []
+        self.app_status: dict[str, Any] = {}  # the app as a whole (/api/app), from the engine
         self.status_by_name: dict[str, dict[str, Any]] = {}
         self.pools: dict[str, UpstreamPool] = {}
         # Requests waiting for a replica, per endpoint, in arrival order. Entries that stopped waiting
@@ -847,7 +848,7 @@ class Gateway:
     def view(self) -> pages.View:
         return pages.View(
             self.table, self.status, self.metrics.endpoints, {n: o.port for n, o in self.own.items()},
-            self.host, self.port,
+            self.host, self.port, self.app_status,
         )
 
     def page(self, ex: Exchange) -> None:
@@ -860,6 +861,8 @@ class Gateway:
             ex.reply(200, pages.index_html(self.view()), content_type=HTML)
         elif path == b"/api/endpoints":
             ex.reply(200, pages.api_endpoints(self.view()), content_type=JSON)
+        elif path == b"/api/app":
+            ex.reply(200, pages.api_app(self.app_status), content_type=JSON)
         elif path == b"/metrics":
             ex.reply(200, pages.prometheus(self.view()), content_type=PROMETHEUS)
         else:
@@ -876,6 +879,9 @@ class Gateway:
                 if isinstance(endpoints, list):
                     self.status = [e for e in endpoints if isinstance(e, dict)]
                     self.status_by_name = {e["name"]: e for e in self.status if isinstance(e.get("name"), str)}
+                app = msg.get("app")
+                if isinstance(app, dict):
+                    self.app_status = app
             else:
                 print(f"mwtui gateway: unknown control message type {kind!r}", file=sys.stderr)
         except Exception:

@@ -1,0 +1,72 @@
+"""`/api/app` and `mwtui list --json`: whether the app loads, as data a program can read, also for a
+file that is broken when mwtui starts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from .conftest import start_serve, stop_serve
+
+GOOD = """import modal
+app = modal.App("apiapp")
+
+@app.function()
+@modal.fastapi_endpoint()
+def hello():
+    return {"ok": True}
+"""
+BROKEN = GOOD.replace("def hello():", "def hello(:")  # a syntax error on line 6
+
+
+def _app(port: int) -> dict:
+    return httpx.get(f"http://127.0.0.1:{port}/api/app", timeout=10).json()
+
+
+def _until(pred, timeout: float = 30.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def test_api_app_and_the_index_show_a_file_broken_at_start_then_fixed(tmp_path: Path) -> None:
+    app = tmp_path / "apiapp.py"
+    app.write_text(BROKEN)
+    served = start_serve(app, env={"MWTUI_HOME": str(tmp_path / "home")})
+    try:
+        got = _until(lambda: (_app(served.port).get("load_error") and _app(served.port)))
+        err = got["load_error"]
+        assert err["file"].endswith("apiapp.py") and err["line"] == 6, err
+        assert "SyntaxError" in err["message"] or "invalid syntax" in err["message"], err
+        assert got["reload"]["state"] == "error" and got["endpoints"] == 0
+        index = httpx.get(f"http://127.0.0.1:{served.port}/", timeout=10).text
+        assert "apiapp.py:6 does not load" in index and "invalid syntax" in index
+        app.write_text(GOOD)
+        fixed = _until(lambda: (_app(served.port).get("load_error") is None and _app(served.port)))
+        assert fixed["name"] == "apiapp" and fixed["load_error"] is None and fixed["endpoints"] == 1
+        assert "does not load" not in httpx.get(f"http://127.0.0.1:{served.port}/", timeout=10).text
+        # Control pages answer only to a loopback Host
+        r = httpx.get(f"http://127.0.0.1:{served.port}/api/app", headers={"Host": "evil.example"}, timeout=10)
+        assert r.status_code == 404 and "apiapp" not in r.text
+    finally:
+        stop_serve(served)
+
+
+def test_list_json_of_a_broken_file_prints_the_error_as_json(tmp_path: Path) -> None:
+    app = tmp_path / "apiapp.py"
+    app.write_text(BROKEN)
+    done = subprocess.run([sys.executable, "-m", "mwtui.tui.cli", "list", str(app), "--json"],
+                          capture_output=True, text=True, timeout=60, env={"MWTUI_HOME": str(tmp_path / "h"),
+                                                                           "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 1
+    err = json.loads(done.stdout)["error"]
+    assert err["file"].endswith("apiapp.py") and err["line"] == 6 and err["message"]
+    assert "apiapp.py" in done.stderr  # the person's text still goes to stderr
