@@ -28,7 +28,8 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Awaitable
+import warnings
+from collections.abc import Awaitable, Iterator
 from typing import Any, NoReturn
 
 from .. import lifeline
@@ -116,6 +117,20 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
+@contextlib.contextmanager
+def import_warnings_told_once(supervised: bool) -> Iterator[None]:
+    """Under mwtui's supervisor (`supervised`: it reports to mwtui), the warnings the app's import raises (a deprecated decorator, say) were
+    told once for this generation by discovery, which imported the same file; a replica importing it
+    again must not repeat them once per replica and again on every restart. Run by hand (`mwtui
+    worker`, a container) nothing else tells them: they show as usual."""
+    if not supervised:
+        yield
+        return
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        yield
+
+
 # The kernel's limit on a Unix socket's path (sun_path: 108 bytes with its terminating NUL).
 UNIX_PATH_MAX = 107
 
@@ -171,7 +186,8 @@ class Replica:
     def _load(self) -> Pool:
         before_import(self.pool_name, self.ref.path)  # raises StartupFailure for a missing secret
         try:
-            _, app = load_app(self.ref)
+            with import_warnings_told_once(supervised=self.reporter.fd is not None):
+                _, app = load_app(self.ref)
         except AppNotFound as exc:
             raise StartupFailure("import", None, str(exc), format_traceback(exc)) from exc
         except (Exception, SystemExit) as exc:
