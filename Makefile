@@ -39,6 +39,7 @@ bench: $(STAMP) $(NATIVE)
 	$(BIN)/python bench/gateway_floor.py
 	$(BIN)/python bench/gateway_inproc.py
 	$(BIN)/python bench/replica_start.py
+	$(BIN)/python bench/many_endpoints.py
 	$(BIN)/python bench/reload.py
 	$(BIN)/python bench/autoscale.py
 	$(BIN)/python bench/idle.py
