@@ -12,6 +12,13 @@ container; on Modal the call would have had a container of its own). A replica t
 noticed by whoever waits, since each call records its owner's pid and start time.
 
 Generator functions cannot be spawned, as in Modal 1.x (`Cannot `spawn` a generator function.`).
+
+The call graph (`FunctionCall.get_call_graph()`, `modal.call_graph`): every input has an id (`in-` + a
+ULID, as Modal's ids) and a function call id: a web request gets both when a replica starts serving it
+(`serving`), a spawned or remote call when it is made. A call records the input that made it (its
+parent), so the tree can be read back from the store by any replica. An input that made no call is
+not written at all: a web request is recorded only when it first makes one, which keeps the store off
+the request path.
 """
 
 from __future__ import annotations
@@ -19,14 +26,20 @@ from __future__ import annotations
 import atexit
 import builtins
 import concurrent.futures as cf
+import contextlib
+import os
 import pickle
+import random
+import threading
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import exception
+from .call_graph import FunctionCallNode, InputInfo, InputNode, InputStatus, reconstruct_call_graph
 from .context import FUNCTION_CALL_ID, INPUT_ID
 
 SPAWN_WORKERS = 64
@@ -39,6 +52,48 @@ class CallTimeout(exception.TimeoutError, builtins.TimeoutError):
     """`FunctionCall.get(timeout)` ran out of time. Both Modal's TimeoutError and Python's, since
     Modal's own examples catch the builtin one."""
 
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # 10 bits at a time: every request makes two ids
+_SHIFTS = range(120, -1, -10)
+
+
+def new_id(prefix: str) -> str:
+    """`prefix` + a ULID (48 bits of milliseconds, 80 random), the form of Modal's object ids. Unique,
+    not secret: `random` (reseeded in each forked replica) is ten times cheaper than os.urandom."""
+    value = (time.time_ns() // 1_000_000) << 80 | random.getrandbits(80)
+    return prefix + "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
+
+
+_task: tuple[int, str] | None = None  # (pid, id): a forked replica makes its own
+
+
+def task_id() -> str:
+    """The task (container) running here: the replica's MODAL_TASK_ID, else one made up per process.
+    Read at each call: the variable may be set after this module was imported (a zygote's fork)."""
+    env = os.environ.get("MODAL_TASK_ID")
+    if env:
+        return env
+    global _task
+    if _task is None or _task[0] != os.getpid():
+        _task = (os.getpid(), new_id("ta-"))
+    return _task[1]
+
+
+@dataclass
+class Input:
+    """The input being served in this context: a web request, a spawned or a remote call."""
+
+    input_id: str
+    function_call_id: str
+    function_name: str
+    module_name: str | None = None  # None: found from the function's name when it is recorded
+    recorded: bool = False  # in the store (an input is written when it first makes a call, if not before)
+    timed_out: bool = False  # ran past its timeout (a web request the replica stopped)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # its calls may be made from several threads
+
+
+_SERVING: ContextVar[Input | None] = ContextVar("mwtui_serving_input", default=None)
 
 _executor: cf.ThreadPoolExecutor | None = None
 _futures: dict[str, cf.Future[Any]] = {}
@@ -88,21 +143,172 @@ def _dumps_error(e: BaseException) -> bytes:
         return pickle.dumps(exception.RemoteError(text), protocol=4)
 
 
-def _run_spawned(call_id: str, tag: str, target: Callable[..., Any], args: tuple[Any, ...],
-                 kwargs: dict[str, Any]) -> Any:
+def _module_of_function(name: str) -> str:
+    """The module that defines function (or class method) `name`, for a web request's input."""
+    from .app import App
+
+    fn_name, _, method = name.partition(".")
+    for app in App._all_apps:
+        if not method and fn_name in app._functions:
+            return getattr(app._functions[fn_name].raw_f, "__module__", None) or ""
+        cls = getattr(app, "_classes", {}).get(fn_name)
+        if method and cls is not None:
+            return getattr(cls.user_cls, "__module__", None) or ""
+    return ""
+
+
+def _module_of(target: Callable[..., Any]) -> str:
+    return getattr(target, "__module__", None) or ""
+
+
+@contextlib.contextmanager
+def _current(inp: Input) -> Iterator[Input]:
+    """`inp` is the input being served (modal.current_input_id() and the parent of calls it makes)."""
+    t0 = _SERVING.set(inp)
+    t1 = INPUT_ID.set(inp.input_id)
+    t2 = FUNCTION_CALL_ID.set(inp.function_call_id)
+    try:
+        yield inp
+    finally:
+        FUNCTION_CALL_ID.reset(t2)
+        INPUT_ID.reset(t1)
+        _SERVING.reset(t0)
+
+
+def _parent_input_id() -> str | None:
+    """The input making a call now, recorded in the store first if it was not yet (so the call's
+    parent can be found); None outside any input."""
+    inp = _SERVING.get()
+    if inp is None:
+        return INPUT_ID.get()
+    with inp.lock:
+        if not inp.recorded:
+            from ..store import calls as store
+            from ..store.db import db_path
+
+            module = inp.module_name if inp.module_name is not None else _module_of_function(inp.function_name)
+            try:
+                store.create(inp.function_call_id, inp.function_name, input_id=inp.input_id, module=module,
+                             task_id=task_id())
+                _stores.add(db_path())
+            except Exception as e:  # noqa: BLE001 - best effort: only the call graph misses it
+                print(f"mwtui: cannot record input {inp.input_id} in the store: {e}")
+            inp.recorded = True
+    return inp.input_id
+
+
+def _finish_input(inp: Input, state: str, payload: bytes | None = None) -> None:
+    """Record how an input that is in the store ended (one that is not needs nothing)."""
+    from ..store import calls as store
+
+    if inp.recorded:
+        _record(inp.function_call_id, store.TIMED_OUT if inp.timed_out else state, payload)
+
+
+class serving:  # noqa: N801 - used as a function: `with serving(name) as inp:`
+    """Serve one web request to `function_name` as an input of its own, as Modal does: ids for
+    modal.current_input_id() and friends, the parent of the calls it makes; recorded (with how it
+    ended) only if it made any. Set `timed_out` on what this yields when the request ran too long.
+    A class rather than a generator: it runs on every request, and this is half the cost."""
+
+    __slots__ = ("input", "_tokens")
+
+    def __init__(self, function_name: str) -> None:
+        self.input = Input(new_id("in-"), new_id("fc-"), function_name)
+
+    def __enter__(self) -> Input:
+        inp = self.input
+        self._tokens = (_SERVING.set(inp), INPUT_ID.set(inp.input_id), FUNCTION_CALL_ID.set(inp.function_call_id))
+        return inp
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        t0, t1, t2 = self._tokens
+        FUNCTION_CALL_ID.reset(t2)
+        INPUT_ID.reset(t1)
+        _SERVING.reset(t0)
+        if self.input.recorded:
+            from ..store import calls as store
+
+            _finish_input(self.input, store.DONE if kind is None else store.FAILED)
+
+
+def _new_call(tag: str, target: Callable[..., Any], *, eager: bool) -> Input:
+    """A call to `tag` being made now, recorded with the input making it as its parent. One made
+    outside any input is recorded only if `eager` (else when it first makes a call itself)."""
+    from ..store import calls as store
+    from ..store.db import db_path
+
+    inp = Input(new_id("in-"), new_id("fc-"), tag, _module_of(target))
+    parent = _parent_input_id()
+    if parent is None and not eager:
+        return inp
+    try:
+        store.create(inp.function_call_id, tag, input_id=inp.input_id, parent_input_id=parent,
+                     module=inp.module_name, task_id=task_id())
+        _stores.add(db_path())
+    except Exception as e:  # noqa: BLE001 - still runs; only from_id in other replicas will miss it
+        print(f"mwtui: cannot record {inp.function_call_id} in the store: {e}")
+    inp.recorded = True
+    return inp
+
+
+def run_remote(tag: str, target: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """`.remote()`: run the call here, as an input of its own in the call graph."""
     from ..store import calls as store
     from .functions import run_sync
 
-    t1 = FUNCTION_CALL_ID.set(call_id)
-    t2 = INPUT_ID.set(f"in-{uuid.uuid4().hex}")
+    inp = _new_call(tag, target, eager=False)
     try:
-        result = run_sync(target, *args, **kwargs)
+        with _current(inp):
+            result = run_sync(target, *args, **kwargs)
+    except BaseException as e:
+        _finish_input(inp, store.FAILED, _dumps_error(e) if inp.recorded else None)
+        raise
+    _finish_input(inp, store.DONE)
+    return result
+
+
+async def run_remote_aio(tag: str, target: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    from ..store import calls as store
+    from .functions import run_async
+
+    if _SERVING.get() is None and INPUT_ID.get() is None:
+        inp = _new_call(tag, target, eager=False)  # made outside any input: nothing to write yet
+    else:
+        inp = await _off_loop(_new_call, tag, target, eager=False)  # it writes to the store
+    try:
+        with _current(inp):
+            result = await run_async(target, *args, **kwargs)
+    except BaseException as e:
+        if inp.recorded:
+            await _off_loop(_finish_input, inp, store.FAILED, _dumps_error(e))
+        raise
+    if inp.recorded:
+        await _off_loop(_finish_input, inp, store.DONE)
+    return result
+
+
+async def _off_loop(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    import asyncio
+    import contextvars
+    import functools
+
+    # The caller's context goes along: the call's parent is the input this coroutine serves.
+    ctx = contextvars.copy_context()
+    return await asyncio.to_thread(ctx.run, functools.partial(f, *args, **kwargs))
+
+
+def _run_spawned(inp: Input, target: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    from ..store import calls as store
+    from .functions import run_sync
+
+    call_id = inp.function_call_id
+    try:
+        with _current(inp):
+            result = run_sync(target, *args, **kwargs)
     except BaseException as e:
         _record(call_id, store.FAILED, _dumps_error(e))
         raise
-    finally:
-        FUNCTION_CALL_ID.reset(t1)
-        INPUT_ID.reset(t2)
     _record(call_id, *_dumps_result(result))
     return result
 
@@ -117,16 +323,9 @@ def _record(call_id: str, state: str, payload: bytes) -> None:
 
 
 def spawn(tag: str, target: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> FunctionCall:
-    from ..store import calls as store
-    from ..store.db import db_path
-
-    call_id = f"fc-{uuid.uuid4().hex}"
-    try:
-        store.create(call_id, tag)
-        _stores.add(db_path())
-    except Exception as e:  # noqa: BLE001 - still runs; only from_id in other replicas will miss it
-        print(f"mwtui: cannot record {call_id} in the store: {e}")
-    _futures[call_id] = _spawn_executor().submit(_run_spawned, call_id, tag, target, args, kwargs)
+    inp = _new_call(tag, target, eager=True)  # from_id needs it in the store, parent or not
+    call_id = inp.function_call_id
+    _futures[call_id] = _spawn_executor().submit(_run_spawned, inp, target, args, kwargs)
     return FunctionCall(call_id)
 
 
@@ -140,6 +339,7 @@ class FunctionCall:
         self.object_id = object_id
         self.get = Invoker(self._get, self._get_aio)
         self.cancel = Invoker(self._cancel, self._cancel_aio)
+        self.get_call_graph = Invoker(self._get_call_graph, self._get_call_graph_aio)
 
     def _get(self, timeout: float | None = None) -> Any:
         future = _futures.get(self.object_id)
@@ -164,7 +364,11 @@ class FunctionCall:
             if record.state == store.DONE:
                 return pickle.loads(record.payload or pickle.dumps(None))  # noqa: S301 - our own store
             if record.state == store.FAILED:
-                raise pickle.loads(record.payload)  # type: ignore[arg-type]  # noqa: S301
+                if record.payload is None:  # a web request's input: it has no result to give
+                    raise exception.RemoteError(f"{self.object_id} failed")
+                raise pickle.loads(record.payload)  # noqa: S301
+            if record.state == store.TIMED_OUT:
+                raise exception.FunctionTimeoutError(f"{self.object_id} ran past its timeout")
             if record.state == store.CANCELLED:
                 raise exception.RemoteError(f"{self.object_id} was cancelled")
             if record.state == store.LOST:
@@ -194,8 +398,24 @@ class FunctionCall:
     async def _cancel_aio(self, terminate_containers: bool = False) -> None:
         self._cancel(terminate_containers)
 
-    def get_call_graph(self) -> list[Any]:
-        return []
+    def _get_call_graph(self) -> list[InputInfo]:
+        """Modal's tree: the input that made the calls (a web request, say) is the root, each call it
+        made a child. Read from the store, so any replica can ask about any call."""
+        from ..store import calls as store
+
+        records = store.call_graph(self.object_id)
+        known = {r.input_id for r in records}
+        # A parent input the store lacks (its write failed) would hide the tree: its topmost call is the root.
+        calls = [FunctionCallNode(r.id, r.parent_input_id if r.parent_input_id in known else "", r.function,
+                                  r.module or "") for r in records]
+        inputs = [InputNode(r.input_id or "", r.id, r.task_id or "", _STATUS.get(r.state, InputStatus.PENDING))
+                  for r in records if r.input_id]
+        return reconstruct_call_graph(calls, inputs)
+
+    async def _get_call_graph_aio(self) -> list[InputInfo]:
+        import asyncio
+
+        return await asyncio.to_thread(self._get_call_graph)
 
     @staticmethod
     def from_id(function_call_id: str, client: Any = None) -> FunctionCall:
@@ -211,6 +431,12 @@ class FunctionCall:
 
     def __repr__(self) -> str:
         return f"<modal.FunctionCall {self.object_id}>"
+
+
+_STATUS = {  # the store's states as Modal's input statuses
+    "pending": InputStatus.PENDING, "done": InputStatus.SUCCESS, "failed": InputStatus.FAILURE,
+    "cancelled": InputStatus.TERMINATED, "lost": InputStatus.TERMINATED, "timeout": InputStatus.TIMEOUT,
+}
 
 
 def gather(*calls: FunctionCall) -> list[Any]:

@@ -8,6 +8,7 @@ Modal's message, as Modal does once they have a URL.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -46,9 +47,10 @@ def run_sync(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(f(*args, **kwargs))
-    # Called from async code (a handler using .remote()): that loop is busy, so use a fresh one.
+    # Called from async code (a handler using .remote()): that loop is busy, so use a fresh one. The
+    # context goes along, so the function sees the input it serves (and its calls get it as parent).
     with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, f(*args, **kwargs)).result()
+        return pool.submit(contextvars.copy_context().run, asyncio.run, f(*args, **kwargs)).result()
 
 
 async def run_async(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -133,10 +135,10 @@ class Invocable:
         self.spawn_map = Invoker(self._spawn_map, self._spawn_map_aio)
 
     def _remote(self, *args: Any, **kwargs: Any) -> Any:
-        return run_sync(self._remote_target("remote"), *args, **kwargs)
+        return calls.run_remote(self.tag, self._remote_target("remote"), args, kwargs)
 
     async def _remote_aio(self, *args: Any, **kwargs: Any) -> Any:
-        return await run_async(self._remote_target("remote"), *args, **kwargs)
+        return await calls.run_remote_aio(self.tag, self._remote_target("remote"), args, kwargs)
 
     def _spawn(self, *args: Any, **kwargs: Any) -> FunctionCall:
         return calls.spawn(self.tag, self._remote_target("spawn"), args, kwargs)

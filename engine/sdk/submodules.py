@@ -21,6 +21,8 @@ ALIASES = {
     "app": "app",
     "cls": "cls",
     "functions": "functions",
+    "call_graph": "call_graph",
+    "_call_graph": "call_graph",  # Modal's older name for it, still in its examples
     "partial_function": "partial",
     "image": "image",
     "secret": "secret",

@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS queue_items (
 CREATE INDEX IF NOT EXISTS queue_order ON queue_items (queue, partition, id);
 CREATE TABLE IF NOT EXISTS calls (
     id TEXT PRIMARY KEY, function TEXT NOT NULL, state TEXT NOT NULL, payload BLOB, pid INTEGER,
-    created REAL NOT NULL, finished REAL, pid_started REAL
+    created REAL NOT NULL, finished REAL, pid_started REAL,
+    input_id TEXT, parent_input_id TEXT, module TEXT, task_id TEXT
 );
 """
 

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from ..sdk.calls import Input, serving
 from .lifespan import ASGIApp, Message, Receive, Scope, Send
 
 # Longer than the gateway's sweep (0.5 s at most), so that its 504 is always out before a retiring
@@ -112,10 +113,11 @@ def _runs_in_thread(scope: Scope) -> bool:
 
 
 class _Request:
-    __slots__ = ("task", "expired", "started", "cancelled")
+    __slots__ = ("task", "expired", "started", "cancelled", "input")
 
-    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+    def __init__(self, task: asyncio.Task[Any] | None, inp: Input) -> None:
         self.task = task
+        self.input = inp  # the request as an input of the call graph: it says TIMEOUT if it expires
         self.expired = False
         self.started = False
         self.cancelled = False
@@ -136,8 +138,11 @@ class Timeout:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        req = _Request(asyncio.current_task())  # the server's task for this one request
+        # Each request is an input of its own (modal.current_input_id(), the parent of calls it makes).
+        with serving(self.name) as inp:
+            await self._serve(scope, receive, send, _Request(asyncio.current_task(), inp))
 
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, req: _Request) -> None:
         async def tracked(message: Message) -> None:
             if req.expired:
                 return  # the client has had its 504: what the handler sends now goes nowhere
@@ -163,6 +168,7 @@ class Timeout:
 
     def _expire(self, req: _Request, scope: Scope, send: Send) -> None:
         req.expired = True
+        req.input.timed_out = True
         print(f"mwtui: endpoint `{self.name}`: a request ran past its timeout of {self.timeout:g}s and was "
               "stopped", file=sys.stderr)
         if req.task is not None and not self.threaded and not _runs_in_thread(scope):
@@ -200,13 +206,15 @@ class WSGITimeout:
 
     def __init__(self, app: Callable[..., Any], name: str, overruns: Overruns) -> None:
         self.app = app
+        self.name = name
         self.overruns = overruns
         self._what = f"a request to endpoint `{name}`"
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         token = self.overruns.begin(self._what)
         try:
-            body: Iterable[bytes] = self.app(environ, start_response)
+            with serving(self.name):  # an input of its own, as under Timeout (the body is not in it)
+                body: Iterable[bytes] = self.app(environ, start_response)
         except BaseException:
             self.overruns.end(token)
             raise
