@@ -34,23 +34,43 @@ class AppRef:
     @classmethod
     def parse(cls, text: str) -> AppRef:
         if text.startswith(MODULE_FLAG):
-            target, _, root = text[len(MODULE_FLAG):].strip().partition("@")
+            # The root is absolute, so it starts at "@/": a folder named `a@b` stays part of the module.
+            target, at, root = text[len(MODULE_FLAG):].strip().partition("@" + os.sep)
             module, _, var = target.partition("::")
-            return cls.for_module(module, var or None, root or None)
+            return cls.for_module(module, var or None, os.sep + root if at else None)
         path, _, var = text.partition("::")
         return cls(os.path.abspath(path), var or None)
 
     @classmethod
     def for_module(cls, module: str, var: str | None = None, root: str | None = None) -> AppRef:
         """`-m package.module`: find its file under `root` (default: the working directory), then on
-        sys.path. Raises ModuleNotFoundError with a readable message if there is none."""
+        sys.path. Any name the import system finds counts, as with `modal serve -m` (which calls
+        `importlib.import_module` with the working directory on sys.path): folders named `my-project`
+        or `2024` included. Raises ModuleNotFoundError with a one-line message naming the module."""
+        if not module or any(not part.strip() for part in module.split(".")):
+            raise ModuleNotFoundError(
+                f"-m {module!r} is not a module path: give dotted names from the current folder, e.g. -m package.app",
+                name=module,
+            )
         search = [os.path.abspath(root or os.getcwd())]
         if root is None:
             search += [p for p in sys.path if p and os.path.isdir(p)]
+        namespace: str | None = None
         for folder in search:
-            origin = _module_file(module, folder)
-            if origin is not None:
-                return cls(origin, var, module, folder)
+            spec = _module_spec(module, folder)
+            if spec is None:
+                continue
+            if spec.origin and spec.has_location:
+                return cls(os.path.abspath(spec.origin), var, module, folder)
+            # A folder without __init__.py (a namespace package): importable, but no code of its own;
+            # a real module of that name further along sys.path would still win, as in Python.
+            namespace = namespace or next(iter(spec.submodule_search_locations or []), folder)
+        if namespace is not None:
+            raise ModuleNotFoundError(
+                f"{module!r} is a folder ({namespace}), not a module: name the Python file in it, "
+                f"e.g. -m {module}.app",
+                name=module,
+            )
         raise ModuleNotFoundError(f"no module named {module!r} under {search[0]} or on sys.path", name=module)
 
     def __str__(self) -> str:
@@ -72,21 +92,20 @@ class AppRef:
         return self.root if self.root is not None else os.path.dirname(self.path)
 
 
-def _module_file(module: str, folder: str) -> str | None:
-    """The file of `module` found from `folder`, by the import system's own finder, without importing
-    (and so without running) any package on the way."""
+def _module_spec(module: str, folder: str) -> importlib.machinery.ModuleSpec | None:
+    """The spec of `module` found from `folder` by the import system's own path finder, without
+    importing (and so without running) any package on the way. No check that the parts are
+    identifiers: `importlib.import_module` takes any folder name, and so does Modal's `-m`."""
     locations: list[str] | None = [folder]
     spec = None
     for part in module.split("."):
-        if not part.isidentifier() or locations is None:
-            return None
+        if locations is None:
+            return None  # a module, not a package, has no submodules
         spec = importlib.machinery.PathFinder.find_spec(part, locations)
         if spec is None:
             return None
         locations = list(spec.submodule_search_locations or []) or None
-    if spec is None or not spec.origin or not spec.has_location:
-        return None
-    return os.path.abspath(spec.origin)
+    return spec
 
 
 class AppNotFound(Exception):

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from . import scratch
+from . import modal_env, scratch
 from .zygote import TITLE_ROOM
 
 LIFELINE_ENV = "MWTUI_LIFELINE_FD"
@@ -225,7 +225,8 @@ class _Zygote:
         if lifeline is not None:
             argv += ["--lifeline", str(lifeline)]
         argv.append("--title-room=" + "." * TITLE_ROOM)  # rewritten at once (see zygote.set_title)
-        zenv = {k: v for k, v in env.items() if k not in (LIFELINE_ENV, READY_FD_ENV)}
+        # Nor the first replica's container variables (MODAL_TASK_ID, ...): each fork gets its own.
+        zenv = {k: v for k, v in env.items() if k not in (LIFELINE_ENV, READY_FD_ENV) and k not in modal_env.RESERVED}
         # An empty folder as cwd, hence as its sys.path[0]: nothing there can shadow a package, and
         # nothing of the user's can be imported by accident.
         workdir = scratch.make("zygote")

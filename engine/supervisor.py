@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import psutil
 
+from . import modal_env
 from .lifeline import Lifeline
 from .loader import AppRef
 from .manifest import PoolSpec
@@ -416,6 +417,8 @@ class Pool:
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
             **({"MWTUI_POOL_PLAN": r.plan} if r.plan else {}),
+            # Modal's container variables, fresh per replica, in its environment from the start.
+            **modal_env.replica_env(r.plan),
             # `python` in user code means the replica's interpreter, as it means the image's on Modal.
             "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
         }

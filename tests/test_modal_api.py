@@ -629,7 +629,8 @@ def volumes_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S
     home = tmp / "home"
     env = {"MWTUI_HOME": str(home), "API_TEST_MOUNT": str(tmp / "mnt" / "data"),
            "API_TEST_ASSETS": str(tmp / "mnt" / "assets")}
-    served = start_serve(FIXTURES / "api_volumes.py", "--no-reload", env=env)
+    # Host mode: what this covers is how mount paths are linked without a container view.
+    served = start_serve(FIXTURES / "api_volumes.py", "--no-reload", "--no-container", env=env)
     try:
         served.wait_running()
         yield served, tmp, home

@@ -15,7 +15,7 @@ from mwtui.engine.loader import AppRef
 from mwtui.engine.manifest import AppManifest, LoadError
 from mwtui.engine.ports import DEFAULT_GATEWAY_PORT
 
-from .cli_values import checked_app, port, url_port
+from .cli_values import checked_app, checked_module, port, url_port
 
 SUBCOMMANDS = ("serve", "list", "token", "secret", "export", "worker")
 # Subcommands that live in a module of their own, `tui/commands/<name>.py`, each with
@@ -59,6 +59,11 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--cold-start", action="store_true",
         help="start every replica as a fresh Python process instead of forking it from a pre-imported zygote",
     )
+    p.add_argument(
+        "--no-container", action="store_true",
+        help="host mode: replicas see the host's file system only, not their own container view "
+             "(image files and volumes at their container paths; Linux)",
+    )
 
 
 def _replica_cap(text: str) -> int:
@@ -78,10 +83,7 @@ def _app_argument(p: argparse.ArgumentParser, default: str | None = None) -> Non
 
 def app_ref(args: argparse.Namespace, default: str | None = None) -> AppRef:
     if args.module:
-        try:
-            return checked_app(AppRef.parse(f"-m {args.module}"))
-        except ModuleNotFoundError as e:
-            raise SystemExit(f"mwtui: {e}") from None
+        return checked_module(args.module)
     app = args.app or default
     if not app:
         raise SystemExit("mwtui: name an app file (path/to/app.py) or a module (-m package.module)")
@@ -206,6 +208,10 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     from mwtui.engine.spawner import ColdSpawner
 
     home = os.environ.get("MWTUI_HOME", os.path.expanduser("~/.config/mwtui"))
+    if args.no_container:
+        from mwtui.engine.worker.container import CONTAINER_ENV
+
+        os.environ[CONTAINER_ENV] = "0"  # replicas inherit the engine's environment
     rules = WatchRules(
         include=DEFAULT_INCLUDE + tuple(args.reload_include),
         exclude=tuple(args.reload_exclude),

@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from mwtui.engine.loader import AppRef
+from mwtui.engine.loader import MODULE_FLAG, AppRef
 
 # ----------------------------------------------------------------------------- numbers
 
@@ -121,6 +121,16 @@ def checked_app(ref: AppRef) -> AppRef:
     if problem:
         raise SystemExit(f"mwtui: {problem}")
     return ref
+
+
+def checked_module(target: str) -> AppRef:
+    """`-m package.module[::var]`, resolved as `modal serve -m` resolves it (from the working directory);
+    else exit 1 with one line naming the module: not found, a bare folder, not a dotted name."""
+    try:
+        ref = AppRef.parse(f"{MODULE_FLAG}{target}")
+    except ModuleNotFoundError as e:
+        raise SystemExit(f"mwtui: {e}") from None
+    return checked_app(ref)
 
 
 def app_problem(ref: AppRef) -> str | None:

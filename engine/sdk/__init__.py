@@ -50,6 +50,7 @@ from .resources import (
 __version__ = "1.6.4"  # the Modal release whose behaviour this follows
 
 submodules.install()
+submodules.adopt_modal_names()
 
 
 def __getattr__(name: str) -> object:

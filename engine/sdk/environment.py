@@ -19,6 +19,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..modal_env import RESERVED, image_id
 from .model import Options
 from .secret import Secret
 
@@ -50,7 +51,8 @@ def resolve(layers: list[Secret], needed_by: str | None = None) -> dict[str, str
     env: dict[str, str] = {}
     for layer in layers:
         env.update(layer.resolve(needed_by))
-    return env
+    # Modal's runtime variables (MODAL_TASK_ID, ...) are reserved: no image ENV, secret or `env=` overrides them.
+    return {k: v for k, v in env.items() if k not in RESERVED}
 
 
 def function_env(options: Options, needed_by: str | None = None) -> dict[str, str]:
@@ -111,14 +113,18 @@ def _cannot(m: Mount, reason: str) -> str:
 def check(options: Options) -> list[str]:
     """Warnings for what the container would have that this machine cannot give at the same path."""
     from ..store.volumes import check_link
+    from ..worker import container
 
     out: list[str] = []
+    view = container.expected()
     for m in mounts_of(options):
         if m.note:
             out.append(f"{m.what} at {m.path}: {m.note}")
         if m.what.startswith("add_local") and not os.path.exists(m.target):
             out.append(f"{m.what}: {_show(m.target)} does not exist")
             continue
+        if view and not container.in_kernel_tree(m.path):
+            continue  # each replica mounts it in its own container view (worker.container)
         link = check_link(m.path, m.target)
         if not link.ok:
             out.append(_cannot(m, link.reason))
@@ -162,6 +168,8 @@ def plan(options: Options, parameters: list[dict[str, Any]] | None = None) -> di
         "version": 1,
         "env": [s.describe() for s in env_sources(options)],
         "mounts": [asdict(m) for m in mounts_of(options)],
+        # Made here, where the image object is: the supervisor sets MODAL_IMAGE_ID from it.
+        "image_id": getattr(options.image, "object_id", None) or image_id(()),
     }
     if parameters:
         out["parameters"] = parameters

@@ -124,3 +124,11 @@ class ServerWarning(UserWarning):
 
 class AsyncUsageWarning(UserWarning):
     pass
+
+
+# Modal's names, not ours: tracebacks print `modal.exception.InvalidError`, `type(e).__module__` reads as
+# on Modal, and pickle finds each class again through sys.modules["modal.exception"] (see loader.install_sdk).
+for _cls in list(globals().values()):
+    if isinstance(_cls, type) and _cls.__module__ == __name__:
+        _cls.__module__ = "modal.exception"
+del _cls

@@ -105,7 +105,11 @@ class Image:
 
     @property
     def object_id(self) -> str:
-        return "im-local"
+        """Stable for the same builder calls; what a replica of a function on this image finds in
+        MODAL_IMAGE_ID."""
+        from ..modal_env import image_id
+
+        return image_id(self.calls)
 
     @property
     def env_vars(self) -> dict[str, str]:

@@ -35,6 +35,32 @@ ALIASES = {
     "schedule": "resources",
     "proxy": "resources",
     "sandbox": "resources",
+    "scheduler_placement": "resources",
+    "file_pattern_matcher": "resources",
+    "_tunnel": "resources",
+}
+
+# Where Modal's client defines each public class (modal/app.py, modal/functions.py, ...): reprs and
+# tracebacks then read `modal.app.App`, not ours, and pickle finds the class through the alias above.
+MODAL_HOMES = {
+    "app": ("App", "LocalEntrypoint"),
+    "functions": ("Function", "FunctionCall"),
+    "cls": ("Cls", "Obj"),
+    "partial_function": ("PartialFunction",),
+    "image": ("Image",),
+    "secret": ("Secret",),
+    "volume": ("Volume",),
+    "network_file_system": ("NetworkFileSystem",),
+    "cloud_bucket_mount": ("CloudBucketMount",),
+    "dict": ("Dict",),
+    "queue": ("Queue",),
+    "retries": ("Retries",),
+    "schedule": ("Cron", "Period"),
+    "proxy": ("Proxy",),
+    "sandbox": ("Sandbox",),
+    "scheduler_placement": ("SchedulerPlacement",),
+    "file_pattern_matcher": ("FilePatternMatcher",),
+    "_tunnel": ("Tunnel",),
 }
 
 _PACKAGE = __name__.rpartition(".")[0]
@@ -72,6 +98,14 @@ class _ModalFinder(importlib.abc.MetaPathFinder):
 
 
 _FINDER = _ModalFinder()
+
+
+def adopt_modal_names() -> None:
+    """Give each class of MODAL_HOMES Modal's module name (exceptions do it in exception.py)."""
+    for modal_module, names in MODAL_HOMES.items():
+        ours = importlib.import_module(f"{_PACKAGE}.{ALIASES[modal_module]}")
+        for name in names:
+            getattr(ours, name).__module__ = f"modal.{modal_module}"
 
 
 def install() -> None:

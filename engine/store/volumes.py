@@ -5,7 +5,9 @@ Each named volume is the folder `$MWTUI_HOME/volumes/<name>` (network file syste
 folders of their own kind). Every replica of every pool sees the same folder live, so `commit()` and
 `reload()` have nothing to do.
 
-A mount path is provided by a symlink from the container path to the local folder, but only where that
+On Linux each replica normally gets its own container view (`mwtui.engine.worker.container`), where
+mount paths are real mounts and none of the below is needed. In host mode (`--no-container`, or where
+the kernel refuses), a mount path is provided by a symlink from the container path to the local folder, but only where that
 costs the machine nothing: the path must not exist yet (or be our own link), its parent must be an
 existing folder we may write in, and that folder must be a temporary one or the app's own, unless
 `MWTUI_MOUNT_LINKS=any` allows links anywhere writable. So `/data` is never created on a machine where

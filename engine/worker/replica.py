@@ -36,6 +36,7 @@ from .. import lifeline
 from ..labels import default_label
 from ..loader import AppNotFound, AppRef, load_app
 from ..proctree import TERM_GRACE_S, become_subreaper, kill_tree
+from . import container
 from .dispatch import Dispatcher
 from .fastapi_app import FastAPIMissing, build_fastapi_app
 from .lifespan import ASGIApp, Lifespan, LifespanFailed, WithState
@@ -527,6 +528,8 @@ def finish(code: int) -> NoReturn:
 def main(argv: list[str] | None = None, started: float | None = None) -> NoReturn:
     started = time.monotonic() if started is None else started
     become_subreaper()  # before any user code: what it starts stays below us, whatever it does
+    # Before any thread starts (a user namespace needs a single-threaded process) and any user code.
+    container.setup_from_env()
     lifeline.watch_parent()
     stop = Stop()
     stop.install()

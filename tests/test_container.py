@@ -1,0 +1,196 @@
+"""A replica's container view (engine/worker/container.py): the pure plan, then served for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from mwtui.engine.worker import container
+from mwtui.engine.worker.container import Op, Want, plan, wants_from_plan
+
+from .conftest import Served, start_serve, stop_serve
+
+FIXTURES = Path(__file__).parent / "fixtures"
+LABEL = "ctr-web"
+
+
+class FakeHost:
+    """A host file system as {path: "dir" | "file" | "link:<text>"}."""
+
+    def __init__(self, tree: dict[str, str]) -> None:
+        self.tree = {"/": "dir", **tree}
+
+    def kind(self, path: str) -> str | None:
+        k = self.tree.get(path)
+        return None if k is None else "link" if k.startswith("link:") else k
+
+    def entries(self, path: str) -> list[str]:
+        prefix = path.rstrip("/") + "/"
+        return [p[len(prefix):] for p in self.tree if p.startswith(prefix) and "/" not in p[len(prefix):]]
+
+    def readlink(self, path: str) -> str:
+        return self.tree[path][len("link:"):]
+
+
+HOST = FakeHost({
+    "/bin": "link:usr/bin", "/usr": "dir", "/usr/bin": "dir", "/tmp": "dir", "/etc": "dir",
+    "/etc/hosts": "file", "/root": "dir", "/root/app": "dir", "/root/.bashrc": "file",
+    "/src": "dir", "/src/site": "dir", "/src/helper.py": "file", "/home/v": "dir", "/home": "dir",
+})
+
+
+def test_the_root_is_the_hosts_top_level_bound_with_its_symlinks_copied() -> None:
+    ops, problems = plan([Want("/assets", "/src/site", False, True)], HOST)
+    assert problems == []
+    assert Op("symlink", "/bin", "usr/bin") in ops
+    assert [Op("mkdir", "/usr"), Op("bind", "/usr", "/usr")] == ops[ops.index(Op("mkdir", "/usr")):][:2]
+    assert Op("touch", "/etc") not in ops and Op("bind", "/etc", "/etc") in ops
+    # The new mount point is made in the view's own root (a tmpfs), never on the host.
+    assert ops[-2:] == [Op("mkdir", "/assets"), Op("bind", "/assets", "/src/site", readonly=True)]
+    assert not any(op.kind == "tmpfs" for op in ops)
+
+
+def test_a_path_in_an_existing_folder_shadows_that_folder_with_its_host_entries() -> None:
+    ops, problems = plan([Want("/root/helper.py", "/src/helper.py", False, False),
+                          Want("/root/app", "/src/site", False, True)], HOST)
+    assert problems == []
+    shadow = ops.index(Op("tmpfs", "/root"))
+    assert {Op("bind", "/root/.bashrc", "/root/.bashrc"), Op("bind", "/root/app", "/root/app")} <= set(ops[shadow:])
+    tail = ops[-3:]
+    # /root/app exists on the host: bound over in the view, after the shadow that would otherwise hide it.
+    assert ops.index(Op("bind", "/root/app", "/src/site", readonly=True)) > shadow
+    assert Op("touch", "/root/helper.py") in tail and Op("bind", "/root/helper.py", "/src/helper.py", True) in tail
+
+
+def test_volumes_are_writable_and_deep_paths_get_their_missing_folders() -> None:
+    ops, problems = plan([Want("/mnt/vols/data", "/home/v", True, True)], HOST)
+    assert problems == []
+    assert ops[-4:] == [Op("mkdir", "/mnt"), Op("mkdir", "/mnt/vols"), Op("mkdir", "/mnt/vols/data"),
+                        Op("bind", "/mnt/vols/data", "/home/v", readonly=False)]
+
+
+def test_what_cannot_be_given_is_said_and_left_out() -> None:
+    wants = [
+        Want("/proc/x/data", "/home/v", True, True),  # the kernel's tree
+        Want("/bin/tool", "/src/helper.py", False, False),  # under a host symlink
+        Want("/etc/hosts", "/src/site", False, True),  # a file there, not a folder
+        Want("/assets", "/src/nope", False, True),  # no source
+        Want("/data", "/home/v", True, True), Want("/data/inner", "/src/site", False, True),  # nested
+    ]
+    ops, problems = plan(wants, HOST)
+    text = "\n".join(problems)
+    for bit in ("/proc/x/data: paths under", "/bin is a symlink", "/etc/hosts: the machine has a file",
+                "/src/nope does not exist", "/data/inner: a container path inside another"):
+        assert bit in text
+    binds = [op.path for op in ops if op.kind == "bind" and op.path != op.source]
+    assert binds == ["/data"]
+
+
+def test_the_wants_come_from_the_pool_plan() -> None:
+    pool_plan = {"mounts": [
+        {"path": "/data/", "target": "/h/volumes/v", "what": "volume `v`", "env_var": "MWTUI_VOLUME_V"},
+        {"path": "/assets", "target": "/app/site", "what": "add_local_dir('site')", "env_var": None},
+        {"path": "./conf", "target": "/app/conf", "what": "copy_local_dir('conf')"},
+    ]}
+    assert wants_from_plan(pool_plan, lambda p: p == "/app/site") == [
+        Want("/data", "/h/volumes/v", True, True, "volume `v`"),
+        Want("/assets", "/app/site", False, True, "add_local_dir('site')"),
+        Want("/root/conf", "/app/conf", False, False, "copy_local_dir('conf')"),
+    ]
+
+
+# ---------------------------------------------------------------- served for real
+
+
+def _container_possible() -> str | None:
+    """Why the view cannot be tested here, or None."""
+    if not sys.platform.startswith("linux"):
+        return "the container view is Linux-only"
+    if os.geteuid() == 0:
+        return None
+    unshare = shutil.which("unshare")
+    ok = unshare and subprocess.run([unshare, "-Urm", "true"], capture_output=True).returncode == 0
+    return None if ok else "not root, and user namespaces are not available"
+
+
+@pytest.fixture
+def no_host_paths() -> None:
+    reason = _container_possible()
+    if reason:
+        pytest.skip(reason)
+    for p in ("/assets", "/data"):
+        if os.path.lexists(p):
+            pytest.skip(f"{p} exists on this machine: cannot show that mwtui does not create it")
+
+
+def _roots() -> set[str]:
+    return {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("mwtui-root-")}
+
+
+def _get(served: Served, **params: str) -> dict:
+    r = served.get(LABEL, params=params)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+@pytest.mark.parametrize("spawn", ["zygote", "cold"])
+def test_image_files_and_volumes_at_their_container_paths(no_host_paths: None, tmp_path: Path, spawn: str) -> None:
+    home = tmp_path / "home"
+    roots_before = _roots()
+    assets = FIXTURES / "container_assets" / "hello.txt"
+    extra = ["--cold-start"] if spawn == "cold" else []
+    served = start_serve(FIXTURES / "container_app.py", "--no-reload", *extra, env={"MWTUI_HOME": str(home)})
+    try:
+        served.wait_status("2 replicas ready", lambda rows: rows["web"]["replicas"]["ready"] == 2, timeout=60)
+        assert _get(served, op="assets")["text"] == "hello from assets\n"
+        assert _get(served, op="write", value="bytes of x")["ok"]
+        # Two held requests at once: one per replica; both see the other's write at once.
+        with ThreadPoolExecutor(2) as pool:
+            reads = list(pool.map(lambda _: _get(served, op="read", wait="1.0"), range(2)))
+        assert len({r["pid"] for r in reads}) == 2, reads
+        assert all(r["text"] == "bytes of x" for r in reads), reads
+        denied = _get(served, op="write_assets")
+        assert not denied["ok"] and "Read-only file system" in denied["error"], denied
+        assert not any("host mode" in line for line in served.lines), served.lines
+    finally:
+        assert stop_serve(served) == 0
+    assert (home / "volumes" / "v" / "x").read_bytes() == b"bytes of x"
+    assert assets.read_text() == "hello from assets\n"
+    assert not os.path.lexists("/assets") and not os.path.lexists("/data")
+    assert _roots() <= roots_before  # each replica's temporary root is gone again
+
+
+def test_no_container_is_host_mode(no_host_paths: None, tmp_path: Path) -> None:
+    served = start_serve(FIXTURES / "container_app.py", "--no-reload", "--no-container",
+                         env={"MWTUI_HOME": str(tmp_path / "home")})
+    try:
+        served.wait_running()
+        seen = _get(served, op="assets")
+        assert not seen["ok"] and "FileNotFoundError" in seen["error"], seen
+        served.wait_for_line(r"web\.\d+ .*mwtui: host mode \(--no-container\)")
+    finally:
+        assert stop_serve(served) == 0
+    assert not os.path.lexists("/assets") and not os.path.lexists("/data")
+
+
+def test_when_the_kernel_refuses_the_replica_says_host_mode_and_how_to_enable_it(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def refuse(wants: list[Want]) -> list[str]:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(container, "enter", refuse)
+    env = {container.POOL_PLAN_ENV: json.dumps({"mounts": [{"path": "/assets", "target": "/nowhere"}]})}
+    assert container.setup_from_env(env) == "host"
+    err = capsys.readouterr().err
+    assert "host mode: cannot give this replica its own container view (Operation not permitted)" in err
+    assert "run mwtui as root, or allow unprivileged user namespaces" in err
+    assert container.setup_from_env({**env, container.CONTAINER_ENV: "0"}) == "host"
+    assert "host mode (--no-container)" in capsys.readouterr().err
+    assert container.setup_from_env({}) == ""  # nothing to mount: nothing said
