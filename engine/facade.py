@@ -41,6 +41,7 @@ from .ports import DEFAULT_GATEWAY_PORT, stable_port
 from .reloader import ReloadGuard, Verdict, WatchRules, forget_bytecode, local_folders, watch
 from .spawner import Spawner, default_spawner
 from .supervisor import ENGINE_LOG, Event, LogLine, Pool, PoolChanged, Variant, process_children
+from .worker import container
 
 LOG_LINES_KEPT = 2000
 MAX_VARIANTS = 32  # pools of one parametrized class at once: each set of values gets its own
@@ -180,6 +181,8 @@ class Snapshot:
     warnings: tuple[str, ...] = ()
     error: LoadError | None = None  # the latest edit that did not load; the previous one still serves
     reload: ReloadStatus = ReloadStatus(enabled=False, state="off")
+    mode: str = ""  # what replicas run in: "container" (a view of their own) or "host"; "" not known
+    mode_why: str = ""  # for host mode: why, and how to enable the container view
     t: float = field(default_factory=time.time)
 
     @property
@@ -201,6 +204,8 @@ class Snapshot:
                                                       "message": error.message},
             "warnings": list(self.warnings),
             "endpoints": len(self.endpoints),
+            "mode": self.mode,
+            "mode_why": self.mode_why or None,
         }
 
 
@@ -225,6 +230,7 @@ class Engine:
     ) -> None:
         self.ref = ref
         self.max_replicas = max_replicas  # per pool, where the app sets no max_containers; 0: none
+        self.mode = container.mode()  # what replicas run in (each replica still says if it cannot)
         self.spawner: Spawner = spawner or default_spawner()  # the zygote where os.fork exists
         self.host = host
         self.lifeline = Lifeline()
@@ -977,7 +983,7 @@ class Engine:
         if m is None:
             return Snapshot(
                 app_name=self.ref.stem, file=self.ref.path, gateway_url=self.gateway.base_url, reload=reload,
-                error=self.load_error,
+                error=self.load_error, mode=self.mode[0], mode_why=self.mode[1],
             )
         now = time.time()
         out = []
@@ -999,6 +1005,8 @@ class Engine:
             warnings=m.warnings,
             error=self.load_error,
             reload=reload,
+            mode=self.mode[0],
+            mode_why=self.mode[1],
         )
 
 

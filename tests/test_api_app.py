@@ -70,3 +70,26 @@ def test_list_json_of_a_broken_file_prints_the_error_as_json(tmp_path: Path) -> 
     err = json.loads(done.stdout)["error"]
     assert err["file"].endswith("apiapp.py") and err["line"] == 6 and err["message"]
     assert "apiapp.py" in done.stderr  # the person's text still goes to stderr
+
+
+def test_api_app_and_the_header_say_which_mode_replicas_run_in(tmp_path: Path) -> None:
+    import os
+
+    from mwtui.engine.facade import Snapshot
+    from mwtui.tui.widgets.app_header import header_text
+
+    app = tmp_path / "apiapp.py"
+    app.write_text(GOOD)
+    for extra, want in ((("--no-container",), "host"), ((), "container" if os.geteuid() == 0 else None)):
+        served = start_serve(app, *extra, env={"MWTUI_HOME": str(tmp_path / "home")})
+        try:
+            got = _until(lambda: _app(served.port).get("name") and _app(served.port))  # noqa: B023
+            if want is not None:
+                assert got["mode"] == want, got
+            assert (got["mode_why"] == "--no-container") == bool(extra), got
+        finally:
+            stop_serve(served)
+    snap = Snapshot("a", "/x/a.py", "http://localhost:1", mode="host", mode_why="--no-container")
+    assert header_text(snap, "/x/a.py").plain.endswith("· host mode")
+    assert "container view" in header_text(Snapshot("a", "/x/a.py", "http://localhost:1", mode="container"),
+                                            "/x/a.py").plain

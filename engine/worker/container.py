@@ -309,17 +309,25 @@ def in_kernel_tree(path: str) -> bool:
 def expected(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
     """Will replicas started from here get a container view? For discovery's warnings: a guess from the
     kernel's settings, without trying (a replica that fails says so)."""
-    if not sys.platform.startswith("linux") or environ.get(CONTAINER_ENV) == "0":
-        return False
+    return mode(environ)[0] == "container"
+
+
+def mode(environ: dict[str, str] | os._Environ[str] = os.environ) -> tuple[str, str]:
+    """("container", "") or ("host", why): what replicas started from here are expected to run in, for
+    the screen's header and /api/app. Read from the kernel's settings, without trying."""
+    if environ.get(CONTAINER_ENV) == "0":
+        return "host", "--no-container"
+    if not sys.platform.startswith("linux"):
+        return "host", f"mount namespaces are Linux's; this is {sys.platform}"
     if os.geteuid() == 0:
-        return True
+        return "container", ""
     refusing = {"/proc/sys/user/max_user_namespaces": "0", "/proc/sys/kernel/unprivileged_userns_clone": "0",
                 "/proc/sys/kernel/apparmor_restrict_unprivileged_userns": "1"}
     for path, value in refusing.items():
         with contextlib.suppress(OSError), open(path) as f:
             if f.read().strip() == value:
-                return False
-    return True
+                return "host", f"unprivileged user namespaces are off ({path} is {value}); to enable: {ENABLE_HINT}"
+    return "container", ""
 
 
 # --- the replica's entry ----------------------------------------------------------------------------

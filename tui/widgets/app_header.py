@@ -53,6 +53,9 @@ def header_text(snap: Snapshot | None, file: str, status: str | None = None, lev
         out.append(f" ({running} up)" if short else f" ({running} running)", style="yellow")
     out.append(f" · {snap.total_rps:.1f} req/s · ")
     out.append_text(reload_text(snap.reload, short))
+    if snap.mode and not short:  # container view or host mode (/api/app says why)
+        out.append(" · container view" if snap.mode == "container" else " · host mode",
+                   style="" if snap.mode == "container" else "yellow")
     if status:
         # "stopping: draining in-flight requests…" becomes "stopping…" when space is short.
         out.append(f" · {status.split(':')[0] + '…' if short and ':' in status else status}", style="bold yellow")
