@@ -6,7 +6,10 @@
    gunicorn), the time from `Spawner.spawn()` to the replica's "ready" line on its ready pipe, as the
    supervisor sees it; then the memory the idle replica costs (USS: pages only it holds; RSS). Zygote and
    cold starts alternate, so that both see the same machine load.
-2. Scale from zero: a whole engine (gateway included) serving the FastAPI hello; its pool is scaled to
+2. The container view (engine/worker/container.py): the same fastapi_endpoint with an `add_local_dir` at
+   /assets and a volume at /data in its pool plan, in host mode (MWTUI_CONTAINER=0, as `--no-container`)
+   against its own mount namespace, forked and cold, alternating. Needs root (or user namespaces).
+3. Scale from zero: a whole engine (gateway included) serving the FastAPI hello; its pool is scaled to
    zero, then back to one while a request arrives through the gateway, which holds it until the replica
    is ready. Time to the response's first byte.
 
@@ -104,9 +107,10 @@ def memory(pid: int) -> tuple[float, float]:
 
 
 async def start_once(spawner: Spawner, app: Path, pool: str, lifeline: Lifeline, sock_dir: str,
-                     n: int) -> tuple[float, float, float]:
+                     n: int, env_extra: dict[str, str] | None = None) -> tuple[float, float, float]:
     ready_r, ready_w = os.pipe()
-    env = {**os.environ, **lifeline.env(), "MWTUI_READY_FD": str(ready_w), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **lifeline.env(), "MWTUI_READY_FD": str(ready_w), "PYTHONUNBUFFERED": "1",
+           **(env_extra or {})}
     argv = [str(app), "--pool", pool, "--socket-dir", sock_dir, "--replica", f"{pool}.{n}"]
     t0 = time.perf_counter()
     try:
@@ -160,6 +164,51 @@ async def spawn_to_ready(runs: int, folder: Path) -> list[tuple[str, dict[str, l
         lifeline.close()
         shutil.rmtree(sock_dir, ignore_errors=True)
     return results
+
+
+CONTAINER_APP = """import modal
+app = modal.App("bench")
+
+@app.function()
+@modal.fastapi_endpoint()
+def hello():
+    import os
+    return {"hello": open("/assets/a.txt").read() if os.path.exists("/assets") else "host"}
+"""
+
+
+async def container_view(runs: int, folder: Path) -> dict[str, dict[str, list[float]]]:
+    """Spawn-to-ready per spawner and mode: host mode against the container view, same plan."""
+    (folder / "site").mkdir(exist_ok=True)
+    (folder / "site" / "a.txt").write_text("asset")
+    app = folder / "bench_container.py"
+    app.write_text(CONTAINER_APP)
+    plan = json.dumps({"version": 1, "env": [], "mounts": [
+        {"path": "/assets", "target": str(folder / "site"), "what": "add_local_dir('site')", "env_var": None,
+         "note": ""},
+        {"path": "/data", "target": str(folder / "home" / "volumes" / "v"), "what": "volume `v`",
+         "env_var": "MWTUI_VOLUME_V", "note": ""},
+    ]})
+    modes = {"host mode": {"MWTUI_POOL_PLAN": plan, "MWTUI_CONTAINER": "0"},
+             "container view": {"MWTUI_POOL_PLAN": plan, "MWTUI_CONTAINER": "1"}}
+    lifeline = Lifeline()
+    sock_dir = tempfile.mkdtemp(prefix="mwb")
+    zygote, cold = ZygoteSpawner(), ColdSpawner()
+    out: dict[str, dict[str, list[float]]] = {}
+    try:
+        await start_once(zygote, app, "hello", lifeline, sock_dir, 0, modes["host mode"])  # starts the zygote
+        for spawn_name, spawner in (("zygote", zygote), ("cold", cold)):
+            times: dict[str, list[float]] = {m: [] for m in modes}
+            for i in range(runs):
+                for mode in (list(modes) if i % 2 == 0 else list(reversed(modes))):
+                    ms, _, _ = await start_once(spawner, app, "hello", lifeline, sock_dir, i + 1, modes[mode])
+                    times[mode].append(ms)
+            out[spawn_name] = times
+    finally:
+        await zygote.close()
+        lifeline.close()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+    return out
 
 
 async def first_byte(port: int, host: str) -> float:
@@ -225,6 +274,14 @@ async def main() -> int:
             zr, cr = p50([t[2] for t in times["zygote"]]), p50([t[2] for t in times["cold"]])
             print(f"{kind:<20} {p50(z):>8.1f}ms {min(z):>6.1f} {max(z):>6.1f} {p50(c):>7.1f}ms {min(c):>6.1f} "
                   f"{max(c):>6.1f} {p50(c) / p50(z):>10.1f}x   {zu:>5.1f}/{cu:<5.1f} {zr:>5.1f}/{cr:<5.1f}")
+        print()
+        print(f"container view against host mode (fastapi_endpoint, /assets and /data mounted), {args.runs} "
+              "starts each, alternating")
+        print(f"{'spawn':<8} {'host p50':>9} {'container p50':>14} {'min':>6} {'max':>6} {'container/host':>15}")
+        for spawn_name, times in (await container_view(args.runs, folder)).items():
+            h, v = times["host mode"], times["container view"]
+            print(f"{spawn_name:<8} {p50(h):>7.1f}ms {p50(v):>12.1f}ms {min(v):>6.1f} {max(v):>6.1f} "
+                  f"{p50(v) / p50(h):>14.2f}x")
         print()
         print(f"scale from zero (engine + gateway, fastapi_endpoint), {args.scale_runs} wake-ups per mode: "
               "first byte of a request that wakes the pool")
