@@ -194,3 +194,60 @@ def test_when_the_kernel_refuses_the_replica_says_host_mode_and_how_to_enable_it
     assert container.setup_from_env({**env, container.CONTAINER_ENV: "0"}) == "host"
     assert "host mode (--no-container)" in capsys.readouterr().err
     assert container.setup_from_env({}) == ""  # nothing to mount: nothing said
+
+
+UNPRIVILEGED_PROBE = """
+import json, os, sys
+from mwtui.engine.worker import container
+mode = container.setup_from_env()
+out = {"uid": os.getuid(), "mode": mode, "cwd": os.getcwd()}
+try:
+    out["asset"] = open("/assets/a.txt").read()
+except OSError as e:
+    out["asset_error"] = str(e)
+try:
+    open("/assets/new.txt", "w")
+except OSError as e:
+    out["write_error"] = e.strerror
+with open("/data/x", "w") as f:
+    f.write("from nobody")
+print(json.dumps(out))
+"""
+
+
+def test_the_container_view_as_an_unprivileged_user(request: pytest.FixtureRequest) -> None:
+    """mwtui run by a user who is not root: the view comes from a user namespace of its own (the uid
+    mapped to itself, so files keep their owner); nothing appears on the host outside the folders."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("switching to an unprivileged user needs root and setpriv (util-linux)")
+    if os.path.exists("/assets") or os.path.exists("/data"):
+        pytest.skip("/assets or /data exists on this machine: the test could not tell ours from it")
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    if subprocess.run([*nobody, sys.executable, "-c", "import mwtui"], capture_output=True).returncode != 0:
+        pytest.skip("the user nobody cannot run this Python (its folders are not readable to others)")
+    if subprocess.run([*nobody, "unshare", "-Urm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unprivileged user namespaces are off on this machine: host mode, tested elsewhere")
+    # pytest's own temp folders are private to root: nobody could not reach a mount's source there.
+    tmp_path = Path(tempfile.mkdtemp(prefix="mwtui-test-nobody-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(tmp_path, ignore_errors=True))
+    tmp_path.chmod(0o755)
+    site, volume = tmp_path / "site", tmp_path / "volume"
+    site.mkdir(mode=0o755)
+    (site / "a.txt").write_text("asset")
+    volume.mkdir()
+    shutil.chown(volume, 65534, 65534)
+    plan_json = json.dumps({"version": 1, "env": [], "mounts": [
+        {"path": "/assets", "target": str(site), "what": "add_local_dir('site')", "env_var": None, "note": ""},
+        {"path": "/data", "target": str(volume), "what": "volume `v`", "env_var": "MWTUI_VOLUME_V", "note": ""},
+    ]})
+    done = subprocess.run([*nobody, sys.executable, "-c", UNPRIVILEGED_PROBE], capture_output=True, text=True,
+                          cwd=str(tmp_path), timeout=60,
+                          env={**os.environ, "MWTUI_POOL_PLAN": plan_json, "MWTUI_CONTAINER": "1"})
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["uid"] == 65534 and got["mode"] == "container", (got, done.stderr)
+    assert got["asset"] == "asset" and got["write_error"] == "Read-only file system", got
+    assert got["cwd"] == str(tmp_path)
+    assert (volume / "x").read_text() == "from nobody" and (volume / "x").stat().st_uid == 65534
+    assert sorted(p.name for p in site.iterdir()) == ["a.txt"]
+    assert not os.path.exists("/assets") and not os.path.exists("/data")
