@@ -200,6 +200,18 @@ def test_sigterm_drains_in_flight_and_leaves_no_process(tmp_path: Path) -> None:
     assert alive_pids(pids) == set()
 
 
+def test_sighup_of_a_closed_terminal_stops_cleanly(tmp_path: Path) -> None:
+    tmp = tmp_path / "tmp"  # the engine's temporary folders land here, to be counted
+    tmp.mkdir()
+    served = start_serve(_small_app(tmp_path), env={"TMPDIR": str(tmp)})
+    served.wait_running()
+    pids = _descendants(served)
+    assert stop_serve(served, signal.SIGHUP) == 0
+    assert "stopping: draining in-flight requests" in "\n".join(served.lines)
+    assert alive_pids(pids) == set()
+    assert not [p for p in tmp.iterdir() if p.name.startswith("mwtui-")]
+
+
 def test_sigkill_leaves_no_process(tmp_path: Path) -> None:
     served = start_serve(_small_app(tmp_path))
     served.wait_running()

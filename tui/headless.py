@@ -144,6 +144,10 @@ async def serve(ref: AppRef, options: dict[str, Any]) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # A closed terminal sends SIGHUP: stop as on SIGTERM (drain, stop every process, remove temp
+    # folders) rather than die on the spot. Under `nohup` it is ignored, and stays so.
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        loop.add_signal_handler(signal.SIGHUP, stop.set)
     await stop.wait()
     if snap.error is not None:
         announcer.cancel()
