@@ -143,7 +143,18 @@ class TokenStore:
         return info, secret
 
     def list(self) -> list[TokenInfo]:
-        return [TokenInfo(t["key"], str(t.get("name") or ""), float(t.get("created") or 0)) for t in self._read()]
+        """The tokens as the file has them (`_read` refuses a file missing what a token needs); a
+        hand-edited `created` that is not a time is shown as unknown rather than a traceback."""
+        out = []
+        for t in self._read():
+            try:
+                created = float(t.get("created") or 0)
+            except (TypeError, ValueError):
+                created = 0.0
+            if not 0 <= created < 1e11:  # nan, inf, negative, or past the year 5000
+                created = 0.0
+            out.append(TokenInfo(str(t["key"]), str(t.get("name") or ""), created))
+        return out
 
     def revoke(self, key: str) -> bool:
         with self._locked():

@@ -96,6 +96,20 @@ def test_token_list_escapes_a_hand_edited_name(tmp_path: Path) -> None:
     assert "evil\\x1b]0;owned\\x07\\u202e" in out and "\x1b" not in out and "\u202e" not in out
 
 
+def test_token_list_shows_hand_edited_entries_without_a_traceback(tmp_path: Path) -> None:
+    assert run(tmp_path, "token", "create", "--name", "one").returncode == 0
+    assert run(tmp_path, "token", "create", "--name", "two").returncode == 0
+    tokens = tmp_path / "home" / "tokens.json"
+    data = json.loads(tokens.read_text())
+    data["tokens"][0]["created"] = "yesterday"
+    data["tokens"][1]["created"] = 1e300
+    tokens.write_text(json.dumps(data))
+    proc = run(tmp_path, "token", "list")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("wk-")]
+    assert len(lines) == 2 and all("?" in line for line in lines), proc.stdout
+
+
 def test_secret_list_escapes_hand_edited_names_and_keys(tmp_path: Path) -> None:
     assert run(tmp_path, "secret", "set", "db", "USER=me").returncode == 0
     store = tmp_path / "home" / "secrets.json"
