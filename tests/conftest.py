@@ -159,14 +159,18 @@ def hammering(served: Served, host: str, path: str = "/", clients: int = 4) -> I
             t.join(10)
 
 
-def start_serve(app: str | Path, *extra: str, env: dict[str, str] | None = None) -> Served:
+def start_serve(app: str | Path, *extra: str, env: dict[str, str] | None = None,
+                cwd: str | Path | None = None, module: bool = False) -> Served:
+    """`mwtui serve APP` (or `serve -m APP` with `module`, as found from `cwd`) on a free port."""
+    target = ["-m", str(app)] if module else [str(app)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mwtui.tui.cli", "serve", str(app), "--port", "0", *extra],
+        [sys.executable, "-m", "mwtui.tui.cli", "serve", *target, "--port", "0", *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, **(env or {})},
         start_new_session=True,
+        cwd=cwd,
     )
     served = Served(proc, 0)
 

@@ -19,7 +19,17 @@ from collections.abc import Callable, Iterator
 import pytest
 from mwtui.engine.gateway.limits import Limits, add_arguments
 
-from .fixtures.gateway_harness import TIMEOUT, Gateway, Upstream, endpoint, raw_exchange, up, wait_until
+from .fixtures.gateway_harness import (
+    TIMEOUT,
+    Gateway,
+    Upstream,
+    endpoint,
+    final_status,
+    raw_exchange,
+    running_gateway,
+    up,
+    wait_until,
+)
 from .fixtures.gateway_harness import unix_upstream as unix_upstream_at
 
 pytestmark = pytest.mark.timeout(90)
@@ -32,25 +42,6 @@ GOOD = b"GET /echo/good HTTP/1.1\r\nHost: demo-hello.localhost\r\nConnection: cl
 def replica(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
     with unix_upstream_at(tmp_path_factory.mktemp("up") / "replica.sock") as u:
         yield u
-
-
-@contextlib.contextmanager
-def gateway(*args: str, upstreams: list[Upstream], **route: object) -> Iterator[Gateway]:
-    g = Gateway(0, *args).started()
-    try:
-        g.routes(endpoint(upstreams=[up(u) for u in upstreams], **route))
-        yield g
-    finally:
-        alive = g.proc.poll() is None
-        g.close()
-        assert alive, "the gateway process died"
-
-
-def status(raw: bytes) -> int:
-    """The final status of the first response in `raw` (interim 1xx skipped); 0 if there is none."""
-    while raw.startswith(b"HTTP/1.1 1"):
-        raw = raw.partition(b"\r\n\r\n")[2]
-    return int(raw[9:12]) if raw.startswith(b"HTTP/1.") else 0
 
 
 def connect(g: Gateway) -> socket.socket:
@@ -122,7 +113,7 @@ def test_a_stalled_small_body_pins_no_replica_and_gets_408(replica: Upstream) ->
     nothing. The one replica (max_inputs=1) serves another client meanwhile; each stalled one gets 408
     after --body-timeout and is closed."""
     # hold_s=3: a request that found the replica pinned would get its 503 after 3 s, not wait on.
-    with gateway("--body-timeout", "1", upstreams=[replica], max_inputs=1, hold_s=3) as g:
+    with running_gateway("--body-timeout", "1", upstreams=[replica], max_inputs=1, hold_s=3) as g:
         with connect(g) as plain, connect(g) as expecting:
             plain.sendall(post_head(1000) + b"x" * 500)
             # The same shape asking to continue: its 100 proves the gateway has taken the request (and,
@@ -132,26 +123,26 @@ def test_a_stalled_small_body_pins_no_replica_and_gets_408(replica: Upstream) ->
             expecting.sendall(b"y" * 500)
 
             other = raw_exchange(g.port, GOOD)
-            assert status(other) == 200 and b'"/echo/good"' in other, other[:300]
+            assert final_status(other) == 200 and b'"/echo/good"' in other, other[:300]
 
             for s in (plain, expecting):
                 rest = read_to_end(s)
-                assert status(rest) == 408 and b"--body-timeout" in rest, rest[:300]
+                assert final_status(rest) == 408 and b"--body-timeout" in rest, rest[:300]
                 assert b"connection: close" in rest.lower()
         # Neither reached a replica, so neither counts as a request of the endpoint's.
         assert g.metrics_where("hello", lambda m: m["requests_total"] >= 1)["inflight"] == 0
-        assert status(raw_exchange(g.port, GOOD)) == 200
+        assert final_status(raw_exchange(g.port, GOOD)) == 200
 
 
 def test_a_small_chunked_body_is_gathered_until_it_outgrows_the_buffer(replica: Upstream) -> None:
     """Chunked, the size is unknown: gathered while under --buffer-body (no replica taken), streamed
     from the moment it outgrows it (the replica taken, so the next request waits its turn)."""
-    with gateway("--buffer-body", "1k", upstreams=[replica], max_inputs=1) as g:
+    with running_gateway("--buffer-body", "1k", upstreams=[replica], max_inputs=1) as g:
         with connect(g) as s:
             s.sendall(chunked_head(expect=True))
             got_continue(s)  # no replica is needed to take a body the gateway keeps
             s.sendall(chunk(b"a" * 600))
-            assert status(raw_exchange(g.port, GOOD)) == 200  # 600 bytes so far: nothing pinned
+            assert final_status(raw_exchange(g.port, GOOD)) == 200  # 600 bytes so far: nothing pinned
 
             s.sendall(chunk(b"b" * 600))  # 1200 > 1k: off to the replica, the rest streams after it
             wait_until(lambda: live(g) == (1, 0), what="the chunked request on the replica")
@@ -159,15 +150,15 @@ def test_a_small_chunked_body_is_gathered_until_it_outgrows_the_buffer(replica: 
                 wait_until(lambda: live(g) == (2, 1), what="the next request waiting for the busy replica")
                 s.sendall(chunk(b"c" * 600) + b"0\r\n\r\n")
                 got = read_until(s, lambda b: b'"client"' in b)
-            assert status(got) == 200 and b'"body_len":1800' in got, got[:300]
+            assert final_status(got) == 200 and b'"body_len":1800' in got, got[:300]
             assert b'"body_head":"' + b"a" * 200 + b'"' in got
-        assert other and status(other[0]) == 200
+        assert other and final_status(other[0]) == 200
 
 
 def test_100_continue_comes_from_the_gateway_while_the_pool_is_at_zero(replica: Upstream) -> None:
     """With no replica at all, the gateway asks for the body itself, and the request does not wake the
     pool until its body is whole; then it waits for a replica as any request does."""
-    with gateway(upstreams=[], state="starting", max_inputs=1) as g:
+    with running_gateway(upstreams=[], state="starting", max_inputs=1) as g:
         with connect(g) as s:
             s.sendall(post_head(500, expect=True))
             got_continue(s)
@@ -188,21 +179,21 @@ def test_100_continue_comes_from_the_gateway_while_the_pool_is_at_zero(replica: 
 def test_pipelined_bodies_are_answered_in_order(replica: Upstream) -> None:
     """A gathered request behind another one on its connection takes its turn: answered after the
     first, once its body is whole."""
-    with gateway("--buffer-body", "1k", upstreams=[replica], max_inputs=1) as g:
+    with running_gateway("--buffer-body", "1k", upstreams=[replica], max_inputs=1) as g:
         with connect(g) as s:
             s.sendall(post_head(3, path=b"/echo/1") + b"one" + post_head(600, path=b"/echo/2") + b"t" * 300)
             first = read_until(s, lambda b: b'"client"' in b)
-            assert status(first) == 200 and b'"/echo/1"' in first and b'"body_len":3' in first, first[:300]
+            assert final_status(first) == 200 and b'"/echo/1"' in first and b'"body_len":3' in first, first[:300]
             s.sendall(b"t" * 300)
             second = read_until(s, lambda b: b'"client"' in b)
-        assert status(second) == 200 and b'"/echo/2"' in second and b'"body_len":600' in second, second[:300]
+        assert final_status(second) == 200 and b'"/echo/2"' in second and b'"body_len":600' in second, second[:300]
 
 
 # ----------------------------------------------------------------------------- larger bodies stream
 def test_a_body_over_the_buffer_streams_to_the_replica(replica: Upstream) -> None:
     """Over --buffer-body the request takes its replica at once and its body follows as it comes: the
     replica is busy with it (the next request waits) before the body is whole, and gets all of it."""
-    with gateway("--buffer-body", "1k", upstreams=[replica], max_inputs=1) as g:
+    with running_gateway("--buffer-body", "1k", upstreams=[replica], max_inputs=1) as g:
         with connect(g) as s:
             s.sendall(post_head(5000, expect=True))
             got_continue(s)  # sent once the replica is reachable, as before
@@ -211,14 +202,14 @@ def test_a_body_over_the_buffer_streams_to_the_replica(replica: Upstream) -> Non
                 wait_until(lambda: live(g) == (2, 1), what="the next request waiting for the busy replica")
                 s.sendall(b"q" * 3000)
                 got = read_until(s, lambda b: b'"client"' in b)
-            assert status(got) == 200 and b'"body_len":5000' in got, got[:300]
-        assert other and status(other[0]) == 200
+            assert final_status(got) == 200 and b'"body_len":5000' in got, got[:300]
+        assert other and final_status(other[0]) == 200
 
 
 def test_a_stalled_streamed_body_gets_408_and_frees_the_replica(replica: Upstream) -> None:
     """A body over --buffer-body already holds a replica when it stalls: after --body-timeout the
     client gets 408, the replica sees its client go, and the request waiting for it is served."""
-    with gateway("--buffer-body", "1k", "--body-timeout", "1", upstreams=[replica], max_inputs=1,
+    with running_gateway("--buffer-body", "1k", "--body-timeout", "1", upstreams=[replica], max_inputs=1,
                  hold_s=30) as g:
         with connect(g) as s:
             s.sendall(post_head(5000, expect=True))
@@ -227,8 +218,8 @@ def test_a_stalled_streamed_body_gets_408_and_frees_the_replica(replica: Upstrea
             with in_background(lambda: raw_exchange(g.port, GOOD)) as other:
                 wait_until(lambda: live(g) == (2, 1), what="the next request waiting for the busy replica")
                 rest = read_to_end(s)
-            assert status(rest) == 408 and b"--body-timeout" in rest, rest[:300]
-        assert other and status(other[0]) == 200 and b'"/echo/good"' in other[0]
+            assert final_status(rest) == 408 and b"--body-timeout" in rest, rest[:300]
+        assert other and final_status(other[0]) == 200 and b'"/echo/good"' in other[0]
         # Both were the endpoint's requests (the 408 one reached its replica); none is left in flight.
         assert g.metrics_where("hello", lambda m: m["requests_total"] == 2)["inflight"] == 0
 

@@ -23,9 +23,9 @@ from .fixtures.gateway_harness import (
     TIMEOUT,
     Gateway,
     Upstream,
-    endpoint,
+    final_status,
     raw_exchange,
-    up,
+    running_gateway,
     wait_until,
 )
 from .fixtures.gateway_harness import unix_upstream as unix_upstream_at
@@ -42,36 +42,15 @@ def replica(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
         yield u
 
 
-@contextlib.contextmanager
-def gateway(replica: Upstream, *args: str, **route: object) -> Iterator[Gateway]:
-    g = Gateway(0, *args).started()
-    try:
-        g.routes(endpoint(upstreams=[up(replica)], **route))
-        yield g
-    finally:
-        alive = g.proc.poll() is None
-        g.close()
-        assert alive, "the gateway process died"
-
-
 @pytest.fixture(scope="module")
 def gw(replica: Upstream) -> Iterator[Gateway]:
-    with gateway(replica, "--max-body", "1000", "--header-timeout", "1", "--keepalive-timeout", "1") as g:
+    with running_gateway("--max-body", "1000", "--header-timeout", "1", "--keepalive-timeout", "1", upstreams=[replica]) as g:
         yield g
-
-
-def status(raw: bytes) -> int:
-    """The final status of the first response in `raw` (interim 1xx skipped); 0 if there is none."""
-    while raw.startswith(b"HTTP/1.1 1"):
-        raw = raw.partition(b"\r\n\r\n")[2]
-    if not raw.startswith(b"HTTP/1."):
-        return 0
-    return int(raw[9:12])
 
 
 def still_serving(g: Gateway) -> None:
     got = raw_exchange(g.port, GOOD)
-    assert status(got) == 200 and b'"/echo/good"' in got, got[:300]
+    assert final_status(got) == 200 and b'"/echo/good"' in got, got[:300]
 
 
 def closes_after_answer(g: Gateway, data: bytes) -> bytes:
@@ -96,7 +75,7 @@ def closes_after_answer(g: Gateway, data: bytes) -> bytes:
         "no-host", "two-hosts"])
 def test_malformed_is_400_and_closes(gw: Gateway, data: bytes) -> None:
     got = closes_after_answer(gw, data)
-    assert status(got) == 400, got[:300]
+    assert final_status(got) == 400, got[:300]
     still_serving(gw)
 
 
@@ -104,7 +83,7 @@ def test_malformed_is_400_and_closes(gw: Gateway, data: bytes) -> None:
 def test_bad_content_length_is_400(gw: Gateway, length: bytes) -> None:
     got = closes_after_answer(gw, b"POST /echo HTTP/1.1\r\nHost: " + HOST + b"\r\nContent-Length: " + length
                               + b"\r\n\r\nhello")
-    assert status(got) == 400, got[:300]
+    assert final_status(got) == 400, got[:300]
     still_serving(gw)
 
 
@@ -118,45 +97,45 @@ def test_bad_content_length_is_400(gw: Gateway, length: bytes) -> None:
 def test_smuggling_shapes_are_400(gw: Gateway, headers: bytes) -> None:
     got = closes_after_answer(gw, b"POST /echo HTTP/1.1\r\nHost: " + HOST + b"\r\n" + headers
                               + b"\r\n0\r\n\r\nGET /echo/smuggled HTTP/1.1\r\nHost: " + HOST + b"\r\n\r\n")
-    assert status(got) == 400 and b"smuggled" not in got, got[:300]
+    assert final_status(got) == 400 and b"smuggled" not in got, got[:300]
     still_serving(gw)
 
 
 def test_chunked_in_http10_is_400(gw: Gateway) -> None:
     got = closes_after_answer(gw, b"POST /echo HTTP/1.0\r\nHost: " + HOST + b"\r\nTransfer-Encoding: chunked"
                               b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
-    assert status(got) == 400
+    assert final_status(got) == 400
 
 
 def test_bad_chunk_is_400(gw: Gateway) -> None:
     got = closes_after_answer(gw, b"POST /echo HTTP/1.1\r\nHost: " + HOST + b"\r\nTransfer-Encoding: chunked"
                               b"\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
-    assert status(got) == 400
+    assert final_status(got) == 400
     still_serving(gw)
 
 
 @pytest.mark.parametrize("version", [b"HTTP/2.0", b"HTTP/1.2", b"HTTP/3.1", b"HTTP/0.9"])
 def test_unsupported_version_is_505(gw: Gateway, version: bytes) -> None:
     got = closes_after_answer(gw, b"GET /echo " + version + b"\r\nHost: " + HOST + b"\r\n\r\n")
-    assert status(got) == 505, got[:300]
+    assert final_status(got) == 505, got[:300]
     still_serving(gw)
 
 
 def test_http10_still_works(gw: Gateway) -> None:
     got = raw_exchange(gw.port, b"GET /echo/ten HTTP/1.0\r\nHost: " + HOST + b"\r\n\r\n")
-    assert status(got) == 200 and b'"/echo/ten"' in got
+    assert final_status(got) == 200 and b'"/echo/ten"' in got
 
 
 def test_connect_is_405(gw: Gateway) -> None:
     got = closes_after_answer(gw, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
-    assert status(got) == 405
+    assert final_status(got) == 405
 
 
 # ----------------------------------------------------------------------------- sizes
 def test_headers_over_64k_are_431(gw: Gateway) -> None:
     big = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"v" * 1000) for i in range(70))
     got = closes_after_answer(gw, b"GET /echo HTTP/1.1\r\nHost: " + HOST + b"\r\n" + big + b"\r\n")
-    assert status(got) == 431, got[:300]
+    assert final_status(got) == 431, got[:300]
     still_serving(gw)
 
 
@@ -173,13 +152,13 @@ def test_a_header_that_never_ends_is_431(gw: Gateway) -> None:
         with contextlib.suppress(ConnectionResetError):
             while chunk := s.recv(65536):
                 got += chunk
-    assert status(got) == 431, got[:300]
+    assert final_status(got) == 431, got[:300]
     still_serving(gw)
 
 
 def test_target_over_64k_is_414(gw: Gateway) -> None:
     got = closes_after_answer(gw, b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: " + HOST + b"\r\n\r\n")
-    assert status(got) == 414
+    assert final_status(got) == 414
     still_serving(gw)
 
 
@@ -187,17 +166,17 @@ def test_body_over_the_limit_is_413_and_the_answer_arrives(gw: Gateway) -> None:
     # The client sends its whole body without waiting: the 413 must still reach it (no reset).
     got = closes_after_answer(gw, b"POST /echo HTTP/1.1\r\nHost: " + HOST + b"\r\nContent-Length: 50000\r\n\r\n"
                               + b"x" * 50000)
-    assert status(got) == 413 and b"--max-body" in got
+    assert final_status(got) == 413 and b"--max-body" in got
     ok = raw_exchange(gw.port, b"POST /echo HTTP/1.1\r\nHost: " + HOST + b"\r\nContent-Length: 1000\r\n"
                       b"Connection: close\r\n\r\n" + b"y" * 1000)
-    assert status(ok) == 200 and b'"body_len":1000' in ok
+    assert final_status(ok) == 200 and b'"body_len":1000' in ok
 
 
 def test_chunked_body_over_the_limit_is_413(gw: Gateway) -> None:
     chunks = b"".join(b"100\r\n" + b"z" * 256 + b"\r\n" for _ in range(8)) + b"0\r\n\r\n"
     got = closes_after_answer(gw, b"POST /echo HTTP/1.1\r\nHost: " + HOST + b"\r\nTransfer-Encoding: chunked"
                               b"\r\n\r\n" + chunks)
-    assert status(got) == 413
+    assert final_status(got) == 413
     still_serving(gw)
 
 
@@ -205,7 +184,7 @@ def test_chunked_body_over_the_limit_is_413(gw: Gateway) -> None:
 def test_slow_head_is_408_and_closed(gw: Gateway) -> None:
     t0 = time.monotonic()
     got = raw_exchange(gw.port, b"GET /echo HTTP/1.1\r\nHost: " + HOST + b"\r\n")  # never finished
-    assert status(got) == 408 and b"--header-timeout" in got
+    assert final_status(got) == 408 and b"--header-timeout" in got
     assert time.monotonic() - t0 < TIMEOUT
     still_serving(gw)
 
@@ -220,7 +199,7 @@ def test_idle_keep_alive_is_closed(gw: Gateway) -> None:
         got = b""
         while b'"client"' not in got:
             got += s.recv(65536)
-        assert status(got) == 200
+        assert final_status(got) == 200
         rest = b""
         while chunk := s.recv(65536):  # returns b"" when the gateway closes the idle connection
             rest += chunk
@@ -228,7 +207,7 @@ def test_idle_keep_alive_is_closed(gw: Gateway) -> None:
 
 
 def test_three_hundred_slow_clients_delay_no_one(replica: Upstream) -> None:
-    with gateway(replica, "--header-timeout", "2") as g:
+    with running_gateway("--header-timeout", "2", upstreams=[replica]) as g:
         slow: list[socket.socket] = []
         try:
             for _ in range(300):
@@ -247,7 +226,7 @@ def test_three_hundred_slow_clients_delay_no_one(replica: Upstream) -> None:
                 with contextlib.suppress(OSError):
                     while chunk := s.recv(4096):
                         got += chunk
-                answers.append(status(got))
+                answers.append(final_status(got))
             assert answers == [408] * 300
         finally:
             for s in slow:
@@ -264,7 +243,7 @@ def _raise_own_nofile(want: int) -> None:
 def test_thousand_concurrent_clients_each_answered(replica: Upstream) -> None:
     _raise_own_nofile(4096)
     n = 1000
-    with gateway(replica, max_inputs=50) as g:
+    with running_gateway(upstreams=[replica], max_inputs=50) as g:
         async def main() -> list[bytes]:
             # Every connection is open before any request is sent: 1000 at once, for real.
             conns = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", g.port) for _ in range(n)))
@@ -280,7 +259,7 @@ def test_thousand_concurrent_clients_each_answered(replica: Upstream) -> None:
 
         results = asyncio.run(main())
         for i, got in enumerate(results):
-            assert status(got) == 200 and b'"/echo/%d"' % i in got, (i, got[:200])
+            assert final_status(got) == 200 and b'"/echo/%d"' % i in got, (i, got[:200])
         m = g.metrics_where("hello", lambda m: m["requests_total"] == n)
         assert m["inflight"] == 0 and m["queued"] == 0 and m["errors_total"] == 0
 
@@ -314,7 +293,7 @@ def test_a_low_open_file_limit_is_said_on_stderr() -> None:
 # ----------------------------------------------------------------------------- property-based
 @pytest.fixture(scope="module")
 def fuzz_gw(replica: Upstream) -> Iterator[Gateway]:
-    with gateway(replica, "--max-body", "4096", "--header-timeout", "2", timeout=2) as g:
+    with running_gateway("--max-body", "4096", "--header-timeout", "2", upstreams=[replica], timeout=2) as g:
         yield g
 
 
@@ -339,9 +318,9 @@ def _send_and_read(port: int, data: bytes) -> bytes:
 @given(data=st.binary(min_size=1, max_size=400))
 def test_random_bytes_get_4xx_or_a_close(fuzz_gw: Gateway, data: bytes) -> None:
     got = _send_and_read(fuzz_gw.port, data)
-    code = status(got)
+    code = final_status(got)
     assert got == b"" or 400 <= code < 500 or code == 505, got[:300]
-    assert status(raw_exchange(fuzz_gw.port, GOOD)) == 200
+    assert final_status(raw_exchange(fuzz_gw.port, GOOD)) == 200
 
 
 _names = st.sampled_from([
@@ -376,11 +355,11 @@ def test_random_header_mixes_never_break_the_gateway(
     head = b" ".join(x for x in (method, target, version) if x) + eol
     head += b"".join(name + b": " + value + eol for name, value in headers)
     got = _send_and_read(fuzz_gw.port, head + eol + body)
-    code = status(got)
+    code = final_status(got)
     # Whatever reached the replica answers as it likes (2xx-4xx); what the gateway refuses is 4xx
     # (505 for a version); it never fails with a 5xx of its own, and never hangs.
     assert got == b"" or 100 <= code < 500 or code == 505, (head[:300], got[:300])
-    assert status(raw_exchange(fuzz_gw.port, GOOD)) == 200
+    assert final_status(raw_exchange(fuzz_gw.port, GOOD)) == 200
 
 
 def test_fuzzing_left_no_connection_behind(fuzz_gw: Gateway) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from .fixtures.gateway_harness import Gateway, Upstream, endpoint, raw_exchange, up
+from .fixtures.gateway_harness import Gateway, Upstream, endpoint, final_status, raw_exchange, up
 from .fixtures.gateway_harness import tcp_upstream as tcp_upstream_cm
 
 pytestmark = pytest.mark.timeout(60)
@@ -53,10 +53,6 @@ def answered(raw: bytes) -> bool:
     return False
 
 
-def status(raw: bytes) -> int:
-    return int(raw[9:12]) if raw.startswith(b"HTTP/1.") else 0
-
-
 def seen_by_replica(replica: Upstream) -> list[str]:
     with replica.client() as c:
         return c.get("/seen").json()
@@ -81,7 +77,7 @@ def test_connection_naming_content_length_is_refused(gw: Gateway, replica: Upstr
     attack = (b"POST /echo HTTP/1.1\r\nHost: " + HOST + b"\r\nConnection: " + connection + b"\r\n"
               b"Content-Length: %d\r\n\r\n" % len(SMUGGLED)) + SMUGGLED
     got = raw_exchange(gw.port, attack, until=answered)
-    assert status(got) == 400 and b"Connection" in got, got[:300]
+    assert final_status(got) == 400 and b"Connection" in got, got[:300]
     assert b"/echo/private" not in got
     after, bodies = pooled_peers(gw, 4)
     assert after & before, "the pooled replica connection was still in use"
@@ -93,7 +89,7 @@ def test_connection_naming_transfer_encoding_is_refused(gw: Gateway, replica: Up
     body = b"%x\r\n%b\r\n0\r\n\r\n" % (len(SMUGGLED), SMUGGLED)
     got = raw_exchange(gw.port, b"POST /echo HTTP/1.1\r\nHost: " + HOST + b"\r\nConnection: transfer-encoding\r\n"
                                 b"Transfer-Encoding: chunked\r\n\r\n" + body, until=answered)
-    assert status(got) == 400, got[:300]
+    assert final_status(got) == 400, got[:300]
     _, bodies = pooled_peers(gw, 3)
     assert not any("/echo/private" in b for b in bodies)
     assert "/echo/private" not in seen_by_replica(replica)
@@ -102,7 +98,7 @@ def test_connection_naming_transfer_encoding_is_refused(gw: Gateway, replica: Up
 def test_connection_naming_host_is_refused(gw: Gateway) -> None:
     got = raw_exchange(gw.port, b"GET /echo/hostless HTTP/1.1\r\nHost: " + HOST + b"\r\nConnection: host\r\n\r\n",
                        until=answered)
-    assert status(got) == 400, got[:300]
+    assert final_status(got) == 400, got[:300]
     # The ordinary case still carries its Host to the replica.
     echo = json.loads(raw_exchange(gw.port, b"GET /echo HTTP/1.1\r\nHost: " + HOST + b"\r\n"
                                             b"Connection: close, x-hop\r\nX-Hop: 1\r\n\r\n").partition(b"\r\n\r\n")[2])
@@ -116,10 +112,10 @@ def test_only_plain_chunked_is_forwarded(gw: Gateway, replica: Upstream, te: byt
     repeated header is refused as nginx does (501), never forwarded for the replica to read its way."""
     got = raw_exchange(gw.port, b"POST /echo HTTP/1.1\r\nHost: " + HOST + b"\r\nTransfer-Encoding: " + te
                                 + b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n", until=answered)
-    assert status(got) in (400, 501), got[:300]
+    assert final_status(got) in (400, 501), got[:300]
     ok = raw_exchange(gw.port, b"POST /echo HTTP/1.1\r\nHost: " + HOST + b"\r\nTransfer-Encoding: Chunked\r\n"
                                b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
-    assert status(ok) == 200 and json.loads(ok.partition(b"\r\n\r\n")[2])["body_len"] == 5
+    assert final_status(ok) == 200 and json.loads(ok.partition(b"\r\n\r\n")[2])["body_len"] == 5
 
 
 def test_forged_dispatch_header_never_reaches_the_replica(gw: Gateway) -> None:

@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import pytest
 from mwtui.engine.discovery import discover
 from mwtui.engine.loader import AppRef
 
-from .conftest import Served, stop_serve
+from .conftest import start_serve, stop_serve
 
 # A handler that uses the API wrongly and reports what the exception looks like from user code.
 APP = textwrap.dedent('''
@@ -58,23 +56,9 @@ def _project(tmp_path: Path, folder: str, name: str) -> Path:
 
 def test_serve_m_through_a_hyphenated_folder(tmp_path: Path) -> None:
     _project(tmp_path, "my-proj", "hy")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mwtui.tui.cli", "serve", "-m", "my-proj.app", "--port", "0", "--no-reload"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env={**os.environ, "MWTUI_HOME": str(tmp_path / "home")},
-    )
-    served = Served(proc, 0)
-
-    def pump() -> None:
-        assert proc.stdout
-        for line in proc.stdout:
-            served.lines.append(line.rstrip("\n"))
-            served._q.put(line.rstrip("\n"))
-
-    threading.Thread(target=pump, daemon=True).start()
+    served = start_serve("my-proj.app", "--no-reload", module=True, cwd=tmp_path,
+                         env={"MWTUI_HOME": str(tmp_path / "home")})
     try:
-        line = served.wait_for_line(r"gateway http://localhost:\d+")
-        served.port = int(re.search(r"localhost:(\d+)", line).group(1))  # type: ignore[union-attr]
         served.wait_running()
         body = served.get("hy-names").json()
         # Modal's names, as user code sees them on Modal, from a replica that imported `my-proj.app`

@@ -358,22 +358,8 @@ def test_module_form_and_get_web_url(tmp_path: Path) -> None:
         "import modal\napp = modal.App('mm')\n"
         "@app.function()\n@modal.fastapi_endpoint()\ndef hi():\n    return {'url': hi.get_web_url()}\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mwtui.tui.cli", "serve", "-m", "pkg.web", "--port", "0"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
-    served = Served(proc, 0)
-
-    def pump() -> None:
-        assert proc.stdout
-        for line in proc.stdout:
-            served.lines.append(line.rstrip("\n"))
-            served._q.put(line.rstrip("\n"))
-
-    threading.Thread(target=pump, daemon=True).start()
+    served = start_serve("pkg.web", module=True, cwd=tmp_path)
     try:
-        line = served.wait_for_line(r"gateway http://localhost:\d+")
-        served.port = int(line.split("localhost:")[1].split()[0])
         served.wait_running()
         assert served.get("mm-hi").json() == {"url": f"http://mm-hi.localhost:{served.port}"}
     finally:
