@@ -8,6 +8,7 @@ connection: sqlite3 connections are neither thread- nor fork-safe.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
 import threading
@@ -47,9 +48,17 @@ def _open(path: Path) -> sqlite3.Connection:
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))  # private from the first byte
     # Autocommit: transactions are explicit (`transaction()`), so none is left open by accident.
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
+    # Switching a new file to WAL and creating the schema can fail at once with "database is locked"
+    # (SQLite does not always call the busy handler there) when several processes open it together:
+    # they take turns on a lock file beside it instead.
+    lock_fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(SCHEMA)
+    finally:
+        os.close(lock_fd)
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.executescript(SCHEMA)
     return conn
 
 
