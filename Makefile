@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APP ?=
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean system
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,10 +22,18 @@ NATIVE := engine/gateway/_native.sha256
 $(NATIVE): $(NATIVE_SRC) | $(STAMP)
 	$(BIN)/python -m mwtui.engine.gateway --compile || true
 
-run: $(STAMP) $(NATIVE)
+# pasta (Debian package passt) gives each web_server replica a network of its own (engine/worker/network.py);
+# installed when missing where apt and root are at hand. Without it web_server pools run one replica at a
+# time on the host's network, and mwtui says so.
+system:
+	@command -v pasta >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -qq passt >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq passt >/dev/null; }; }; } || \
+	  echo "pasta is missing (apt install passt): web_server pools will run one replica at a time"
+
+run: system $(STAMP) $(NATIVE)
 	$(BIN)/mwtui $(APP)
 
-test: $(STAMP) $(NATIVE)
+test: system $(STAMP) $(NATIVE)
 	$(BIN)/ruff check engine tui tests bench
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 

@@ -41,7 +41,7 @@ from .ports import DEFAULT_GATEWAY_PORT, stable_port
 from .reloader import ReloadGuard, Verdict, WatchRules, forget_bytecode, local_folders, watch
 from .spawner import Spawner, default_spawner
 from .supervisor import ENGINE_LOG, Event, LogLine, Pool, PoolChanged, Variant, process_children
-from .worker import container
+from .worker import container, network
 
 LOG_LINES_KEPT = 2000
 MAX_VARIANTS = 32  # pools of one parametrized class at once: each set of values gets its own
@@ -183,6 +183,9 @@ class Snapshot:
     reload: ReloadStatus = ReloadStatus(enabled=False, state="off")
     mode: str = ""  # what replicas run in: "container" (a view of their own) or "host"; "" not known
     mode_why: str = ""  # for host mode: why, and how to enable the container view
+    # web_server replicas: "own" (a network namespace each) or "host" (the host's, one replica at a time)
+    network: str = ""
+    network_why: str = ""
     t: float = field(default_factory=time.time)
 
     @property
@@ -206,6 +209,8 @@ class Snapshot:
             "endpoints": len(self.endpoints),
             "mode": self.mode,
             "mode_why": self.mode_why or None,
+            "network": self.network,
+            "network_why": self.network_why or None,
         }
 
 
@@ -231,6 +236,9 @@ class Engine:
         self.ref = ref
         self.max_replicas = max_replicas  # per pool, where the app sets no max_containers; 0: none
         self.mode = container.mode()  # what replicas run in (each replica still says if it cannot)
+        # Whether web_server replicas get a network of their own (many replicas on one fixed port).
+        self.network = network.mode()
+        self._network_told = False
         self.spawner: Spawner = spawner or default_spawner()  # the zygote where os.fork exists
         self.host = host
         self.lifeline = Lifeline()
@@ -295,6 +303,7 @@ class Engine:
             self._reload_state = "error"
         else:
             self.manifest = manifest
+            self._tell_network(manifest)
             self._order = [spec.name for spec in manifest.pools()]
             for spec in manifest.pools():
                 if spec.parameters:
@@ -347,11 +356,19 @@ class Engine:
             if not watcher.done():
                 watcher.cancel()
 
+    def _tell_network(self, manifest: AppManifest) -> None:
+        """Once: why web_server replicas share the host's network, where the app has them."""
+        kind, why = self.network
+        if kind == "own" or self._network_told or not any(p.fixed_ports for p in manifest.pools()):
+            return
+        self._network_told = True
+        self._say(f"web_server replicas run on the host's network, one at a time per pool ({why})")
+
     def _cap(self, spec: PoolSpec) -> tuple[int | None, str | None]:
         """The most replicas the pool may have, and why. The app's max_containers wins; without it,
         mwtui's default (--max-replicas, never below min_containers): on one machine a crowd must
         not fork a replica per client."""
-        if spec.server == "web_server":
+        if self._shares_ports(spec):
             return 1, CAP_WEB_SERVER
         knobs = spec.knobs
         if knobs.max_containers is not None:
@@ -362,7 +379,7 @@ class Engine:
 
     def _scaling(self, spec: PoolSpec) -> ScalingConfig:
         cfg = ScalingConfig.from_spec(spec.knobs)
-        if spec.server == "web_server":  # one fixed port: one replica at most
+        if self._shares_ports(spec):  # one fixed port of the host's: one replica at most
             cfg = replace(cfg, min_containers=min(cfg.min_containers, 1))
         cap, source = self._cap(spec)
         return replace(cfg, max_containers=cap, cap_from=source or CAP_MAX_CONTAINERS)
@@ -370,7 +387,7 @@ class Engine:
     def _add_pool(self, spec: PoolSpec, variant: Variant | None = None) -> Pool:
         pool = Pool(
             spec, self.ref, self._socket_dir, self.lifeline, self._emit, self.generation, self._routes_applied,
-            self.spawner, {"MWTUI_WEB_URLS": self._web_urls()}, variant,
+            self.spawner, {"MWTUI_WEB_URLS": self._web_urls()}, variant, own_network=self.network[0] == "own",
         )
         self.autoscalers[pool.name] = Autoscaler(self._scaling(spec), time.monotonic())
         self.logs.setdefault(pool.name, deque(maxlen=LOG_LINES_KEPT))
@@ -404,10 +421,13 @@ class Engine:
         self._say(f"{pool.name}: a new set of parameters, served by replicas of its own")
         return pool
 
-    @staticmethod
-    def _max_variants(spec: PoolSpec) -> int:
-        # A web_server listens on one fixed port: two sets of values would need it at once.
-        return 1 if spec.server == "web_server" else MAX_VARIANTS
+    def _shares_ports(self, spec: PoolSpec) -> bool:
+        """Its replicas listen on fixed ports of the host's own network (no network of their own)."""
+        return bool(spec.fixed_ports) and self.network[0] != "own"
+
+    def _max_variants(self, spec: PoolSpec) -> int:
+        # On the host's network two sets of values would need the one fixed port at once.
+        return 1 if self._shares_ports(spec) else MAX_VARIANTS
 
     @staticmethod
     def _still_valid(spec: PoolSpec, values: dict[str, Any]) -> bool:
@@ -502,6 +522,7 @@ class Engine:
         self.load_error = None
         self.generation += 1
         self.manifest = manifest  # so that new replicas learn the new URLs
+        self._tell_network(manifest)
         self.reload_guard.protect(manifest.sources)
         self._follow_imports(manifest)
         for pool in self.pools.values():
@@ -984,6 +1005,7 @@ class Engine:
             return Snapshot(
                 app_name=self.ref.stem, file=self.ref.path, gateway_url=self.gateway.base_url, reload=reload,
                 error=self.load_error, mode=self.mode[0], mode_why=self.mode[1],
+                network=self.network[0], network_why=self.network[1],
             )
         now = time.time()
         out = []
@@ -1007,6 +1029,8 @@ class Engine:
             reload=reload,
             mode=self.mode[0],
             mode_why=self.mode[1],
+            network=self.network[0],
+            network_why=self.network[1],
         )
 
 

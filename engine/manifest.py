@@ -68,6 +68,11 @@ class PoolSpec:
         return self.endpoints[0]
 
     @property
+    def fixed_ports(self) -> tuple[int, ...]:
+        """The ports its `@modal.web_server(port)` endpoints listen on: every replica needs them."""
+        return tuple(sorted({e.port for e in self.endpoints if e.kind == "web_server" and e.port is not None}))
+
+    @property
     def parameters(self) -> list[dict[str, Any]]:
         """A parametrized class's `modal.parameter()`s (see engine/params.py); [] for other pools."""
         return list(json.loads(self.plan).get("parameters") or []) if self.plan else []

@@ -36,6 +36,7 @@ from .manifest import PoolSpec
 from .params import pool_key, query_of, variant_id, variant_name
 from .proctree import kill_all, kill_tree
 from .spawner import ColdSpawner, ReplicaProcess, Spawner
+from .worker import network
 
 ReplicaState = Literal["starting", "ready", "stopping", "exited"]
 PoolState = Literal["starting", "running", "idle", "stopped", "failed"]
@@ -117,6 +118,7 @@ class Replica:
     generation: int  # the engine's reload generation it runs (for the screen)
     version: int = 0  # the pool's own counter: replicas of the version being served have pool.version
     plan: str = ""  # its version's environment plan (see PoolSpec.plan), applied before user code runs
+    ports: tuple[int, ...] = ()  # its version's fixed ports (web_server), in a network of its own if any
     proc: ReplicaProcess | None = None
     state: ReplicaState = "starting"
     started_at: float = field(default_factory=time.time)
@@ -201,8 +203,12 @@ class Pool:
         spawner: Spawner | None = None,
         extra_env: dict[str, str] | None = None,
         variant: Variant | None = None,
+        own_network: bool = False,
     ) -> None:
         self.spec = spec
+        # Replicas of a pool with fixed ports (web_server) each get a network of their own: they may be
+        # many, and roll out side by side. Without one they share the host's ports: one at a time.
+        self.own_network = own_network
         # One set of a parametrized class's values: its replicas get them with --params, and the
         # pool goes by its own name (`Greeter?name=ann`) in events, logs and routes.
         self.variant = variant
@@ -274,9 +280,12 @@ class Pool:
         self.stopped = True
         self._poke()
 
+    def shares_ports(self, spec: PoolSpec | None = None) -> bool:
+        """Do its replicas listen on fixed ports of the host's own network (so one at a time)?"""
+        return bool((spec or self.spec).fixed_ports) and not self.own_network
+
     def _clamp(self, n: int) -> int:
-        # Each web_server replica would need the same fixed port: one at most until replicas are isolated.
-        return max(0, min(n, 1) if self.spec.server == "web_server" else n)
+        return max(0, min(n, 1) if self.shares_ports() else n)
 
     def set_desired(self, n: int, reason: str) -> None:
         """The autoscaler's (or the user's) new target; the reconcile loop does the rest."""
@@ -310,7 +319,7 @@ class Pool:
         serving and the failure is returned (and kept as `last_error`)."""
         old = [r for r in self.replicas if r.version == self.version and r.state in ("starting", "ready")]
         version = self.version + 1
-        if self.spec.server == "web_server" or spec.server == "web_server":
+        if self.shares_ports() or self.shares_ports(spec):
             # A fixed port cannot be held by two versions at once: the old one must go first, and
             # the gateway holds requests meanwhile.
             await asyncio.gather(*(self._stop_replica(r) for r in old))
@@ -319,7 +328,7 @@ class Pool:
             self.resume()
             return None
         count = max(1, len(old)) if not (self.stopped or self.failed) else self.desired
-        news = [self._spawn(generation, version, spec.plan) for _ in range(count)]
+        news = [self._spawn(generation, version, spec) for _ in range(count)]
         await asyncio.gather(*(r.settled.wait() for r in news))
         broken = [r for r in news if r.state != "ready"]
         if broken:
@@ -394,12 +403,14 @@ class Pool:
                 r.stop_requested = True  # now, so the next pass does not count it again
                 self._background(self._stop_replica(r))
 
-    def _spawn(self, generation: int | None = None, version: int | None = None, plan: str | None = None) -> Replica:
+    def _spawn(self, generation: int | None = None, version: int | None = None, spec: PoolSpec | None = None) -> Replica:
+        spec = spec or self.spec
         r = Replica(
             id=f"{self.replica_prefix}.{self._next_index}",
             generation=generation or self.generation,
             version=version or self.version,
-            plan=self.spec.plan if plan is None else plan,
+            plan=spec.plan,
+            ports=spec.fixed_ports,
         )
         self._next_index += 1
         self.replicas.append(r)
@@ -409,6 +420,7 @@ class Pool:
 
     async def _run_replica(self, r: Replica) -> None:
         ready_r, ready_w = os.pipe()
+        ports = r.ports
         env = {
             **os.environ,
             **self.lifeline.env(),
@@ -417,6 +429,7 @@ class Pool:
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
             **({"MWTUI_POOL_PLAN": r.plan} if r.plan else {}),
+            **({network.NETWORK_ENV: ",".join(map(str, ports))} if self.own_network and ports else {}),
             # Modal's container variables, fresh per replica, in its environment from the start.
             **modal_env.replica_env(r.plan),
             # `python` in user code means the replica's interpreter, as it means the image's on Modal.

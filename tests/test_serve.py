@@ -313,7 +313,9 @@ def test_a_failing_endpoint_shows_its_traceback_and_the_rest_keeps_serving(tmp_p
             "@app.function()\n@modal.asgi_app()\ndef bad():\n    raise ValueError('factory exploded')\n"
             f"@app.function()\n@modal.web_server({busy})\ndef taken():\n    pass\n"
         )
-        served = start_serve(app)
+        # Host mode: the web_server shares the host's network, where the port is taken. (With a network
+        # of its own, tests/test_network.py, the host's port does not matter.)
+        served = start_serve(app, "--no-container")
         try:
             status = {e["name"]: e for e in served.wait_running()}
             assert status["good"]["state"] == "running"

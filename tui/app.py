@@ -368,15 +368,15 @@ class MwtuiApp(App[int]):
             return
         want = max(0, e.desired + delta)
         top, source = e.cap
-        if top is not None and want > top and source != CAP_WEB_SERVER:  # that one is said below
+        if top is not None and want > top:
             if source == CAP_DEFAULT:
                 self.notify(f"{s.pool}: at most {top} replicas (mwtui's default; --max-replicas raises it)",
                             severity="warning")
+            elif source == CAP_WEB_SERVER:  # no network of its own: see /api/app's network_why
+                self.notify(f"{s.pool} listens on fixed port {s.port} of the host's network: one replica only",
+                            severity="warning")
             else:
                 self.notify(f"{s.pool}: max_containers is {top}", severity="warning")
-            return
-        if s.kind == "web_server" and "." not in s.name and want > 1:
-            self.notify(f"{s.pool} listens on fixed port {s.port}: one replica only", severity="warning")
             return
         if want == e.desired:
             return

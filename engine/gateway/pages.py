@@ -275,7 +275,8 @@ def failed(name: str, last_error: Any) -> bytes:
 def too_many_variants(name: str, limit: int) -> bytes:
     return (
         f"mwtui: endpoint {name} already serves {limit} set{'s' if limit != 1 else ''} of class parameters, "
-        "each with replicas of its own (a web_server class: one, since its port is fixed); a new set gets "
+        "each with replicas of its own (a web_server class on the host's network: one, since its port is "
+        "fixed); a new set gets "
         "a pool once one of those scales to zero. Try again shortly.\n"
     ).encode()
 

@@ -193,7 +193,7 @@ def _enc(s: str | None) -> bytes | None:
     return None if s is None else os.fsencode(s)
 
 
-class _Libc:
+class Libc:
     def __init__(self) -> None:
         self.libc = ctypes.CDLL(None, use_errno=True)
 
@@ -212,6 +212,9 @@ class _Libc:
     def umount2(self, target: str, flags: int) -> None:
         self._check(self.libc.umount2(os.fsencode(target), ctypes.c_int(flags)), f"umount {target}")
 
+    def prctl(self, option: int, arg: int) -> None:
+        self._check(self.libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), 0, 0, 0), "prctl")
+
     def pivot_root(self, new: str, old: str) -> None:
         nr = SYS_PIVOT_ROOT.get(platform.machine())
         if nr is None:
@@ -219,9 +222,10 @@ class _Libc:
         self._check(self.libc.syscall(ctypes.c_long(nr), os.fsencode(new), os.fsencode(old)), "pivot_root")
 
 
-def _own_user_namespace(libc: _Libc) -> None:
+def own_user_namespace(libc: Libc, flags: int) -> None:
+    """unshare a user namespace with `flags` (more namespaces, which it then owns)."""
     uid, gid = os.getuid(), os.getgid()
-    libc.unshare(CLONE_NEWUSER | CLONE_NEWNS)
+    libc.unshare(CLONE_NEWUSER | flags)
     # Our own ids map to themselves, so files keep their owners; setgroups must be denied first.
     with open("/proc/self/setgroups", "w") as f:
         f.write("deny")
@@ -231,7 +235,7 @@ def _own_user_namespace(libc: _Libc) -> None:
         f.write(f"{gid} {gid} 1")
 
 
-def _apply(libc: _Libc, root: str, op: Op) -> None:
+def _apply(libc: Libc, root: str, op: Op) -> None:
     dst = root + op.path
     if op.kind == "tmpfs":
         libc.mount("tmpfs", dst, "tmpfs", 0, "mode=0755")
@@ -253,11 +257,11 @@ def _apply(libc: _Libc, root: str, op: Op) -> None:
 def enter(wants: list[Want], host: Host | None = None) -> list[str]:
     """Move this process into its container view. Raises OSError (the process then still sees the host
     as it is); returns what could not be given."""
-    libc = _Libc()
+    libc = Libc()
     if os.geteuid() == 0:
         libc.unshare(CLONE_NEWNS)
     else:
-        _own_user_namespace(libc)
+        own_user_namespace(libc, CLONE_NEWNS)
     # Nothing we mount may reach the host's namespace (or come back from it).
     libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
     for w in wants:
@@ -286,7 +290,7 @@ def enter(wants: list[Want], host: Host | None = None) -> list[str]:
     return problems
 
 
-def _switch_root(libc: _Libc, root: str) -> None:
+def _switch_root(libc: Libc, root: str) -> None:
     os.chdir(root)
     old = ".mwtui-old-root"
     os.mkdir(old)

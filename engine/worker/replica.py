@@ -36,7 +36,7 @@ from .. import lifeline
 from ..labels import default_label
 from ..loader import AppNotFound, AppRef, load_app
 from ..proctree import TERM_GRACE_S, become_subreaper, kill_tree
-from . import container
+from . import container, network
 from .dispatch import Dispatcher
 from .fastapi_app import FastAPIMissing, build_fastapi_app
 from .lifespan import ASGIApp, Lifespan, LifespanFailed, WithState
@@ -163,6 +163,9 @@ class Replica:
         self.lifespans: list[tuple[Endpoint, Lifespan]] = []
         self.web_servers: list[WebServer] = []
         self.socket_bound = False
+        # A network namespace of its own (network.py): each fixed port is reached through a bridge.
+        self.own_network = False
+        self.bridges: list[tuple[str, Any]] = []  # (socket path, forward.Forwarder)
         self.timeout = 300.0  # the function's `timeout`, once imported
         self.master_pid: int | None = None  # under gunicorn: this process, its master
 
@@ -307,7 +310,28 @@ class Replica:
         except StopRequested as exc:
             raise _Stopped() from exc
         self.web_servers.append(server)
-        self.upstreams[ep.name] = Upstream(f"tcp:127.0.0.1:{port}")
+        self.upstreams[ep.name] = Upstream(self._bridge(ep, port) if self.own_network and not self.listen.tcp else f"tcp:127.0.0.1:{port}")
+
+    def _bridge(self, ep: Endpoint, port: int) -> str:
+        """The Unix socket the gateway reaches `port` in this replica's own network through."""
+        from .forward import Forwarder
+
+        path = socket_path(os.path.dirname(self.socket_path), f"{self.replica_id}.port{port}")
+        try:
+            forwarder = Forwarder(bind_unix(path), port)
+            forwarder.start()
+        except OSError as exc:
+            raise StartupFailure("web_server", ep.name, f"{ep.subject}: cannot listen on unix socket {path} "
+                                 f"for port {port}: {exc}", format_traceback(exc)) from exc
+        self.bridges.append((path, forwarder))
+        return f"unix:{path}"
+
+    def _close_bridges(self) -> None:
+        for path, forwarder in self.bridges:
+            forwarder.stop()
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self.bridges.clear()
 
     # --- serving ----------------------------------------------------------------------------------
 
@@ -451,9 +475,9 @@ class Replica:
         with contextlib.suppress(Exception):
             print(f"mwtui: {reason}", file=sys.stderr)
             self.reporter.retire(reason)
-        if self.socket_bound:
+        for path in [self.socket_path] * self.socket_bound + [path for path, _ in self.bridges]:
             with contextlib.suppress(OSError):
-                os.unlink(self.socket_path)
+                os.unlink(path)
         # In gunicorn's worker the replica is its master (our parent): it goes too, with all below it.
         me = os.getpid()
         root = self.master_pid if self.master_pid is not None else me
@@ -465,6 +489,7 @@ class Replica:
     def _teardown(self, pool: Pool) -> bool:
         """Lifespan shutdowns in order, then `@exit`; each runs even if one before it failed."""
         ok = True
+        self._close_bridges()  # the gateway sends nothing new by now
         for ep, lifespan in self.lifespans:
             try:
                 self._run_async(lifespan.shutdown())
@@ -528,8 +553,11 @@ def finish(code: int) -> NoReturn:
 def main(argv: list[str] | None = None, started: float | None = None) -> NoReturn:
     started = time.monotonic() if started is None else started
     become_subreaper()  # before any user code: what it starts stays below us, whatever it does
-    # Before any thread starts (a user namespace needs a single-threaded process) and any user code.
+    # Before any thread starts (a user namespace needs a single-threaded process) and any user code;
+    # pasta's helper is forked before the first unshare, so that it stays in the host's namespaces.
+    net = network.prepare_from_env()
     container.setup_from_env()
+    own_network = network.enter(net)
     lifeline.watch_parent()
     stop = Stop()
     stop.install()
@@ -538,7 +566,9 @@ def main(argv: list[str] | None = None, started: float | None = None) -> NoRetur
     os.environ["MODAL_IS_REMOTE"] = "1"
     unbuffer_stdio()
     try:
-        code = Replica(args, reporter, stop).run()
+        replica = Replica(args, reporter, stop)
+        replica.own_network = own_network
+        code = replica.run()
     except Exception as exc:  # a bug of ours: still tell the supervisor, in the same shape
         reporter.failed(StartupFailure("serve", None, f"mwtui's worker failed: {summary(exc)}",
                                        format_traceback(exc)))

@@ -56,6 +56,9 @@ def header_text(snap: Snapshot | None, file: str, status: str | None = None, lev
     if snap.mode and not short:  # container view or host mode (/api/app says why)
         out.append(" · container view" if snap.mode == "container" else " · host mode",
                    style="" if snap.mode == "container" else "yellow")
+        if snap.mode == "container" and snap.network == "host" and any(e.spec.kind == "web_server"
+                                                                       for e in snap.endpoints):
+            out.append(" (host network)", style="yellow")  # web_server pools: one replica each
     if status:
         # "stopping: draining in-flight requests…" becomes "stopping…" when space is short.
         out.append(f" · {status.split(':')[0] + '…' if short and ':' in status else status}", style="bold yellow")

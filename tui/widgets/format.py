@@ -68,7 +68,7 @@ def age(seconds: float) -> str:
 CAP_SOURCES = {
     CAP_MAX_CONTAINERS: "max_containers",
     CAP_DEFAULT: "mwtui default, --max-replicas",
-    CAP_WEB_SERVER: "web_server: one fixed port",
+    CAP_WEB_SERVER: "web_server on the host's network: one fixed port",
 }
 
 
