@@ -82,15 +82,62 @@ def test_what_cannot_be_given_is_said_and_left_out() -> None:
         Want("/bin/tool", "/src/helper.py", False, False),  # under a host symlink
         Want("/etc/hosts", "/src/site", False, True),  # a file there, not a folder
         Want("/assets", "/src/nope", False, True),  # no source
-        Want("/data", "/home/v", True, True), Want("/data/inner", "/src/site", False, True),  # nested
+        Want("/", "/src/site", False, True),  # the root
     ]
     ops, problems = plan(wants, HOST)
     text = "\n".join(problems)
     for bit in ("/proc/x/data: paths under", "/bin is a symlink", "/etc/hosts: the machine has a file",
-                "/src/nope does not exist", "/data/inner: a container path inside another"):
+                "/src/nope does not exist", "/: the root of the file system cannot be replaced"):
         assert bit in text
-    binds = [op.path for op in ops if op.kind == "bind" and op.path != op.source]
-    assert binds == ["/data"]
+    assert [op for op in ops if op.kind == "bind" and op.path != op.source] == []
+
+
+def test_a_path_inside_another_is_placed_after_it() -> None:
+    """Inside an image folder or a volume: the outer one first, then a mount point made in the view (in a
+    volume straight through its bind: a shadow would hide the files the app adds at its top level)."""
+    host = FakeHost({**HOST.tree, "/src/site/index.html": "file", "/src/site/img": "dir"})
+    ops, problems = plan([Want("/data", "/home/v", True, True), Want("/data/models", "/src/site", False, True),
+                          Want("/web", "/src/site", False, True), Want("/web/img", "/home/v", True, True)], host)
+    assert problems == []
+    at = ops.index
+    # /web/img exists in /src/site: the volume is bound straight over it, after /web itself.
+    assert at(Op("bind", "/web/img", "/home/v")) > at(Op("bind", "/web", "/src/site", readonly=True))
+    # /data/models does not exist in the volume: made in it, through its bind; /data is not shadowed.
+    assert at(Op("bind", "/data", "/home/v")) < at(Op("mkdir", "/data/models"))
+    assert Op("tmpfs", "/data") not in ops
+    assert ops[at(Op("mkdir", "/data/models")) + 1] == Op("bind", "/data/models", "/src/site", readonly=True)
+
+
+def test_a_shadow_inside_an_image_folder_keeps_it_read_only() -> None:
+    host = FakeHost({**HOST.tree, "/src/site/index.html": "file"})
+    ops, _ = plan([Want("/web", "/src/site", False, True), Want("/web/cache", "/home/v", True, True)], host)
+    shadow = ops.index(Op("tmpfs", "/web"))
+    assert Op("bind", "/web/index.html", "/src/site/index.html", readonly=True) in ops[shadow:]
+    assert ops[-2:] == [Op("mkdir", "/web/cache"), Op("bind", "/web/cache", "/home/v")]
+
+
+def test_a_folder_that_would_hide_what_mwtui_runs_from_is_merged() -> None:
+    """`add_local_dir(".", "/root")` when this Python lives in /root/.venv: /root keeps the machine's
+    entries, the app's names are bound over them, and .venv stays the machine's."""
+    host = FakeHost({**HOST.tree, "/root/.venv": "dir", "/root/.venv/bin": "dir", "/proj": "dir",
+                     "/proj/app.py": "file", "/proj/.bashrc": "file", "/proj/.venv": "dir", "/proj/data": "dir"})
+    ops, problems = plan([Want("/root", "/proj", False, True), Want("/root/data/v", "/home/v", True, True)],
+                         host, keep=["/root/.venv/bin"])
+    assert problems == ["/root: /root/.venv stays this machine's own (mwtui runs from it)"]
+    shadow = ops.index(Op("tmpfs", "/root"))
+    assert Op("bind", "/root/.venv", "/root/.venv") in ops[shadow:]  # the machine's
+    assert Op("bind", "/root/app", "/root/app") in ops[shadow:]  # the machine's, the app has none
+    assert Op("bind", "/root/app.py", "/proj/app.py", readonly=True) in ops[shadow:]
+    assert Op("bind", "/root/.bashrc", "/proj/.bashrc", readonly=True) in ops[shadow:]  # the app's wins
+    assert Op("bind", "/root/.venv", "/proj/.venv", readonly=True) not in ops
+    assert Op("bind", "/root", "/proj", readonly=True) not in ops
+    # A volume inside the merged folder goes into the app's data folder, made in its shadow.
+    assert ops[-2:] == [Op("mkdir", "/root/data/v"), Op("bind", "/root/data/v", "/home/v")]
+
+
+def test_a_folder_at_its_own_path_is_left_as_it_is() -> None:
+    ops, problems = plan([Want("/root/app", "/root/app", False, True)], HOST)
+    assert problems == [] and Op("bind", "/root/app", "/root/app", readonly=True) not in ops
 
 
 def test_the_wants_come_from_the_pool_plan() -> None:
@@ -158,11 +205,16 @@ def test_image_files_and_volumes_at_their_container_paths(no_host_paths: None, t
         assert all(r["text"] == "bytes of x" for r in reads), reads
         denied = _get(served, op="write_assets")
         assert not denied["ok"] and "Read-only file system" in denied["error"], denied
-        assert not any("host mode" in line for line in served.lines), served.lines
+        # A volume inside the image folder: written through, the image's files still beside it.
+        assert _get(served, op="cache", value="cached")["listing"] == ["cache", "hello.txt"]
+        assert _get(served, op="pkg")["text"] == "hello from a python source\n"
+        assert not any("host mode" in line or "container view:" in line for line in served.lines), served.lines
     finally:
         assert stop_serve(served) == 0
     assert (home / "volumes" / "v" / "x").read_bytes() == b"bytes of x"
+    assert (home / "volumes" / "cache" / "y").read_bytes() == b"cached"
     assert assets.read_text() == "hello from assets\n"
+    assert sorted(p.name for p in assets.parent.iterdir()) == ["hello.txt"]  # no mount point left in it
     assert not os.path.lexists("/assets") and not os.path.lexists("/data")
     assert _roots() <= roots_before  # each replica's temporary root is gone again
 
@@ -251,3 +303,20 @@ def test_the_container_view_as_an_unprivileged_user(request: pytest.FixtureReque
     assert (volume / "x").read_text() == "from nobody" and (volume / "x").stat().st_uid == 65534
     assert sorted(p.name for p in site.iterdir()) == ["a.txt"]
     assert not os.path.exists("/assets") and not os.path.exists("/data")
+
+
+def test_a_user_namespace_that_cannot_map_the_user_is_refused_before_the_replica_changes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process cannot leave a user namespace: a child tries it first, and the replica stays as it was
+    (host mode, said with the reason) instead of ending up in one where it owns nothing."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("user namespaces are Linux's")
+
+    def refuse(uid: int, gid: int) -> None:
+        raise OSError(1, "the user namespace cannot map this user (uid_map: Operation not permitted)")
+
+    monkeypatch.setattr(container, "_map_ids", refuse)
+    before = os.stat("/proc/self/ns/user").st_ino
+    with pytest.raises(OSError, match="cannot map this user"):
+        container.own_user_namespace(container.Libc(), container.CLONE_NEWNS)
+    assert os.stat("/proc/self/ns/user").st_ino == before

@@ -147,3 +147,22 @@ def test_exceptions_and_classes_carry_modal_names_and_pickle_in_a_stand_in_proce
     ''')
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_our_own_subclasses_show_modal_names_and_still_pickle() -> None:
+    """FunctionCall.get's timeout and a missing secret print as Modal's classes, and survive a trip
+    through pickle (a spawned call's exception does) as themselves."""
+    import builtins
+    import pickle
+    import traceback
+
+    from mwtui.engine.sdk.calls import CallTimeout
+    from mwtui.engine.sdk.secret import SecretError
+
+    for err, shown in ((CallTimeout("fc-1 has not finished"), "modal.exception.TimeoutError: fc-1 has not finished"),
+                       (SecretError("Secret 'api' not found"), "modal.exception.NotFoundError: Secret 'api' not found")):
+        text = "".join(traceback.format_exception_only(type(err), err)).strip()
+        assert text == shown
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is type(err) and back.args == err.args
+    assert isinstance(pickle.loads(pickle.dumps(CallTimeout("x"))), builtins.TimeoutError)

@@ -50,7 +50,17 @@ POLL_MAX_S = 0.1
 
 class CallTimeout(exception.TimeoutError, builtins.TimeoutError):
     """`FunctionCall.get(timeout)` ran out of time. Both Modal's TimeoutError and Python's, since
-    Modal's own examples catch the builtin one."""
+    Modal's own examples catch the builtin one. Tracebacks name it as Modal does."""
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _call_timeout, self.args  # its shown name is Modal's class, which pickle would find instead
+
+
+def _call_timeout(*args: Any) -> CallTimeout:
+    return CallTimeout(*args)
+
+
+CallTimeout.__module__, CallTimeout.__name__, CallTimeout.__qualname__ = "modal.exception", "TimeoutError", "TimeoutError"
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

@@ -89,7 +89,36 @@ def mounts_of(options: Options, *, create: bool = False) -> list[Mount]:
         if files.kind in ("file", "dir"):
             local = _show(files.local)
             out.append(Mount(files.remote, files.local, f"add_local_{files.kind}('{local}')"))
+        elif files.kind == "python" and _container_view():
+            # Imports find it where it is; the container view also shows it where Modal puts it.
+            found = python_source_path(files.local)
+            if found is not None:
+                out.append(Mount(found[0], found[1], f"add_local_python_source('{files.local}')"))
     return out
+
+
+def _container_view() -> bool:
+    from ..worker import container
+
+    return container.expected()
+
+
+def python_source_path(module: str) -> tuple[str, str] | None:
+    """(container path, local path) of `add_local_python_source(module)`: Modal copies a package's
+    folder to /root/<package>, a lone module to /root/<module>.py. None if it cannot be found."""
+    top = module.split(".")[0]
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        folders = list(spec.submodule_search_locations)
+        return (f"/root/{top}", folders[0]) if folders else None
+    if spec.origin and spec.origin.endswith(".py"):
+        return f"/root/{top}.py", spec.origin
+    return None  # a compiled or built-in module: nothing to show
 
 
 def python_sources(options: Options) -> list[str]:

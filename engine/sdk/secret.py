@@ -15,7 +15,18 @@ from .exception import InvalidError, NotFoundError
 
 
 class SecretError(NotFoundError):
-    """A secret cannot be provided locally; the message says what to run to fix it."""
+    """A secret cannot be provided locally; the message says what to run to fix it. Tracebacks name it
+    as Modal names a missing secret's error."""
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _secret_error, self.args
+
+
+def _secret_error(*args: Any) -> SecretError:
+    return SecretError(*args)
+
+
+SecretError.__module__, SecretError.__name__, SecretError.__qualname__ = "modal.exception", "NotFoundError", "NotFoundError"
 
 
 def _set_command(name: str, keys: list[str] | tuple[str, ...]) -> str:

@@ -83,66 +83,169 @@ def _ancestors(path: str) -> list[str]:
     return ["/" + "/".join(parts[:i]) for i in range(len(parts))]
 
 
-def _shadow(host: Host, folder: str) -> list[Op]:
-    """`folder` as a tmpfs holding the host's entries (bound, symlinks copied): new names can be made in
-    it without touching the host, and everything already there is the host's own."""
+class _View:
+    """The view as the wants placed so far make it, answering for view paths from host paths: under a
+    placed want its source's, under a merged one (see `plan`) its source's names over the host's."""
+
+    def __init__(self, host: Host, placed: list[tuple[Want, frozenset[str] | None]]) -> None:
+        self.host = host
+        self.placed = sorted(placed, key=lambda p: -len(p[0].path))  # deepest first
+
+    def where(self, path: str) -> tuple[str, bool]:
+        """The host path that shows at `path`, and whether it is read-only there (image files)."""
+        for w, merged in self.placed:
+            if path != w.path and not path.startswith(w.path.rstrip("/") + "/"):
+                continue
+            rest = path[len(w.path):]
+            if merged is not None and (not rest or rest.lstrip("/").split("/")[0] not in merged):
+                continue  # the host's own entry (or a shallower want's), not the source's
+            return w.source + rest, not w.writable
+        return path, False
+
+    def kind(self, path: str) -> str | None:
+        return self.host.kind(self.where(path)[0])
+
+    def entries(self, path: str) -> list[str]:
+        merged = [m for w, m in self.placed if w.path == path and m is not None]
+        names = set(self.host.entries(self.where(path)[0]))
+        return sorted(names | set(merged[0])) if merged else sorted(names)
+
+    def readlink(self, path: str) -> str:
+        return self.host.readlink(self.where(path)[0])
+
+
+def _shadow(view: _View, folder: str) -> list[Op]:
+    """`folder` as a tmpfs holding what the view has there (bound, symlinks copied): new names can be
+    made in it without touching the host, and everything already there stays as it was."""
     ops = [] if folder == "/" else [Op("tmpfs", folder)]
-    for name in sorted(host.entries(folder)):
+    for name in view.entries(folder):
         p = _join(folder, name)
-        k = host.kind(p)
+        k = view.kind(p)
         if k == "link":
-            ops.append(Op("symlink", p, host.readlink(p)))
+            ops.append(Op("symlink", p, view.readlink(p)))
         elif k is not None:
-            ops += [Op("mkdir" if k == "dir" else "touch", p), Op("bind", p, p)]
+            source, readonly = view.where(p)
+            ops += [Op("mkdir" if k == "dir" else "touch", p), Op("bind", p, source, readonly=readonly)]
     return ops
 
 
-def plan(wants: list[Want], host: Host) -> tuple[list[Op], list[str]]:
+def _covers(path: str, keep: list[str]) -> list[str]:
+    """The kept host paths at or below `path`."""
+    return [k for k in keep if k == path or k.startswith(path.rstrip("/") + "/")]
+
+
+def plan(wants: list[Want], host: Host, keep: list[str] | None = None) -> tuple[list[Op], list[str]]:
     """The steps that make the view (the new root is a tmpfs already), and for a person what cannot be
-    given (such a path is left out; the rest still is)."""
+    given (such a path is left out; the rest still is).
+
+    A path inside another one (a volume in an image folder) is placed once the outer one is: in rounds,
+    outermost first. A want that would hide a `keep` path (this Python, the app's folder, the temp
+    folder) is merged instead: the folder keeps the host's entries, the source's names are bound over
+    them, and the entries on the way to a kept path stay the host's."""
     problems: list[str] = []
-    chosen: list[tuple[Want, str, bool]] = []  # want, deepest existing folder, path exists on host
-    paths = {w.path for w in wants}
+    keep = [os.path.normpath(k) for k in keep or []]
+    valid: list[Want] = []
     for w in sorted(wants, key=lambda w: w.path):
-        label = f"{w.what + ' at ' if w.what else ''}{w.path}"
-        if w.path == "/" or any(a in paths for a in _ancestors(w.path)[1:]):
-            problems.append(f"{label}: a container path inside another one is not supported")
-            continue
-        if in_kernel_tree(w.path):
+        label = _label(w)
+        if w.path == "/":
+            problems.append(f"{label}: the root of the file system cannot be replaced")
+        elif in_kernel_tree(w.path):
             problems.append(f"{label}: paths under {', '.join(KERNEL_TREES)} are the kernel's, not the image's")
-            continue
-        if host.kind(w.source) is None and not w.writable:  # a volume's folder is made by `enter`
+        elif host.kind(w.source) is None and not w.writable:  # a volume's folder is made by `enter`
             problems.append(f"{label}: its source {w.source} does not exist")
-            continue
-        deepest, ok = "/", True
-        for a in _ancestors(w.path)[1:]:
-            k = host.kind(a)
-            if k is None:
-                break
-            if k != "dir":
-                problems.append(f"{label}: {a} is a {'symlink' if k == 'link' else 'file'} on this machine")
-                ok = False
-                break
-            deepest = a
-        if not ok:
-            continue
-        here = host.kind(w.path) if deepest == _ancestors(w.path)[-1] else None
-        if here is not None and (here == "link" or (here == "dir") != w.is_dir):
-            problems.append(f"{label}: the machine has a {'symlink' if here == 'link' else here} there")
-            continue
-        chosen.append((w, deepest, here is not None))
-    ops = _shadow(host, "/")
-    shadows = sorted({deepest for _, deepest, exists in chosen if not exists and deepest != "/"},
-                     key=lambda p: p.count("/"))
-    for folder in shadows:
-        ops += _shadow(host, folder)
-    for w, deepest, exists in chosen:
-        if not exists:
-            missing = [a for a in _ancestors(w.path) if len(a) > len(deepest)]
-            ops += [Op("mkdir", a) for a in missing]
-            ops.append(Op("mkdir" if w.is_dir else "touch", w.path))
-        ops.append(Op("bind", w.path, w.source, readonly=not w.writable))
+        elif w.source != w.path:  # a folder at its own path is there already
+            valid.append(w)
+
+    def depth(w: Want) -> int:
+        return sum(1 for o in valid if w.path.startswith(o.path.rstrip("/") + "/"))
+
+    ops = _shadow(_View(host, []), "/")
+    placed: list[tuple[Want, frozenset[str] | None]] = []
+    for level in sorted({depth(w) for w in valid}):
+        view = _View(host, placed)
+        # want, deepest existing folder, how: "missing" (made in a shadow of that folder), "in-volume" (made
+        # through a volume's bind), "exists" (bound over) or "merge" (see above)
+        chosen: list[tuple[Want, str, str]] = []
+        for w in (w for w in valid if depth(w) == level):
+            found = _place(w, view, keep, problems)
+            if found is not None:
+                chosen.append((w, *found))
+        shadows = {deepest for _, deepest, how in chosen if how == "missing" and deepest != "/"}
+        shadows |= {w.path for w, _, how in chosen if how == "merge"}
+        for folder in sorted(shadows, key=lambda p: p.count("/")):
+            ops += _shadow(view, folder)
+        for w, deepest, how in chosen:
+            if how == "merge":
+                names = _merge(w, host, keep, view, ops, problems)
+                placed.append((w, frozenset(names)))
+                continue
+            if how in ("missing", "in-volume"):
+                missing = [a for a in _ancestors(w.path) if len(a) > len(deepest)]
+                ops += [Op("mkdir", a) for a in missing]
+                ops.append(Op("mkdir" if w.is_dir else "touch", w.path))
+            ops.append(Op("bind", w.path, w.source, readonly=not w.writable))
+            placed.append((w, None))
     return ops, problems
+
+
+def _label(w: Want) -> str:
+    return f"{w.what + ' at ' if w.what else ''}{w.path}"
+
+
+def _place(w: Want, view: _View, keep: list[str], problems: list[str]) -> tuple[str, str] | None:
+    """How `w` goes into the view: (deepest existing folder, how), or None (said in `problems`)."""
+    label = _label(w)
+    deepest = "/"
+    for a in _ancestors(w.path)[1:]:
+        k = view.kind(a)
+        if k is None:
+            break
+        if k != "dir":
+            problems.append(f"{label}: {a} is a {'symlink' if k == 'link' else 'file'} on this machine")
+            return None
+        deepest = a
+    here = view.kind(w.path) if deepest == _ancestors(w.path)[-1] else None
+    if here is not None and _covers(w.path, keep):
+        if here != "dir" or not w.is_dir:
+            problems.append(f"{label}: it would hide {_covers(w.path, keep)[0]}, which mwtui needs")
+            return None
+        return deepest, "merge"
+    if here is not None and (here == "link" or (here == "dir") != w.is_dir):
+        problems.append(f"{label}: the machine has a {'symlink' if here == 'link' else here} there")
+        return None
+    if here is not None:
+        return deepest, "exists"
+    source, readonly = view.where(deepest)
+    if source != deepest and not readonly:
+        # Inside a volume (our own folder under $MWTUI_HOME): the mount point is made in it, through
+        # its bind, so that the volume's own top level stays live (a shadow would hide new files).
+        return deepest, "in-volume"
+    return deepest, "missing"
+
+
+def _merge(w: Want, host: Host, keep: list[str], view: _View, ops: list[Op], problems: list[str]) -> list[str]:
+    """Bind the source's entries over the (shadowed) folder; returns the names that are the source's."""
+    kept = {k[len(w.path):].lstrip("/").split("/")[0] for k in _covers(w.path, keep)} - {""}
+    names: list[str] = []
+    for name in sorted(host.entries(w.source)):
+        p, src = _join(w.path, name), _join(w.source, name)
+        k, there = host.kind(src), view.kind(p)
+        if name in kept:
+            if src != view.where(p)[0]:
+                problems.append(f"{_label(w)}: {p} stays this machine's own (mwtui runs from it)")
+            continue
+        if k == "link":
+            if there is None:
+                ops.append(Op("symlink", p, host.readlink(src)))
+                names.append(name)
+            continue
+        if k is None or (there is not None and there != k):
+            continue  # a socket or such; or a folder of the machine's where the source has a file
+        if there is None:
+            ops.append(Op("mkdir" if k == "dir" else "touch", p))
+        ops.append(Op("bind", p, src, readonly=not w.writable))
+        names.append(name)
+    return names
 
 
 def wants_from_plan(pool_plan: dict[str, Any], is_dir: Callable[[str], bool]) -> list[Want]:
@@ -223,16 +326,45 @@ class Libc:
 
 
 def own_user_namespace(libc: Libc, flags: int) -> None:
-    """unshare a user namespace with `flags` (more namespaces, which it then owns)."""
+    """unshare a user namespace with `flags` (more namespaces, which it then owns). A process cannot
+    leave a user namespace, and one whose ids cannot be mapped would leave it owning nothing: so a
+    forked child tries first, and an OSError says why before this process has changed at all."""
     uid, gid = os.getuid(), os.getgid()
+    _try_in_a_child(lambda: (libc.unshare(CLONE_NEWUSER), _map_ids(uid, gid)))
     libc.unshare(CLONE_NEWUSER | flags)
+    _map_ids(uid, gid)
+
+
+def _map_ids(uid: int, gid: int) -> None:
     # Our own ids map to themselves, so files keep their owners; setgroups must be denied first.
-    with open("/proc/self/setgroups", "w") as f:
-        f.write("deny")
-    with open("/proc/self/uid_map", "w") as f:
-        f.write(f"{uid} {uid} 1")
-    with open("/proc/self/gid_map", "w") as f:
-        f.write(f"{gid} {gid} 1")
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+        try:
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+        except OSError as exc:
+            raise OSError(exc.errno, f"the user namespace cannot map this user ({name}: {exc.strerror})") from exc
+
+
+def _try_in_a_child(step: Callable[[], object]) -> None:
+    """Run `step` in a forked child; raise its OSError here (its text) if it failed."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # never returns
+        code = 0
+        try:
+            os.close(r)
+            step()
+        except BaseException as exc:  # noqa: BLE001 - reported through the pipe
+            with contextlib.suppress(OSError):
+                os.write(w, str(exc).encode()[:1000])
+            code = 1
+        os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        why = f.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise OSError(0, why or "a user namespace could not be made")
 
 
 def _apply(libc: Libc, root: str, op: Op) -> None:
@@ -267,7 +399,7 @@ def enter(wants: list[Want], host: Host | None = None) -> list[str]:
     for w in wants:
         if w.writable:
             os.makedirs(w.source, exist_ok=True)  # a volume's folder, under $MWTUI_HOME
-    ops, problems = plan(wants, host or RealHost())
+    ops, problems = plan(wants, host or RealHost(), keep=_kept())
     cwd = os.getcwd()
     root = tempfile.mkdtemp(prefix="mwtui-root-")
     try:
@@ -288,6 +420,17 @@ def enter(wants: list[Want], host: Host | None = None) -> list[str]:
         os.rmdir(root)
     os.chdir(cwd)
     return problems
+
+
+def _kept() -> list[str]:
+    """What the replica runs from, which no container path may hide: this Python and its packages,
+    mwtui, the app's folder, the temp folder (sockets) and $MWTUI_HOME (volumes, the store)."""
+    from ..store.home import mwtui_home
+
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(sys.executable), here, os.getcwd(),
+             tempfile.gettempdir(), str(mwtui_home())}
+    return sorted(os.path.realpath(p) for p in paths if p)
 
 
 def _switch_root(libc: Libc, root: str) -> None:
