@@ -320,3 +320,39 @@ def test_a_user_namespace_that_cannot_map_the_user_is_refused_before_the_replica
     with pytest.raises(OSError, match="cannot map this user"):
         container.own_user_namespace(container.Libc(), container.CLONE_NEWNS)
     assert os.stat("/proc/self/ns/user").st_ino == before
+
+
+MERGED_APP = """
+import os
+import modal
+
+image = modal.Image.debian_slim().add_local_dir({site!r}, remote_path={target!r})
+app = modal.App("merged", image=image)
+
+
+@app.function(min_containers=2)
+@modal.fastapi_endpoint()
+def web():
+    with open(os.path.join({target!r}, "merged-hello.txt")) as f:
+        return {{"text": f.read(), "venv": os.path.isdir(os.path.join({target!r}, {venv!r}, "bin"))}}
+"""
+
+
+def test_a_folder_over_the_venv_is_merged_and_said_once(no_host_paths: None, tmp_path: Path) -> None:
+    """An image folder at the folder holding this Python's venv: the replicas still run (the venv stays
+    the machine's), see the app's file there, and the log says so once, not once per replica."""
+    target, venv = os.path.split(os.path.realpath(sys.prefix))
+    site = tmp_path / "site"
+    (site / venv).mkdir(parents=True)
+    (site / "merged-hello.txt").write_text("merged")
+    app = tmp_path / "merged.py"
+    app.write_text(MERGED_APP.format(site=str(site), target=target, venv=venv))
+    served = start_serve(app, "--no-reload", env={"MWTUI_HOME": str(tmp_path / "home")})
+    try:
+        served.wait_status("2 replicas ready", lambda rows: rows["web"]["replicas"]["ready"] == 2, timeout=60)
+        assert served.get("merged-web").json() == {"text": "merged", "venv": True}
+        said = [line for line in served.lines if f"{target}/{venv} stays this machine's own" in line]
+        assert len(said) == 1, served.lines
+    finally:
+        assert stop_serve(served) == 0
+    assert not os.path.exists(os.path.join(target, "merged-hello.txt"))

@@ -153,10 +153,14 @@ def check(options: Options) -> list[str]:
             out.append(f"{m.what}: {_show(m.target)} does not exist")
             continue
         if view and not container.in_kernel_tree(m.path):
-            continue  # each replica mounts it in its own container view (worker.container)
+            continue  # each replica mounts it in its own container view (worker.container): see below
         link = check_link(m.path, m.target)
         if not link.ok:
             out.append(_cannot(m, link.reason))
+    if view:
+        # What the views cannot give, told here once for all replicas (supervised ones keep quiet).
+        wants = container.wants_from_plan({"mounts": [asdict(m) for m in mounts_of(options)]}, os.path.isdir)
+        out += [f"container view: {p}" for p in container.plan(wants, container.RealHost(), container.kept())[1]]
     for module in python_sources(options):
         try:
             found = importlib.util.find_spec(module.split(".")[0]) is not None

@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from . import report
+
 CONTAINER_ENV = "MWTUI_CONTAINER"  # "0": host mode (`--no-container`)
 POOL_PLAN_ENV = "MWTUI_POOL_PLAN"  # same name as sdk.runtime's: not imported, to keep this module light
 ENABLE_HINT = ("run mwtui as root, or allow unprivileged user namespaces "
@@ -399,7 +401,7 @@ def enter(wants: list[Want], host: Host | None = None) -> list[str]:
     for w in wants:
         if w.writable:
             os.makedirs(w.source, exist_ok=True)  # a volume's folder, under $MWTUI_HOME
-    ops, problems = plan(wants, host or RealHost(), keep=_kept())
+    ops, problems = plan(wants, host or RealHost(), keep=kept())
     cwd = os.getcwd()
     root = tempfile.mkdtemp(prefix="mwtui-root-")
     try:
@@ -422,7 +424,7 @@ def enter(wants: list[Want], host: Host | None = None) -> list[str]:
     return problems
 
 
-def _kept() -> list[str]:
+def kept() -> list[str]:
     """What the replica runs from, which no container path may hide: this Python and its packages,
     mwtui, the app's folder, the temp folder (sockets) and $MWTUI_HOME (volumes, the store)."""
     from ..store.home import mwtui_home
@@ -502,6 +504,7 @@ def setup_from_env(environ: dict[str, str] | os._Environ[str] = os.environ) -> s
         print(f"mwtui: host mode: cannot give this replica its own container view ({exc.strerror or exc}); "
               f"to enable it, {ENABLE_HINT}", file=sys.stderr)
         return "host"
-    for p in problems:
-        print(f"mwtui: container view: {p}", file=sys.stderr)
+    if report.READY_FD_ENV not in environ:  # under mwtui, discovery told them once for every replica
+        for p in problems:
+            print(f"mwtui: container view: {p}", file=sys.stderr)
     return "container"
