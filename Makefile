@@ -51,6 +51,7 @@ bench: $(STAMP) $(NATIVE)
 	$(BIN)/python bench/reload.py
 	$(BIN)/python bench/autoscale.py
 	$(BIN)/python bench/idle.py
+	$(BIN)/python bench/web_server_network.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache engine/gateway/*.so $(NATIVE)

@@ -9,7 +9,11 @@
 2. The container view (engine/worker/container.py): the same fastapi_endpoint with an `add_local_dir` at
    /assets and a volume at /data in its pool plan, in host mode (MWTUI_CONTAINER=0, as `--no-container`)
    against its own mount namespace, forked and cold, alternating. Needs root (or user namespaces).
-3. Scale from zero: a whole engine (gateway included) serving the FastAPI hello; its pool is scaled to
+3. A web_server replica (a ThreadingHTTPServer started in a thread of the replica, on a fixed port) on
+   the host's network (MWTUI_CONTAINER=0, as `--no-container`) against a network of its own
+   (MWTUI_OWN_NETWORK: a network namespace, pasta joined, a Unix-socket relay to the port), forked and
+   cold, alternating; p50, p90 and own/host. Skipped, saying why, when `network.mode()` is not "own".
+4. Scale from zero: a whole engine (gateway included) serving the FastAPI hello; its pool is scaled to
    zero, then back to one while a request arrives through the gateway, which holds it until the replica
    is ready. Time to the response's first byte.
 
@@ -24,6 +28,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import statistics
 import sys
 import tempfile
@@ -35,6 +40,7 @@ from mwtui.engine.facade import Engine
 from mwtui.engine.lifeline import Lifeline
 from mwtui.engine.loader import AppRef
 from mwtui.engine.spawner import ColdSpawner, ReplicaProcess, Spawner, ZygoteSpawner
+from mwtui.engine.worker import network
 
 APPS = {
     "fastapi_endpoint": ("hello", """import modal
@@ -177,6 +183,35 @@ def hello():
 """
 
 
+async def alternate(app: Path, pool: str, modes: dict[str, dict[str, str]], runs: int,
+                    spawners: tuple[str, ...] = ("zygote", "cold")) -> dict[str, dict[str, list[float]]]:
+    """Spawn-to-ready per spawner and mode, the modes alternating (each run reverses their order), so
+    that all see the same machine load. The zygote's own start (on a first spawn) is not counted."""
+    lifeline = Lifeline()
+    sock_dir = tempfile.mkdtemp(prefix="mwb")
+    zygote, cold = ZygoteSpawner(), ColdSpawner()
+    by_name: dict[str, Spawner] = {"zygote": zygote, "cold": cold}
+    first = next(iter(modes.values()))
+    out: dict[str, dict[str, list[float]]] = {}
+    try:
+        await start_once(zygote, app, pool, lifeline, sock_dir, 0, first)  # starts the zygote
+        for spawn_name in spawners:
+            times: dict[str, list[float]] = {m: [] for m in modes}
+            for i in range(runs):
+                for mode in (list(modes) if i % 2 == 0 else list(reversed(modes))):
+                    ms, _, _ = await start_once(by_name[spawn_name], app, pool, lifeline, sock_dir, i + 1,
+                                                modes[mode])
+                    times[mode].append(ms)
+            out[spawn_name] = times
+        if zygote.cold_reason:
+            raise SystemExit(f"the zygote fell back to cold starts: {zygote.cold_reason}")
+    finally:
+        await zygote.close()
+        lifeline.close()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+    return out
+
+
 async def container_view(runs: int, folder: Path) -> dict[str, dict[str, list[float]]]:
     """Spawn-to-ready per spawner and mode: host mode against the container view, same plan."""
     (folder / "site").mkdir(exist_ok=True)
@@ -191,24 +226,49 @@ async def container_view(runs: int, folder: Path) -> dict[str, dict[str, list[fl
     ]})
     modes = {"host mode": {"MWTUI_POOL_PLAN": plan, "MWTUI_CONTAINER": "0"},
              "container view": {"MWTUI_POOL_PLAN": plan, "MWTUI_CONTAINER": "1"}}
-    lifeline = Lifeline()
-    sock_dir = tempfile.mkdtemp(prefix="mwb")
-    zygote, cold = ZygoteSpawner(), ColdSpawner()
-    out: dict[str, dict[str, list[float]]] = {}
-    try:
-        await start_once(zygote, app, "hello", lifeline, sock_dir, 0, modes["host mode"])  # starts the zygote
-        for spawn_name, spawner in (("zygote", zygote), ("cold", cold)):
-            times: dict[str, list[float]] = {m: [] for m in modes}
-            for i in range(runs):
-                for mode in (list(modes) if i % 2 == 0 else list(reversed(modes))):
-                    ms, _, _ = await start_once(spawner, app, "hello", lifeline, sock_dir, i + 1, modes[mode])
-                    times[mode].append(ms)
-            out[spawn_name] = times
-    finally:
-        await zygote.close()
-        lifeline.close()
-        shutil.rmtree(sock_dir, ignore_errors=True)
-    return out
+    return await alternate(app, "hello", modes, runs)
+
+
+# The server runs in a thread of the replica, not a second interpreter, so that the figure is mwtui's
+# start (and the namespace's) rather than another Python's imports.
+WEB_SERVER_APP = """import modal
+app = modal.App("bench")
+
+@app.function()
+@modal.web_server({port})
+def srv():
+    import http.server
+    import threading
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"hello")
+
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", {port}), Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def web_server_network(runs: int, folder: Path) -> dict[str, dict[str, list[float]]]:
+    """Spawn-to-ready of a web_server replica: the host's network (as `--no-container`) against a
+    network namespace of its own (pasta joined, a Unix-socket relay to its port), alternating."""
+    port = free_port()  # free on the host: the host-network replica binds it there
+    app = folder / "bench_web_server.py"
+    app.write_text(WEB_SERVER_APP.format(port=port))
+    # What the supervisor sets: MWTUI_OWN_NETWORK only for "own"; --no-container sets MWTUI_CONTAINER=0,
+    # which also keeps a replica out of any network namespace.
+    modes = {"host network": {"MWTUI_CONTAINER": "0"},
+             "own network": {"MWTUI_CONTAINER": "1", network.NETWORK_ENV: str(port)}}
+    return await alternate(app, "srv", modes, runs)
 
 
 async def first_byte(port: int, host: str) -> float:
@@ -255,6 +315,10 @@ def p50(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
+def p90(xs: list[float]) -> float:
+    return statistics.quantiles(xs, n=10, method="inclusive")[-1] if len(xs) > 1 else xs[0]
+
+
 async def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=10, help="starts per kind and mode")
@@ -282,6 +346,19 @@ async def main() -> int:
             h, v = times["host mode"], times["container view"]
             print(f"{spawn_name:<8} {p50(h):>7.1f}ms {p50(v):>12.1f}ms {min(v):>6.1f} {max(v):>6.1f} "
                   f"{p50(v) / p50(h):>14.2f}x")
+        print()
+        kind, why = network.mode()
+        if kind != "own":
+            print(f"web_server: host network vs a network of its own: skipped ({why})")
+        else:
+            print(f"web_server: host network vs a network of its own (a ThreadingHTTPServer on a fixed port), "
+                  f"{args.runs} starts each, alternating")
+            print(f"{'spawn':<8} {'host p50':>9} {'p90':>7} {'own p50':>8} {'p90':>7} {'min':>6} {'max':>6} "
+                  f"{'own/host':>9} {'own-host':>9}")
+            for spawn_name, times in (await web_server_network(args.runs, folder)).items():
+                h, o = times["host network"], times["own network"]
+                print(f"{spawn_name:<8} {p50(h):>7.1f}ms {p90(h):>7.1f} {p50(o):>6.1f}ms {p90(o):>7.1f} "
+                      f"{min(o):>6.1f} {max(o):>6.1f} {p50(o) / p50(h):>8.2f}x {p50(o) - p50(h):>+7.1f}ms")
         print()
         print(f"scale from zero (engine + gateway, fastapi_endpoint), {args.scale_runs} wake-ups per mode: "
               "first byte of a request that wakes the pool")
