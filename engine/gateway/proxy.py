@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
-from . import pages
+from . import handoff, pages
 from .routes import Endpoint, Upstream, parse_address
 from .wire import CHUNK_END, CONTINUE, CRLF, RESPONSE_HOP, TEXT, response, status_line
 
@@ -808,6 +808,10 @@ class UpstreamPool:
         try:
             if self.kind == "unix":
                 coro = loop.create_unix_connection(self._factory, self.target)  # type: ignore[arg-type]
+            elif self.kind == "netns":
+                path: str = self.target  # type: ignore[assignment]
+                sock = await asyncio.wait_for(handoff.receive(loop, path), CONNECT_TIMEOUT)
+                coro = loop.create_connection(self._factory, sock=sock)
             else:
                 host, port = self.target  # type: ignore[misc]
                 coro = loop.create_connection(self._factory, host, port)

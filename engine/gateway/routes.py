@@ -181,16 +181,17 @@ def own_port_accepts(key: bytes, table: RouteTable, allowed: frozenset[bytes]) -
 
 
 def parse_address(address: str) -> tuple[str, str | tuple[str, int]]:
-    """`unix:/path.sock` -> ("unix", path); `tcp:host:port` -> ("tcp", (host, port))."""
+    """`unix:/path.sock` -> ("unix", path); `tcp:host:port` -> ("tcp", (host, port)); `netns:/path.sock`
+    -> ("netns", path): a replica that hands over TCP connections from its own network (see handoff)."""
     kind, _, rest = address.partition(":")
-    if kind == "unix" and rest:
-        return "unix", rest
+    if kind in ("unix", "netns") and rest:
+        return kind, rest
     if kind == "tcp":
         host, _, port = rest.rpartition(":")
         host = host.strip("[]")
         if host and port.isdigit() and 0 < int(port) < 65536:
             return "tcp", (host, int(port))
-    raise RouteError(f"bad upstream address {address!r} (want unix:/path or tcp:host:port)")
+    raise RouteError(f"bad upstream address {address!r} (want unix:/path, netns:/path or tcp:host:port)")
 
 
 class RouteTable:

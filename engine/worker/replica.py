@@ -165,7 +165,7 @@ class Replica:
         self.socket_bound = False
         # A network namespace of its own (network.py): each fixed port is reached through a bridge.
         self.own_network = False
-        self.bridges: list[tuple[str, Any]] = []  # (socket path, forward.Forwarder)
+        self.bridges: list[tuple[str, Any]] = []  # (socket path, handoff.Handoff)
         self.timeout = 300.0  # the function's `timeout`, once imported
         self.master_pid: int | None = None  # under gunicorn: this process, its master
 
@@ -313,22 +313,23 @@ class Replica:
         self.upstreams[ep.name] = Upstream(self._bridge(ep, port) if self.own_network and not self.listen.tcp else f"tcp:127.0.0.1:{port}")
 
     def _bridge(self, ep: Endpoint, port: int) -> str:
-        """The Unix socket the gateway reaches `port` in this replica's own network through."""
-        from .forward import Forwarder
+        """The Unix socket through which the gateway gets connections to `port` in this replica's own
+        network (handed over: it then talks to the server directly, see handoff.py)."""
+        from .handoff import Handoff
 
         path = socket_path(os.path.dirname(self.socket_path), f"{self.replica_id}.port{port}")
         try:
-            forwarder = Forwarder(bind_unix(path), port)
-            forwarder.start()
+            handoff = Handoff(bind_unix(path), port)
+            handoff.start()
         except OSError as exc:
             raise StartupFailure("web_server", ep.name, f"{ep.subject}: cannot listen on unix socket {path} "
                                  f"for port {port}: {exc}", format_traceback(exc)) from exc
-        self.bridges.append((path, forwarder))
-        return f"unix:{path}"
+        self.bridges.append((path, handoff))
+        return f"netns:{path}"
 
     def _close_bridges(self) -> None:
-        for path, forwarder in self.bridges:
-            forwarder.stop()
+        for path, handoff in self.bridges:
+            handoff.stop()
             with contextlib.suppress(OSError):
                 os.unlink(path)
         self.bridges.clear()
