@@ -93,3 +93,19 @@ def test_api_app_and_the_header_say_which_mode_replicas_run_in(tmp_path: Path) -
     assert header_text(snap, "/x/a.py").plain.endswith("· host mode")
     assert "container view" in header_text(Snapshot("a", "/x/a.py", "http://localhost:1", mode="container"),
                                             "/x/a.py").plain
+
+
+def test_the_header_says_when_web_servers_share_the_hosts_network() -> None:
+    from dataclasses import replace
+
+    from mwtui.engine.facade import EndpointStatus, Snapshot
+    from mwtui.engine.manifest import EndpointSpec
+    from mwtui.tui.widgets.app_header import header_text
+
+    spec = EndpointSpec(name="srv", pool="srv", kind="web_server", label="a-srv", port=8000)
+    row = EndpointStatus(spec, "http://a-srv.localhost:1", None, "running", 1, 0, 1, 0)
+    snap = Snapshot("a", "/x/a.py", "http://localhost:1", endpoints=(row,), mode="container", network="host")
+    assert header_text(snap, "/x/a.py").plain.endswith("· container view (host network)")
+    assert "(host network)" not in header_text(replace(snap, network="own"), "/x/a.py").plain
+    other = replace(row, spec=replace(spec, kind="asgi", port=None))
+    assert "(host network)" not in header_text(replace(snap, endpoints=(other,)), "/x/a.py").plain
