@@ -18,7 +18,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from . import scratch
@@ -31,6 +31,7 @@ from .autoscaler import (
     ScalingConfig,
 )
 from .discovery import discover_async
+from .events import ENGINE_LOG, Event, LogLine, PoolChanged
 from .gateway.limits import Limits
 from .gateway_link import GatewayError, GatewayLink
 from .lifeline import Lifeline
@@ -40,10 +41,18 @@ from .params import ParamError, from_query, pool_key, query_of
 from .ports import DEFAULT_GATEWAY_PORT, stable_port
 from .reloader import ReloadGuard, Verdict, WatchRules, forget_bytecode, local_folders, watch
 from .spawner import Spawner, default_spawner
-from .supervisor import ENGINE_LOG, Event, LogLine, Pool, PoolChanged, Variant, process_children
+from .status import (
+    LOG_LINES_KEPT,
+    EndpointStatus,
+    PoolBrief,
+    ReloadStatus,
+    ReplicaStatus,
+    Snapshot,
+    label_url,
+)
+from .supervisor import Pool, Variant, process_children
 from .worker import container, network
 
-LOG_LINES_KEPT = 2000
 MAX_VARIANTS = 32  # pools of one parametrized class at once: each set of values gets its own
 
 
@@ -53,169 +62,6 @@ class LoadFailed(Exception):
     def __init__(self, error: LoadError) -> None:
         super().__init__(error.message)
         self.error = error
-
-
-@dataclass(frozen=True)
-class ReplicaStatus:
-    id: str
-    pid: int | None
-    state: str
-    generation: int
-    age_s: float
-    startup_ms: float | None
-    cpu_percent: float
-    rss_bytes: int
-
-
-@dataclass(frozen=True)
-class EndpointStatus:
-    spec: EndpointSpec
-    url: str
-    own_url: str | None
-    state: str
-    ready: int
-    starting: int
-    desired: int
-    restarts: int
-    generation: int = 1
-    pinned: int | None = None
-    panic: bool = False
-    scale_events: tuple[str, ...] = ()
-    inflight: int = 0
-    rps: float = 0.0
-    p50_ms: float | None = None
-    p95_ms: float | None = None
-    requests_total: int = 0
-    errors_total: int = 0
-    cpu_percent: float = 0.0
-    rss_bytes: int = 0
-    last_error: str | None = None
-    replicas: tuple[ReplicaStatus, ...] = ()
-    # A parametrized class: its endpoint's own row lists the parameters; each set of values
-    # asked for so far has a row of its own, named `Greeter.greet?name=ann`, with `variant_of` set.
-    parameters: tuple[str, ...] = ()
-    variant_of: str | None = None
-    values: dict[str, Any] | None = None
-    # The replica cap in force and where it comes from: "max_containers", "--max-replicas" (mwtui's
-    # default where the app sets none) or "web_server" (one fixed port); None, None: no cap at all.
-    max_replicas: int | None = None
-    max_source: str | None = None
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def cap(self) -> tuple[int | None, str | None]:
-        """(max_replicas, max_source); for a status made without them (by hand, in tests), the
-        spec's max_containers."""
-        if self.max_source is not None:
-            return self.max_replicas, self.max_source
-        top = self.spec.max_containers
-        return top, None if top is None else CAP_MAX_CONTAINERS
-
-    def to_json(self) -> dict[str, Any]:
-        s = self.spec
-        top, source = self.cap
-        return {
-            "name": s.name,
-            "pool": s.pool,
-            "label": s.label,
-            "kind": s.kind,
-            "method": s.method,
-            "url": self.url,
-            "own_url": self.own_url,
-            "custom_domains": list(s.custom_domains),
-            "requires_proxy_auth": s.requires_proxy_auth,
-            "state": self.state,
-            "replicas": {
-                "ready": self.ready,
-                "starting": self.starting,
-                "desired": self.desired,
-                "min": s.min_containers,
-                "max": top,
-                "max_source": source,
-            },
-            "replica_list": [
-                {"id": r.id, "pid": r.pid, "state": r.state, "generation": r.generation,
-                 "startup_ms": r.startup_ms, "cpu_percent": round(r.cpu_percent, 1), "rss_bytes": r.rss_bytes}
-                for r in self.replicas
-            ],
-            "restarts": self.restarts,
-            "generation": self.generation,
-            "autoscaling": self.pinned is None,
-            "pinned": self.pinned,
-            "panic": self.panic,
-            "scale_events": list(self.scale_events),
-            "inflight": self.inflight,
-            "rps": self.rps,
-            "p50_ms": self.p50_ms,
-            "p95_ms": self.p95_ms,
-            "requests_total": self.requests_total,
-            "errors_total": self.errors_total,
-            "cpu_percent": round(self.cpu_percent, 1),
-            "rss_bytes": self.rss_bytes,
-            "last_error": self.last_error,
-            "parameters": list(self.parameters),
-            "variant_of": self.variant_of,
-            "params": self.values,
-        }
-
-
-@dataclass(frozen=True)
-class ReloadStatus:
-    enabled: bool
-    state: str = "watching"  # watching | reloading | error | off
-    generation: int = 1
-    last_ms: float | None = None  # how long the last reload took, save to served
-    reloads: int = 0
-    ignored: tuple[str, ...] = ()  # paths the loop guard stopped watching
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    app_name: str
-    file: str
-    gateway_url: str
-    endpoints: tuple[EndpointStatus, ...] = ()
-    warnings: tuple[str, ...] = ()
-    error: LoadError | None = None  # the latest edit that did not load; the previous one still serves
-    reload: ReloadStatus = ReloadStatus(enabled=False, state="off")
-    mode: str = ""  # what replicas run in: "container" (a view of their own) or "host"; "" not known
-    mode_why: str = ""  # for host mode: why, and how to enable the container view
-    # web_server replicas: "own" (a network namespace each) or "host" (the host's, one replica at a time)
-    network: str = ""
-    network_why: str = ""
-    t: float = field(default_factory=time.time)
-
-    @property
-    def total_rps(self) -> float:
-        return sum(e.rps for e in self.endpoints)
-
-    def app_json(self) -> dict[str, Any]:
-        """The app as a whole, for `/api/app`: what a program needs to tell whether the file loads."""
-        r = self.reload
-        error = self.error
-        return {
-            "name": self.app_name,
-            "file": self.file,
-            "gateway_url": self.gateway_url,
-            "generation": r.generation,
-            "reload": {"enabled": r.enabled, "state": r.state, "reloads": r.reloads, "last_ms": r.last_ms,
-                       "silenced": list(r.ignored)},
-            "load_error": None if error is None else {"file": error.file, "line": error.line,
-                                                      "message": error.message},
-            "warnings": list(self.warnings),
-            "endpoints": len(self.endpoints),
-            "mode": self.mode,
-            "mode_why": self.mode_why or None,
-            "network": self.network,
-            "network_why": self.network_why or None,
-        }
-
-
-def label_url(label: str, port: int | None) -> str:
-    return f"http://{label}.localhost:{port}"
 
 
 class Engine:
@@ -673,6 +519,18 @@ class Engine:
         return False
 
     # ----- subscriptions
+    def pool_brief(self, pool: str) -> PoolBrief | None:
+        """What a `PoolChanged` for `pool` is about now; None once the pool is gone."""
+        p = self.pools.get(pool)
+        return None if p is None else PoolBrief(p.state, tuple(s.name for s in self._route_specs(p)))
+
+    def log_lines(self, pool: str, with_engine: bool = True) -> list[LogLine]:
+        """The kept log lines of `pool`; with mwtui's own lines (reloads, warnings) among them, in time
+        order, where `with_engine`: they belong in every endpoint's view."""
+        own = list(self.logs.get(pool, ()))
+        ours = list(self.logs.get(ENGINE_LOG, ())) if with_engine and pool != ENGINE_LOG else []
+        return sorted([*own, *ours], key=lambda ln: ln.t) if ours else own
+
     def subscribe(self, listener: Callable[[Event], None]) -> None:
         self._listeners.append(listener)
 
@@ -741,10 +599,15 @@ class Engine:
         results = await asyncio.gather(*(pool.restart() for pool in self._pools_of(name)))
         return next((r for r in results if r), None)
 
-    def scale(self, name: str, replicas: int) -> None:
-        """Pin the endpoint's pool at `replicas` until `autoscale(name)`."""
+    def scale(self, name: str, replicas: int) -> int:
+        """Pin the endpoint's pool at `replicas` until `unpin(name)`, never past its cap (max_containers,
+        --max-replicas, one fixed port of the host's); returns the count pinned."""
+        pinned = max(0, replicas)
         for pool in self._pools_of(name):
-            pool.scale(replicas)
+            top = self._cap(pool.spec)[0]
+            pinned = max(0, replicas if top is None else min(replicas, top))
+            pool.scale(pinned)
+        return pinned
 
     def unpin(self, name: str) -> None:
         """Hand the pool back to the autoscaler."""
@@ -1034,4 +897,4 @@ class Engine:
         )
 
 
-__all__ = ["Engine", "EndpointStatus", "GatewayError", "LoadFailed", "Snapshot", "label_url"]
+__all__ = ["AppRef", "Engine", "EndpointStatus", "GatewayError", "LoadFailed", "Snapshot", "label_url"]

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import psutil
 
 from . import modal_env
+from .events import Event, LogLine, PoolChanged
 from .lifeline import Lifeline
 from .loader import AppRef
 from .manifest import PoolSpec
@@ -67,26 +68,6 @@ class Variant:
                    "?" + query_of(values), dict(values))
 
 
-ENGINE_LOG = "mwtui"  # the pool name of the engine's own log lines (reloads, warnings)
-
-
-@dataclass(frozen=True)
-class LogLine:
-    pool: str
-    replica: str
-    text: str
-    t: float
-    endpoint: str | None = None  # set on access lines: a class's endpoints share one pool log
-
-
-@dataclass(frozen=True)
-class PoolChanged:
-    """Readiness or state of a pool changed: routes and status must be republished."""
-
-    pool: str
-
-
-Event = LogLine | PoolChanged
 
 
 class RestartPolicy:
@@ -373,8 +354,11 @@ class Pool:
                 self.emit(LogLine(self.name, self.name, f"mwtui internal error:\n{traceback.format_exc()}", time.time()))
             self._wake.clear()
             delay = max(0.05, self._not_before - time.monotonic()) if self._not_before else None
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay if delay is not None else 1.0)
+            # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that arrives as the event is set
+            # (a `+` just before quitting), and this loop would then never end.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay if delay is not None else 1.0):
+                    await self._wake.wait()
 
     def _reconcile(self) -> None:
         live = [
@@ -567,8 +551,9 @@ class Pool:
             if left <= 0:
                 await self._startup_timed_out(r, budget)
                 return
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(r.startup_news.wait(), timeout=left)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):  # not wait_for: see _reconcile_loop
+                    await r.startup_news.wait()
 
     async def _startup_timed_out(self, r: Replica, budget: float) -> None:
         if r.proc is None:

@@ -16,10 +16,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from mwtui.engine.autoscaler import CAP_DEFAULT, CAP_WEB_SERVER
-from mwtui.engine.facade import EndpointStatus, Engine, GatewayError, LoadFailed, Snapshot
-from mwtui.engine.loader import AppRef
-from mwtui.engine.supervisor import Event, LogLine, PoolChanged
+from mwtui.engine.events import Event, LogLine, PoolChanged
+from mwtui.engine.facade import AppRef, Engine, GatewayError, LoadFailed
+from mwtui.engine.status import CAP_DEFAULT, CAP_WEB_SERVER, EndpointStatus, Snapshot
 from textual import events, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -49,8 +48,7 @@ class EngineLike(Protocol):
 
     ref: AppRef
 
-    @property
-    def logs(self) -> Mapping[str, Iterable[LogLine]]: ...
+    def log_lines(self, pool: str, with_engine: bool = ...) -> list[LogLine]: ...
     async def start(self) -> Snapshot: ...
     async def close(self) -> None: ...
     def snapshot(self) -> Snapshot: ...
@@ -59,7 +57,7 @@ class EngineLike(Protocol):
     def stop_endpoint(self, name: str) -> None: ...
     async def restart_endpoint(self, name: str) -> str | None: ...
     async def reload(self, reason: str = ...) -> bool: ...
-    def scale(self, name: str, replicas: int) -> None: ...
+    def scale(self, name: str, replicas: int) -> int: ...
     def unpin(self, name: str) -> None: ...
 
 
@@ -271,11 +269,7 @@ class MwtuiApp(App[int]):
 
     def _log_source(self, pool: str) -> Iterable[LogLine]:
         self._pending_logs = []  # they are in the engine's buffer already
-        # mwtui's own lines (reloads, gateway warnings) belong in every endpoint's view, in time order.
-        ours = list(self.engine.logs.get(ENGINE_POOL, ()))
-        return sorted([*self.engine.logs.get(pool, ()), *ours], key=lambda ln: ln.t) if ours else list(
-            self.engine.logs.get(pool, ())
-        )
+        return self.engine.log_lines(pool)
 
     # ----- selection
     def _status(self, name: str | None) -> EndpointStatus | None:

@@ -11,9 +11,9 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from mwtui.engine.facade import Engine, GatewayError, LoadFailed, Snapshot
-from mwtui.engine.loader import AppRef
-from mwtui.engine.supervisor import Event, LogLine, PoolChanged
+from mwtui.engine.events import Event, LogLine, PoolChanged
+from mwtui.engine.facade import AppRef, Engine, GatewayError, LoadFailed
+from mwtui.engine.status import Snapshot
 
 WIDTH = 16  # of the prefix column: replica id or `mwtui`
 
@@ -108,13 +108,11 @@ async def serve(ref: AppRef, options: dict[str, Any]) -> int:
         if isinstance(ev, LogLine):
             say(f"{ev.replica:<{width}} | {ev.text}")
         elif isinstance(ev, PoolChanged):
-            pool = engine.pools.get(ev.pool)
+            pool = engine.pool_brief(ev.pool)
             if pool and pool.state in ("running", "failed") and (ev.pool, pool.state) not in announced:
                 announced.add((ev.pool, pool.state))
                 word = "ready" if pool.state == "running" else "FAILED"
-                suffix = pool.variant.suffix if pool.variant else ""  # a parameter set: say which
-                names = ", ".join(e.name + suffix for e in pool.spec.endpoints)
-                say(f"{'mwtui':<{width}} | {names}: {word}")
+                say(f"{'mwtui':<{width}} | {', '.join(pool.endpoints)}: {word}")
 
     engine.subscribe(on_event)
     try:

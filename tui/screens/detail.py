@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-from mwtui.engine.facade import EndpointStatus
+from mwtui.engine.status import EndpointStatus
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text

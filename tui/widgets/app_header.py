@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from mwtui.engine.facade import ReloadStatus, Snapshot
+from mwtui.engine.status import ReloadStatus, Snapshot
 from rich.text import Text
 from textual.widgets import Static
 

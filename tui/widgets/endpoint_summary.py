@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mwtui.engine.facade import EndpointStatus
+from mwtui.engine.status import EndpointStatus
 from rich.text import Text
 from textual.widgets import Static
 

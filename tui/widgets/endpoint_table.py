@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mwtui.engine.facade import EndpointStatus, Snapshot
+from mwtui.engine.status import EndpointStatus, Snapshot
 from rich.text import Text
 from textual.widgets import DataTable
 

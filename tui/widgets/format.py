@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import shlex
 
-from mwtui.engine.autoscaler import CAP_DEFAULT, CAP_MAX_CONTAINERS, CAP_WEB_SERVER
-from mwtui.engine.facade import EndpointStatus
 from mwtui.engine.manifest import EndpointSpec
+from mwtui.engine.status import CAP_DEFAULT, CAP_MAX_CONTAINERS, CAP_WEB_SERVER, EndpointStatus
 from rich.text import Text
 
 GLYPHS: dict[str, tuple[str, str]] = {

@@ -6,9 +6,9 @@ import time
 import zlib
 from collections.abc import Callable, Iterable
 
-from mwtui.engine.facade import LOG_LINES_KEPT
-from mwtui.engine.supervisor import ENGINE_LOG as ENGINE_POOL  # the engine's own lines
-from mwtui.engine.supervisor import LogLine
+from mwtui.engine.events import ENGINE_LOG as ENGINE_POOL  # the engine's own lines
+from mwtui.engine.events import LogLine
+from mwtui.engine.status import LOG_LINES_KEPT
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding

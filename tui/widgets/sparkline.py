@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from mwtui.engine.facade import Snapshot
+from mwtui.engine.status import Snapshot
 from rich.text import Text
 
 BARS = "▁▂▃▄▅▆▇█"

@@ -1,0 +1,195 @@
+"""The engine's state as its readers see it: immutable records, made fresh on every status tick.
+
+`Snapshot` is what the screen, `serve`'s printer and the gateway's status pages read; `EndpointStatus`
+is one row of it (a plain pool's endpoint, a parametrized class's endpoint, or one set of its values),
+carrying what the commands may do with it (`max_replicas`, and where that cap comes from). Nothing here
+touches a process: the facade builds these from the pools it owns.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .autoscaler import CAP_DEFAULT, CAP_MAX_CONTAINERS, CAP_WEB_SERVER
+from .manifest import EndpointSpec, LoadError
+
+LOG_LINES_KEPT = 2000  # per pool, in memory: what the screen's log pane can scroll back through
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    id: str
+    pid: int | None
+    state: str
+    generation: int
+    age_s: float
+    startup_ms: float | None
+    cpu_percent: float
+    rss_bytes: int
+
+
+@dataclass(frozen=True)
+class EndpointStatus:
+    spec: EndpointSpec
+    url: str
+    own_url: str | None
+    state: str
+    ready: int
+    starting: int
+    desired: int
+    restarts: int
+    generation: int = 1
+    pinned: int | None = None
+    panic: bool = False
+    scale_events: tuple[str, ...] = ()
+    inflight: int = 0
+    rps: float = 0.0
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    requests_total: int = 0
+    errors_total: int = 0
+    cpu_percent: float = 0.0
+    rss_bytes: int = 0
+    last_error: str | None = None
+    replicas: tuple[ReplicaStatus, ...] = ()
+    # A parametrized class: its endpoint's own row lists the parameters; each set of values
+    # asked for so far has a row of its own, named `Greeter.greet?name=ann`, with `variant_of` set.
+    parameters: tuple[str, ...] = ()
+    variant_of: str | None = None
+    values: dict[str, Any] | None = None
+    # The replica cap in force and where it comes from: "max_containers", "--max-replicas" (mwtui's
+    # default where the app sets none) or "web_server" (one fixed port); None, None: no cap at all.
+    max_replicas: int | None = None
+    max_source: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def cap(self) -> tuple[int | None, str | None]:
+        """(max_replicas, max_source); for a status made without them (by hand, in tests), the
+        spec's max_containers."""
+        if self.max_source is not None:
+            return self.max_replicas, self.max_source
+        top = self.spec.max_containers
+        return top, None if top is None else CAP_MAX_CONTAINERS
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.spec
+        top, source = self.cap
+        return {
+            "name": s.name,
+            "pool": s.pool,
+            "label": s.label,
+            "kind": s.kind,
+            "method": s.method,
+            "url": self.url,
+            "own_url": self.own_url,
+            "custom_domains": list(s.custom_domains),
+            "requires_proxy_auth": s.requires_proxy_auth,
+            "state": self.state,
+            "replicas": {
+                "ready": self.ready,
+                "starting": self.starting,
+                "desired": self.desired,
+                "min": s.min_containers,
+                "max": top,
+                "max_source": source,
+            },
+            "replica_list": [
+                {"id": r.id, "pid": r.pid, "state": r.state, "generation": r.generation,
+                 "startup_ms": r.startup_ms, "cpu_percent": round(r.cpu_percent, 1), "rss_bytes": r.rss_bytes}
+                for r in self.replicas
+            ],
+            "restarts": self.restarts,
+            "generation": self.generation,
+            "autoscaling": self.pinned is None,
+            "pinned": self.pinned,
+            "panic": self.panic,
+            "scale_events": list(self.scale_events),
+            "inflight": self.inflight,
+            "rps": self.rps,
+            "p50_ms": self.p50_ms,
+            "p95_ms": self.p95_ms,
+            "requests_total": self.requests_total,
+            "errors_total": self.errors_total,
+            "cpu_percent": round(self.cpu_percent, 1),
+            "rss_bytes": self.rss_bytes,
+            "last_error": self.last_error,
+            "parameters": list(self.parameters),
+            "variant_of": self.variant_of,
+            "params": self.values,
+        }
+
+
+@dataclass(frozen=True)
+class ReloadStatus:
+    enabled: bool
+    state: str = "watching"  # watching | reloading | error | off
+    generation: int = 1
+    last_ms: float | None = None  # how long the last reload took, save to served
+    reloads: int = 0
+    ignored: tuple[str, ...] = ()  # paths the loop guard stopped watching
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    app_name: str
+    file: str
+    gateway_url: str
+    endpoints: tuple[EndpointStatus, ...] = ()
+    warnings: tuple[str, ...] = ()
+    error: LoadError | None = None  # the latest edit that did not load; the previous one still serves
+    reload: ReloadStatus = ReloadStatus(enabled=False, state="off")
+    mode: str = ""  # what replicas run in: "container" (a view of their own) or "host"; "" not known
+    mode_why: str = ""  # for host mode: why, and how to enable the container view
+    # web_server replicas: "own" (a network namespace each) or "host" (the host's, one replica at a time)
+    network: str = ""
+    network_why: str = ""
+    t: float = field(default_factory=time.time)
+
+    @property
+    def total_rps(self) -> float:
+        return sum(e.rps for e in self.endpoints)
+
+    def app_json(self) -> dict[str, Any]:
+        """The app as a whole, for `/api/app`: what a program needs to tell whether the file loads."""
+        r = self.reload
+        error = self.error
+        return {
+            "name": self.app_name,
+            "file": self.file,
+            "gateway_url": self.gateway_url,
+            "generation": r.generation,
+            "reload": {"enabled": r.enabled, "state": r.state, "reloads": r.reloads, "last_ms": r.last_ms,
+                       "silenced": list(r.ignored)},
+            "load_error": None if error is None else {"file": error.file, "line": error.line,
+                                                      "message": error.message},
+            "warnings": list(self.warnings),
+            "endpoints": len(self.endpoints),
+            "mode": self.mode,
+            "mode_why": self.mode_why or None,
+            "network": self.network,
+            "network_why": self.network_why or None,
+        }
+
+
+@dataclass(frozen=True)
+class PoolBrief:
+    """A pool in a word, for whoever heard `PoolChanged`: its state and its endpoints as routed."""
+
+    state: str  # starting | running | idle | stopped | failed
+    endpoints: tuple[str, ...]  # `Greeter.greet?name=ann` for a set of a class's parameters
+
+
+def label_url(label: str, port: int | None) -> str:
+    return f"http://{label}.localhost:{port}"
+
+
+__all__ = [
+    "CAP_DEFAULT", "CAP_MAX_CONTAINERS", "CAP_WEB_SERVER", "LOG_LINES_KEPT", "EndpointStatus", "PoolBrief", "ReloadStatus",
+    "ReplicaStatus", "Snapshot", "label_url",
+]
