@@ -39,7 +39,7 @@ from .loader import AppRef
 from .manifest import AppManifest, EndpointSpec, LoadError, PoolSpec
 from .params import ParamError, from_query, pool_key, query_of
 from .ports import DEFAULT_GATEWAY_PORT, stable_port
-from .reloader import ReloadGuard, Verdict, WatchRules, forget_bytecode, local_folders, watch
+from .reloader import Reloader, WatchRules
 from .spawner import Spawner, default_spawner
 from .status import (
     LOG_LINES_KEPT,
@@ -91,7 +91,6 @@ class Engine:
         self.gateway = GatewayLink(host, port, self.lifeline, self._on_gateway_event, limits=limits)
         self.own_ports = own_ports
         self.manifest: AppManifest | None = None  # the last one that loaded
-        self.load_error: LoadError | None = None  # the latest edit's, while it does not load
         self.pools: dict[str, Pool] = {}  # by pool name; a parameter set's pool is `Greeter?name=ann`
         self.autoscalers: dict[str, Autoscaler] = {}
         # Parametrized classes start no replicas of their own: a pool per set of values, made when a
@@ -101,24 +100,15 @@ class Engine:
         self._stopped_templates: set[str] = set()
         self._order: list[str] = []  # pool and template names in the file's order, for the screen
         self._background: set[asyncio.Task[Any]] = set()
-        self._reload_tasks: set[asyncio.Task[Any]] = set()
         self.generation = 1
         self.reload_enabled = reload
         # A file that does not load at start is fatal, unless we may wait for a good save.
         self.wait_for_fix = wait_for_fix
-        self._first_sources: tuple[str, ...] = ()
-        self.watch_rules = watch_rules or WatchRules()
-        self.reload_guard = ReloadGuard(app_file=ref.path)
-        self._reload_state = "watching" if reload else "off"
-        self._reload_ms: float | None = None
-        self._reloads = 0
-        self._reload_lock = asyncio.Lock()
-        self._reload_again = False
-        self._discovery: asyncio.Task[AppManifest] | None = None  # the reload's import, while it runs
-        self._stop_watching = asyncio.Event()
-        self._watch_task: asyncio.Task[None] | None = None
-        self._watched: list[str] = []  # the folders being watched now
-        self._rewatch = asyncio.Event()  # set to watch again, over the folders the last good load used
+        self.reloader = Reloader(
+            ref.path, enabled=reload, rules=watch_rules or WatchRules(), discover=self._discover,
+            apply=self._apply_manifest, starting=lambda: any(p.starting_replicas() for p in self.pools.values()),
+            say=self._say, changed=self._notify,
+        )
         self._routes_seq = 0
         self._routes_acked = 0
         self._routes_event = asyncio.Event()
@@ -135,19 +125,15 @@ class Engine:
         left = scratch.sweep()
         if left:
             self._say(f"removed {len(left)} temporary folder(s) left by mwtui processes that were killed")
-        manifest = await self._first_discovery()
+        manifest = await self.reloader.first_load()
         if manifest.error and not (self.wait_for_fix and self.reload_enabled):
             raise LoadFailed(manifest.error)
         await self.gateway.start()
         if self.gateway.native is False:
             # Short enough for an 80-column log line; how and why: engine/gateway/native.py.
             self._say("gateway runs uncompiled (slower); `make` compiles it")
-        self._first_sources = manifest.sources
-        self.reload_guard.protect(manifest.sources)
-        if manifest.error:  # wait for a good save: the error shows, the first fix brings endpoints up
-            self.load_error = manifest.error
-            self._reload_state = "error"
-        else:
+        self.reloader.loaded(manifest.sources, manifest.error)
+        if not manifest.error:  # else wait for a good save: the error shows, the first fix brings endpoints up
             self.manifest = manifest
             self._tell_network(manifest)
             self._order = [spec.name for spec in manifest.pools()]
@@ -159,48 +145,17 @@ class Engine:
         self._publish_routes()
         loop = asyncio.get_running_loop()
         self._status_task = loop.create_task(self._status_loop())
-        if self.reload_enabled:
-            self._watch_task = loop.create_task(self._watch_loop())
+        self.reloader.start()
         return self.snapshot()
 
-    async def _first_discovery(self) -> AppManifest:
-        """The first import. With reload on, a save while it runs (a module stuck in a loop at import,
-        then fixed) stops it and imports the new version at once, as a save during a reload does,
-        instead of waiting out the discovery timeout. Files the app writes as it imports are
-        silenced by the reload guard as during any reload."""
-        if not self.reload_enabled:
-            return await discover_async(self.ref, spawner=self.spawner, **self._lifeline_kwargs())
-        loop = asyncio.get_running_loop()
-        saved = asyncio.Event()
-        stop = asyncio.Event()
+    async def _discover(self) -> AppManifest:
+        """The app imported once more, in the isolated import child (it dies with mwtui)."""
+        return await discover_async(self.ref, spawner=self.spawner, **self._lifeline_kwargs())
 
-        async def on_change(paths: list[str]) -> None:
-            verdict = self.reload_guard.filter(paths, time.monotonic(), busy=True)
-            self._tell_guarded(verdict)
-            if verdict.keep:
-                forget_bytecode(verdict.keep)
-                saved.set()
-
-        watcher = loop.create_task(watch(local_folders(self.ref.path, ()), self.watch_rules, on_change, stop))
-        try:
-            while True:
-                saved.clear()
-                found = loop.create_task(discover_async(self.ref, spawner=self.spawner, **self._lifeline_kwargs()))
-                again = loop.create_task(saved.wait())
-                await asyncio.wait({found, again}, return_when=asyncio.FIRST_COMPLETED)
-                again.cancel()
-                if found.done():
-                    return found.result()
-                found.cancel()  # kills the import's process group
-                with contextlib.suppress(asyncio.CancelledError):
-                    await found
-                self._say("saved while the first import ran: importing the new version")
-        finally:
-            stop.set()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(watcher, 2.0)
-            if not watcher.done():
-                watcher.cancel()
+    @property
+    def load_error(self) -> LoadError | None:
+        """The latest save's error while it does not load (the previous version keeps serving)."""
+        return self.reloader.error  # type: ignore[no-any-return]
 
     def _tell_network(self, manifest: AppManifest) -> None:
         """Once: why web_server replicas share the host's network, where the app has them."""
@@ -322,55 +277,17 @@ class Engine:
         m = self.manifest
         return json.dumps({e.name: label_url(e.label, self.gateway.port) for e in (m.endpoints if m else ())})
 
-    # ----- reload
+    # ----- reload (orchestrated by the reloader: this is what a new version means for the pools)
     async def reload(self, reason: str = "reload requested") -> bool:
-        """Load the file again and roll every pool to the new version; True if all of it serves.
-        Overlapping calls coalesce: a change during a reload triggers one more afterwards."""
-        if self._reload_lock.locked():
-            self._reload_again = True
-            if self._discovery is not None:
-                # The import still running reads a version already out of date, and may never end (a
-                # loop at import): stop it now, so that the newer save is imported at once.
-                self._discovery.cancel()
-            return False
-        async with self._reload_lock:
-            ok = await self._reload_once(reason)
-            while self._reload_again:
-                self._reload_again = False
-                ok = await self._reload_once("changed again during the reload")
-            return ok
+        """Load the file again and roll every pool to the new version; True if all of it serves."""
+        return await self.reloader.reload(reason)
 
-    async def _reload_once(self, reason: str) -> bool:
-        t0 = time.monotonic()
-        self._reload_state = "reloading"
-        self.reload_guard.busy(t0)
-        self._say(f"reloading ({reason})")
-        self._discovery = asyncio.ensure_future(
-            discover_async(self.ref, spawner=self.spawner, **self._lifeline_kwargs())
-        )
-        try:
-            manifest = await self._discovery
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # we are being stopped, not superseded
-            self._say("a newer save came: the import still running was stopped")
-            return False
-        finally:
-            self._discovery = None
-        if manifest.error:
-            self.load_error = manifest.error
-            self.reload_guard.busy(time.monotonic())
-            self._reload_state = "error"
-            self._say(f"reload failed, the previous version keeps serving: {manifest.error.message}")
-            self._notify()
-            return False
-        self.load_error = None
+    async def _apply_manifest(self, manifest: AppManifest) -> tuple[list[str], int]:
+        """Serve a manifest that loads: roll every pool that stays, start new ones, stop the rest.
+        Returns why pools kept their previous version, and the generation now served."""
         self.generation += 1
         self.manifest = manifest  # so that new replicas learn the new URLs
         self._tell_network(manifest)
-        self.reload_guard.protect(manifest.sources)
-        self._follow_imports(manifest)
         for pool in self.pools.values():
             pool.extra_env["MWTUI_WEB_URLS"] = self._web_urls()
         new = {p.name: p for p in manifest.pools()}
@@ -414,75 +331,7 @@ class Engine:
         self.templates = {name: self.templates[name] for name in templates}
         self._order = list(new)
         self._publish_routes()
-        failures = [r for r in results if isinstance(r, str)]
-        self._reload_ms = (time.monotonic() - t0) * 1000
-        self._reloads += 1
-        self.reload_guard.busy(time.monotonic())
-        self._reload_state = "error" if failures else "watching"
-        if failures:
-            self._say(f"reload took {self._reload_ms:.0f} ms; {len(failures)} pool(s) kept their previous version")
-        else:
-            self._say(f"reloaded in {self._reload_ms:.0f} ms (generation {self.generation})")
-        self._notify()
-        return not failures
-
-    async def _watch_loop(self) -> None:
-        async def on_change(paths: list[str]) -> None:
-            verdict = self.reload_guard.filter(paths, time.monotonic(), self._app_busy())
-            self._tell_guarded(verdict)
-            keep = verdict.keep
-            if keep:
-                forget_bytecode(keep)
-                names = ", ".join(self._rel(p) for p in keep[:3])
-                # Not awaited: the watcher goes on at once (a reload that brings a new folder into
-                # view restarts it over that folder before the new version serves); reloads coalesce.
-                task = asyncio.get_running_loop().create_task(self.reload(f"{names} changed"))
-                self._reload_tasks.add(task)
-                task.add_done_callback(self._reload_tasks.discard)
-
-        sources = self._first_sources
-        while not self._stop_watching.is_set():
-            self._watched = local_folders(self.ref.path, sources)
-            self._rewatch = asyncio.Event()
-            try:
-                await watch(self._watched, self.watch_rules, on_change, self._rewatch)
-            except Exception as e:  # noqa: BLE001 - a broken watcher must not take the app down
-                self._reload_state = "off"
-                self._say(f"file watching stopped: {e}")
-                return
-            sources = self.manifest.sources if self.manifest else sources
-
-    def _app_busy(self) -> bool:
-        """Whether the app's own code runs now (a reload's import, a replica's start): a file changed
-        meanwhile may be one it writes itself."""
-        return self._reload_lock.locked() or any(p.starting_replicas() for p in self.pools.values())
-
-    def _tell_guarded(self, verdict: Verdict) -> None:
-        """Say on screen (and in `serve`'s output) what the reload guard silenced or watches again."""
-        for path in verdict.silenced:
-            self._say(f"{self._rel(path)} changed {self.reload_guard.strikes} times in a row while the app "
-                      "started (written by the app itself?): silenced while the app starts; a save of it "
-                      "while nothing reloads still reloads (--reload-exclude silences it for good)")
-        for path in verdict.released:
-            self._say(f"{self._rel(path)} changed while nothing was reloading: watched again")
-        for path in verdict.looping:
-            self._say(f"{self._rel(path)} changed {self.reload_guard.strikes} times in a row while the app "
-                      "started; the app imports it, so its changes still reload (if the app writes it, "
-                      "--reload-exclude it)")
-
-    def _rel(self, path: str) -> str:
-        return os.path.relpath(path, os.path.dirname(self.ref.path))
-
-    def _follow_imports(self, manifest: AppManifest) -> None:
-        """After a good load: if the app now imports local modules from folders not watched yet (or
-        no longer from some), watch the new set, so that editing them reloads too."""
-        folders = local_folders(self.ref.path, manifest.sources)
-        if self._watch_task is None or folders == self._watched:
-            return
-        added = [f for f in folders if f not in self._watched]
-        if added:
-            self._say(f"now also watching {', '.join(added)}")
-        self._rewatch.set()
+        return [r for r in results if isinstance(r, str)], self.generation
 
     def _say(self, text: str) -> None:
         self._emit(LogLine(ENGINE_LOG, "mwtui", text, time.time()))
@@ -496,11 +345,9 @@ class Engine:
         if self._closed:
             return
         self._closed = True
-        self._stop_watching.set()
-        self._rewatch.set()
-        for task in (self._status_task, self._watch_task, *self._reload_tasks):
-            if task:
-                task.cancel()
+        self.reloader.close()
+        if self._status_task:
+            self._status_task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)  # pools of parameter sets closing
         await asyncio.gather(*(p.close() for p in self.pools.values()), return_exceptions=True)
         await self.spawner.close()
@@ -538,7 +385,7 @@ class Engine:
         if isinstance(event, LogLine):
             self.logs.setdefault(event.pool, deque(maxlen=LOG_LINES_KEPT)).append(event)
         elif isinstance(event, PoolChanged):
-            self.reload_guard.busy(time.monotonic())  # a replica started, became ready or ended
+            self.reloader.activity()  # a replica started, became ready or ended
             self._publish_routes()
         self._tell_listeners(event)
 
@@ -779,8 +626,7 @@ class Engine:
                     for r in pool.replicas:
                         r.sample(children)
                 self._publish_status()
-                for path in self.reload_guard.expire(time.monotonic()):
-                    self._say(f"{self._rel(path)} has not changed for {self.reload_guard.quiet_s:g} s: watched again")
+                self.reloader.expire()
             except Exception:  # noqa: BLE001 - a bug here must not freeze the status for good
                 self._say(f"internal error sampling replicas:\n{traceback.format_exc()}")
             await asyncio.sleep(1.0)
@@ -861,8 +707,8 @@ class Engine:
     def snapshot(self) -> Snapshot:
         m = self.manifest
         reload = ReloadStatus(
-            self.reload_enabled, self._reload_state, self.generation, self._reload_ms, self._reloads,
-            tuple(sorted(self.reload_guard.silenced)),
+            self.reload_enabled, self.reloader.state, self.generation, self.reloader.last_ms, self.reloader.reloads,
+            tuple(sorted(self.reloader.guard.silenced)),
         )
         if m is None:
             return Snapshot(

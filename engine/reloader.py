@@ -1,19 +1,23 @@
-"""Watch the app's files and say when to reload. What to do on a change is the facade's business.
+"""Reload: watch the app's files, import a saved version, hand it to the engine to roll out.
 
 The rules (which paths count, when a path that keeps re-triggering is silenced) are pure and tested
-without a file system; `watch()` is the thin I/O loop around watchfiles.
+without a file system; `watch()` is the thin I/O loop around watchfiles; `Reloader` is the orchestration
+(the first import, coalescing saves, stopping a stale import, following the app's imports). What a new
+version means for the pools is the engine's business: `Reloader` calls its `apply`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import os
 import sys
 import sysconfig
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 # Folders whose changes never mean "the app changed": tooling, caches, environments, build outputs.
 IGNORED_DIRS = frozenset({
@@ -199,3 +203,227 @@ async def watch(
         recursive=True,
     ):
         await on_change(sorted({path for _, path in changes}))
+
+
+# --- the orchestration ----------------------------------------------------------------------------------
+
+ReloadState = str  # "watching" | "reloading" | "error" | "off"
+
+
+class Reloader:
+    """Reload as a part of its own: watch the app's folders (following its imports), import a saved
+    version through `discover` (the isolated import child), and hand a manifest that loads to `apply`,
+    which rolls the engine's pools and returns the pools that kept their previous version. Saves during
+    a reload coalesce into one more; a save while an import runs stops that import (it reads a version
+    already out of date, and may never end). Files the app writes itself are silenced by the guard."""
+
+    def __init__(
+        self,
+        app_file: str,
+        *,
+        enabled: bool,
+        rules: WatchRules,
+        discover: Callable[[], Awaitable[Any]],  # -> AppManifest
+        apply: Callable[[Any], Awaitable[tuple[list[str], int]]],  # AppManifest -> (failures, generation)
+        starting: Callable[[], bool],  # does a replica of the app start now (its code runs)?
+        say: Callable[[str], None],
+        changed: Callable[[], None],  # the reload's state changed: publish it
+    ) -> None:
+        self.app_file = app_file
+        self.enabled = enabled
+        self.rules = rules
+        self._discover, self._apply, self._starting = discover, apply, starting
+        self._say, self._changed = say, changed
+        self.guard = ReloadGuard(app_file=app_file)
+        self.state: ReloadState = "watching" if enabled else "off"
+        self.error: Any = None  # the latest save's LoadError while it does not load; None once one does
+        self.last_ms: float | None = None
+        self.reloads = 0
+        self._lock = asyncio.Lock()
+        self._again = False
+        self._discovery: asyncio.Future[Any] | None = None  # the reload's import, while it runs
+        self._sources: Sequence[str] = ()  # the modules the last good load imported
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._watched: list[str] = []  # the folders being watched now
+        self._rewatch = asyncio.Event()  # set to watch again, over the folders the last good load used
+
+    # ----- the first import, and watching
+    async def first_load(self) -> Any:
+        """The first import. With reload on, a save while it runs (a module stuck in a loop at import,
+        then fixed) stops it and imports the new version at once, as a save during a reload does,
+        instead of waiting out the discovery timeout."""
+        if not self.enabled:
+            return await self._discover()
+        loop = asyncio.get_running_loop()
+        saved = asyncio.Event()
+        stop = asyncio.Event()
+
+        async def on_change(paths: list[str]) -> None:
+            verdict = self.guard.filter(paths, time.monotonic(), busy=True)
+            self._tell(verdict)
+            if verdict.keep:
+                forget_bytecode(verdict.keep)
+                saved.set()
+
+        watcher = loop.create_task(watch(local_folders(self.app_file, ()), self.rules, on_change, stop))
+        try:
+            while True:
+                saved.clear()
+                found = loop.create_task(self._discover())
+                again = loop.create_task(saved.wait())
+                await asyncio.wait({found, again}, return_when=asyncio.FIRST_COMPLETED)
+                again.cancel()
+                if found.done():
+                    return found.result()
+                found.cancel()  # kills the import's process group
+                with contextlib.suppress(asyncio.CancelledError):
+                    await found
+                self._say("saved while the first import ran: importing the new version")
+        finally:
+            stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(watcher, 2.0)
+            if not watcher.done():
+                watcher.cancel()
+
+    def loaded(self, sources: Sequence[str], error: Any) -> None:
+        """The first load's outcome: its modules are the app's (never silenced); with an `error` the
+        engine waits for a good save."""
+        self._sources = sources
+        self.guard.protect(sources)
+        self.error = error
+        if error is not None:
+            self.state = "error"
+
+    def start(self) -> None:
+        if self.enabled:
+            self._task = asyncio.get_running_loop().create_task(self._watch_loop())
+
+    async def _watch_loop(self) -> None:
+        async def on_change(paths: list[str]) -> None:
+            verdict = self.guard.filter(paths, time.monotonic(), self.busy())
+            self._tell(verdict)
+            if verdict.keep:
+                forget_bytecode(verdict.keep)
+                names = ", ".join(self._rel(p) for p in verdict.keep[:3])
+                # Not awaited: the watcher goes on at once (a reload that brings a new folder into
+                # view restarts it over that folder before the new version serves); reloads coalesce.
+                task = asyncio.get_running_loop().create_task(self.reload(f"{names} changed"))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+        while not self._stop.is_set():
+            self._watched = local_folders(self.app_file, self._sources)
+            self._rewatch = asyncio.Event()
+            try:
+                await watch(self._watched, self.rules, on_change, self._rewatch)
+            except Exception as e:  # noqa: BLE001 - a broken watcher must not take the app down
+                self.state = "off"
+                self._say(f"file watching stopped: {e}")
+                return
+
+    def busy(self) -> bool:
+        """Whether the app's own code runs now (a reload's import, a replica's start): a file changed
+        meanwhile may be one it writes itself."""
+        return self._lock.locked() or self._starting()
+
+    def activity(self) -> None:
+        """A replica started, became ready or ended: the app's code ran just now."""
+        self.guard.busy(time.monotonic())
+
+    def expire(self) -> None:
+        """Once a second: files silenced long enough are watched again."""
+        for path in self.guard.expire(time.monotonic()):
+            self._say(f"{self._rel(path)} has not changed for {self.guard.quiet_s:g} s: watched again")
+
+    # ----- reloading
+    async def reload(self, reason: str = "reload requested") -> bool:
+        """Load the file again and roll every pool to the new version; True if all of it serves.
+        Overlapping calls coalesce: a change during a reload triggers one more afterwards."""
+        if self._lock.locked():
+            self._again = True
+            if self._discovery is not None:
+                self._discovery.cancel()  # see the class's docstring
+            return False
+        async with self._lock:
+            ok = await self._once(reason)
+            while self._again:
+                self._again = False
+                ok = await self._once("changed again during the reload")
+            return ok
+
+    async def _once(self, reason: str) -> bool:
+        t0 = time.monotonic()
+        self.state = "reloading"
+        self.guard.busy(t0)
+        self._say(f"reloading ({reason})")
+        self._discovery = asyncio.ensure_future(self._discover())
+        try:
+            manifest = await self._discovery
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being stopped, not superseded
+            self._say("a newer save came: the import still running was stopped")
+            return False
+        finally:
+            self._discovery = None
+        if manifest.error:
+            self.error = manifest.error
+            self.guard.busy(time.monotonic())
+            self.state = "error"
+            self._say(f"reload failed, the previous version keeps serving: {manifest.error.message}")
+            self._changed()
+            return False
+        self.error = None
+        self.guard.protect(manifest.sources)
+        self._follow_imports(manifest.sources)
+        failures, generation = await self._apply(manifest)
+        self.last_ms = (time.monotonic() - t0) * 1000
+        self.reloads += 1
+        self.guard.busy(time.monotonic())
+        self.state = "error" if failures else "watching"
+        if failures:
+            self._say(f"reload took {self.last_ms:.0f} ms; {len(failures)} pool(s) kept their previous version")
+        else:
+            self._say(f"reloaded in {self.last_ms:.0f} ms (generation {generation})")
+        self._changed()
+        return not failures
+
+    def _follow_imports(self, sources: Sequence[str]) -> None:
+        """After a good load: if the app now imports local modules from folders not watched yet (or
+        no longer from some), watch the new set, so that editing them reloads too."""
+        self._sources = sources
+        folders = local_folders(self.app_file, sources)
+        if self._task is None or folders == self._watched:
+            return
+        added = [f for f in folders if f not in self._watched]
+        if added:
+            self._say(f"now also watching {', '.join(added)}")
+        self._rewatch.set()
+
+    # ----- words
+    def _tell(self, verdict: Verdict) -> None:
+        """Say on screen (and in `serve`'s output) what the guard silenced or watches again."""
+        for path in verdict.silenced:
+            self._say(f"{self._rel(path)} changed {self.guard.strikes} times in a row while the app "
+                      "started (written by the app itself?): silenced while the app starts; a save of it "
+                      "while nothing reloads still reloads (--reload-exclude silences it for good)")
+        for path in verdict.released:
+            self._say(f"{self._rel(path)} changed while nothing was reloading: watched again")
+        for path in verdict.looping:
+            self._say(f"{self._rel(path)} changed {self.guard.strikes} times in a row while the app "
+                      "started; the app imports it, so its changes still reload (if the app writes it, "
+                      "--reload-exclude it)")
+
+    def _rel(self, path: str) -> str:
+        return os.path.relpath(path, os.path.dirname(self.app_file))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._rewatch.set()
+        for task in (self._task, *self._tasks):
+            if task:
+                task.cancel()
