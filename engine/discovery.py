@@ -1,49 +1,33 @@
-"""Import an app file in a subprocess and return what it declares, as an `AppManifest`.
+"""Import an app file and return what it declares, as an `AppManifest`.
 
-User code may crash, hang, print or leak processes, so it only ever runs in a child: `python -m
-mwtui.engine.discovery --fd N <ref>`, in the app's folder, in a process group of its own that is killed
-as a whole on timeout (and afterwards, in case the import left processes behind). The child writes its
-JSON on a dedicated pipe (fd N), so whatever the user's code prints cannot corrupt it.
-
-Given the engine's spawner, when that is a `ZygoteSpawner`, the child is forked from the zygote instead
-(the zygote has imported mwtui, never the user's code; the child imports the file afresh): the same
-argv, fds, session, timeout, group kill and messages, without a fresh interpreter's startup on every
-save. When the zygote cannot fork it, the child starts cold as above.
-
-Every failure becomes a `LoadError` whose message is one paragraph for a person: file and line, what
-went wrong, and, where it helps, what to do.
+The import runs in the isolated child of engine/import_child.py (its own process group, killed on
+timeout, forked from the zygote where there is one); its job here is `manifest_json`. Every failure
+becomes a `LoadError` whose message is one paragraph for a person: file and line, what went wrong, and,
+where it helps, what to do.
 """
 
 from __future__ import annotations
 
 import ast
-import asyncio
-import contextlib
 import dataclasses
-import faulthandler
 import json
 import os
 import re
-import signal
 import sys
 import traceback
 import warnings
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+from . import import_child
 from .labels import default_label, find_conflicts, label_warning
-from .lifeline import ENV_FD as LIFELINE_ENV
 from .loader import AppNotFound, AppRef, load_app
 from .manifest import AppManifest, EndpointSpec, LoadError
 
 if TYPE_CHECKING:
     from .spawner import Spawner
 
-TAIL_BYTES = 16 * 1024  # how much of the child's stdout/stderr we keep for messages
-DUMP_GRACE_S = 1.0  # after a timeout, how long the child gets to print where it is stuck
-REAP_TIMEOUT_S = 5.0  # after the group is killed, how long its pipes may take to close
 WEB_DECORATORS = frozenset({"fastapi_endpoint", "web_endpoint", "asgi_app", "wsgi_app", "web_server"})
 
 # Import names whose pip package is called something else.
@@ -66,32 +50,11 @@ def discover(
     ref: AppRef, timeout: float = 30.0, *, env: Mapping[str, str] | None = None, pass_fds: Sequence[int] = ()
 ) -> AppManifest:
     """Blocking form of `discover_async` (always a cold child: a spawner lives on one event loop)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(discover_async(ref, timeout, env=env, pass_fds=pass_fds))
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, discover_async(ref, timeout, env=env, pass_fds=pass_fds)).result()
-
-
-class _Child(Protocol):
-    """What we use of the child: asyncio.subprocess.Process, or spawner.ZygoteChild."""
-
-    @property
-    def pid(self) -> int: ...
-
-    @property
-    def returncode(self) -> int | None: ...
-
-    @property
-    def stdout(self) -> asyncio.StreamReader | None: ...
-
-    @property
-    def stderr(self) -> asyncio.StreamReader | None: ...
-
-    async def wait(self) -> int: ...
-
-    def send_signal(self, sig: int) -> None: ...
+    early = _check_path(ref)
+    if early is not None:
+        return early
+    return _manifest(ref, timeout, import_child.run_blocking(ref, "manifest", timeout, env=env, pass_fds=pass_fds,
+                                                            stack_until=_finder(ref)))
 
 
 async def discover_async(
@@ -102,91 +65,41 @@ async def discover_async(
     pass_fds: Sequence[int] = (),
     spawner: Spawner | None = None,
 ) -> AppManifest:
-    """Import `ref` in a child process and return its manifest; never raises for a bad app file.
-
-    `env` replaces the child's environment (default: ours); `pass_fds` are extra fds it inherits, e.g.
-    mwtui's lifeline, which the child watches so that it dies with mwtui. With a `spawner` that can fork
-    discovery (a ZygoteSpawner), the child is forked from its zygote; otherwise, or when that fails, it
-    is a fresh interpreter."""
+    """Import `ref` in the isolated child and return its manifest; never raises for a bad app file.
+    `env`, `pass_fds` and `spawner` as for `import_child.run`."""
     early = _check_path(ref)
     if early is not None:
         return early
-    child_env = dict(os.environ if env is None else env)
-    if child_env.get(LIFELINE_ENV, "").isdigit() and int(child_env[LIFELINE_ENV]) not in pass_fds:
-        # A lifeline number without the fd itself would point at some other open file (or none).
-        del child_env[LIFELINE_ENV]
-    read_fd, write_fd = os.pipe()
-    try:
-        proc = await _start_child(ref, child_env, write_fd, tuple(pass_fds), spawner)
-    except BaseException:
-        os.close(read_fd)
-        raise
-    finally:
-        os.close(write_fd)
-    assert proc.stdout is not None and proc.stderr is not None
-    # A file object now, closed below whatever happens: cancelled before _read_all ran, the fd would leak.
-    result = os.fdopen(read_fd, "rb", buffering=0)
-    out = _Tail()
-    err = _Tail()
-    drains = [asyncio.create_task(out.drain(proc.stdout)), asyncio.create_task(err.drain(proc.stderr))]
-    payload = b""
-    try:
-        # The child closes the pipe by exiting: EOF means "done" (or crashed), whatever it left running.
-        payload = await asyncio.wait_for(_read_all(result), timeout)
-    except asyncio.TimeoutError:
-        where = await _where_stuck(proc, err, ref)
-        return _timeout_manifest(ref, timeout, where)
-    finally:
-        # Cancelled (a newer save supersedes this import) or done: anything the import started must not
-        # outlive discovery (and may hold our stdout open).
-        result.close()
-        _kill_group(proc.pid)
-        code = await _reap(proc)
-        for task in drains:
-            task.cancel()
-        await asyncio.gather(*drains, return_exceptions=True)
-        close_pipes = getattr(proc, "close_pipes", None)  # a forked child's pipes are ours to close
-        if close_pipes is not None:
-            close_pipes()
-    if payload:
+    done = await import_child.run(ref, "manifest", timeout, env=env, pass_fds=pass_fds, spawner=spawner,
+                                  stack_until=_finder(ref))
+    return _manifest(ref, timeout, done)
+
+
+def _manifest(ref: AppRef, timeout: float, done: import_child.ChildResult) -> AppManifest:
+    if done.timed_out:
+        return _timeout_manifest(ref, timeout, _user_line(done.stack, ref))
+    if done.payload:
         try:
-            return AppManifest.from_json(_loads(payload))
+            return AppManifest.from_json(_loads(done.payload))
         except ValueError:
             pass
-    return _crash_manifest(ref, code, err.text() or out.text())
+    return _crash_manifest(ref, done.code, done.output)
 
 
-async def _start_child(
-    ref: AppRef, env: dict[str, str], write_fd: int, pass_fds: tuple[int, ...], spawner: Spawner | None
-) -> _Child:
-    argv = ["--fd", str(write_fd), str(ref)]
-    fork = getattr(spawner, "fork_discovery", None)
-    if fork is not None:
-        forked: _Child | None = await fork(argv, env, ref.cwd, (write_fd, *pass_fds))
-        if forked is not None:
-            return forked
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mwtui.engine.discovery", *argv,
-        cwd=ref.cwd,
-        env=env,
-        pass_fds=(write_fd, *pass_fds),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )
+_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 
 
-async def _reap(proc: _Child) -> int | None:
-    """Wait for the child; asyncio also waits for its pipes, which a process that escaped the group could
-    hold open, so give up after a moment and close them ourselves."""
-    try:
-        return await asyncio.wait_for(proc.wait(), REAP_TIMEOUT_S)
-    except asyncio.TimeoutError:
-        transport = getattr(proc, "_transport", None)
-        if transport is not None:
-            transport.close()
-        return proc.returncode
+def _user_line(stack: str, ref: AppRef) -> str | None:
+    """`app.py:12`: the first line of the user's own code in a stack dump, if any."""
+    folder = os.path.dirname(ref.path)
+    for m in _FRAME.finditer(stack):
+        if _is_user_file(m.group(1), folder):
+            return f"{_rel(m.group(1), folder)}:{m.group(2)}"
+    return None
+
+
+def _finder(ref: AppRef) -> Callable[[str], bool]:
+    return lambda stack: _user_line(stack, ref) is not None
 
 
 def _check_path(ref: AppRef) -> AppManifest | None:
@@ -202,65 +115,11 @@ def _check_path(ref: AppRef) -> AppManifest | None:
     return AppManifest(app_name=ref.stem, file=ref.path, app_var=ref.var, error=LoadError(message, ref.path))
 
 
-class _Tail:
-    """The last TAIL_BYTES of a stream, read to its end so the child never blocks on a full pipe."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.total = 0  # bytes seen so far, kept or not
-
-    async def drain(self, stream: asyncio.StreamReader) -> None:
-        while chunk := await stream.read(65536):
-            self.data += chunk
-            self.total += len(chunk)
-            del self.data[:-TAIL_BYTES]
-
-    def text(self, since: int = 0) -> str:
-        """What was kept, or only what arrived after `total` was `since`."""
-        fresh = min(self.total - since, len(self.data))
-        return bytes(self.data[len(self.data) - fresh:]).decode(errors="replace")
-
-
-async def _read_all(pipe: Any) -> bytes:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
-    try:
-        return await reader.read()
-    finally:
-        transport.close()
-
-
 def _loads(payload: bytes) -> dict[str, Any]:
     data = json.loads(payload)
     if not isinstance(data, dict):
         raise ValueError("manifest is not an object")
     return data
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-async def _where_stuck(proc: _Child, err: _Tail, ref: AppRef) -> str | None:
-    """Ask the hung child for its stack (faulthandler on SIGUSR1) and find the user's line in it."""
-    mark = err.total  # only the dump counts, not anything the user's code printed before
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGUSR1)
-    folder = os.path.dirname(ref.path)
-    pattern = re.compile(r'File "([^"]+)", line (\d+)')
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DUMP_GRACE_S
-    while loop.time() < deadline:
-        for m in pattern.finditer(err.text(since=mark)):
-            path = m.group(1)
-            if _is_user_file(path, folder):
-                return f"{_rel(path, folder)}:{m.group(2)}"
-        if proc.returncode is not None:
-            break
-        await asyncio.sleep(0.02)
-    return None
 
 
 def _timeout_manifest(ref: AppRef, timeout: float, where: str | None) -> AppManifest:
@@ -631,32 +490,10 @@ def _module_files() -> tuple[str, ...]:
     return tuple(sorted({f for f in files if isinstance(f, str) and f.endswith(".py")}))
 
 
-def child_main(argv: Sequence[str]) -> int:
-    """`python -m mwtui.engine.discovery --fd N <ref>`: import, then write the manifest JSON to fd N."""
-    from .lifeline import watch_parent
-
-    if len(argv) != 3 or argv[0] != "--fd":
-        print("usage: python -m mwtui.engine.discovery --fd N path/to/app.py[::var]", file=sys.stderr)
-        return 2
-    fd = int(argv[1])
-    ref = AppRef.parse(argv[2])
-    watch_parent()
-    # On timeout the parent sends SIGUSR1 to learn where the import is stuck.
-    faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
+def manifest_json(ref: AppRef) -> str:
+    """import_child's job "manifest": import `ref` here and describe it, the modules it loaded included."""
     try:
         manifest = build_manifest(ref)
     except BaseException as e:  # noqa: BLE001 - last resort: still answer the parent
         manifest = AppManifest(ref.stem, ref.path, ref.var, error=LoadError(f"discovery failed: {e!r}", ref.path))
-    manifest = dataclasses.replace(manifest, sources=_module_files())
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(manifest.dumps())
-    return 0
-
-
-if __name__ == "__main__":
-    status = child_main(sys.argv[1:])
-    with contextlib.suppress(Exception):
-        sys.stdout.flush()
-        sys.stderr.flush()
-    # User code may have started non-daemon threads; do not wait for them.
-    os._exit(status)
+    return dataclasses.replace(manifest, sources=_module_files()).dumps()

@@ -10,7 +10,7 @@ cannot start, or keeps dying, it falls back to cold starts and says so once, in 
 replica started cold.
 
 The same zygote also forks discovery (`ZygoteSpawner.fork_discovery`): the child imports the user's file
-and writes the manifest, as `python -m mwtui.engine.discovery` would, without paying for a fresh
+and writes the manifest, as `python -m mwtui.engine.import_child` would, without paying for a fresh
 interpreter on every save. discovery.py falls back to its own cold subprocess when that returns None.
 """
 
@@ -479,7 +479,7 @@ class ZygoteSpawner:
     async def fork_discovery(
         self, argv: list[str], env: dict[str, str], cwd: str, pass_fds: tuple[int, ...]
     ) -> ZygoteChild | None:
-        """Fork `python -m mwtui.engine.discovery ARGV` from the zygote (starting it if need be): in a
+        """Fork `python -m mwtui.engine.import_child ARGV` from the zygote (starting it if need be): in a
         new session, stdout and stderr on pipes of their own, stdin empty, `pass_fds` inherited (an
         "--fd N" in ARGV naming one of them is renumbered in the child). None when the zygote cannot:
         the caller then starts discovery cold."""

@@ -28,8 +28,8 @@ request's cwd, env, argv and sys.path[0], default signals, fresh stdio objects, 
 no event loop (the worker creates its own).
 
 A request's "main" says what the child runs: "worker" (the default, a replica) or "discovery" (`python
--m mwtui.engine.discovery --fd N <ref>`, which imports the user's file in the child and writes its
-manifest to fd N; see discovery.discover_async). With "stderr" the child's stderr gets a pipe of its own
+-m mwtui.engine.import_child --fd N --job JOB <ref>`, which imports the user's file in the child and
+writes its JOB's JSON to fd N; see import_child.py). With "stderr" the child's stderr gets a pipe of its own
 instead of sharing stdout's. An argv value after "--fd" that names a passed fd is renumbered, as the env's
 *_FD variables are.
 """
@@ -61,7 +61,7 @@ from .proctree import become_subreaper, kill_all, kill_tree
 MAX_MESSAGE = 1 << 20  # a request is mostly its env; the spawner cold-starts anything bigger
 FDS_PER_REQUEST = 16
 CHILD_SETUP_FAILED = 70  # EX_SOFTWARE: the child died before the worker's own main ran
-MAINS = {"worker": "mwtui.engine.worker", "discovery": "mwtui.engine.discovery"}  # what a child may run
+MAINS = {"worker": "mwtui.engine.worker", "discovery": "mwtui.engine.import_child"}  # what a child may run
 
 # Imported once here so that no replica pays for them. None of them may start a thread or an event
 # loop at import; optional ones may be missing (the worker then reports what it needs). What FastAPI
@@ -75,6 +75,7 @@ PRELOAD = (
     "mwtui.engine.sdk",
     "mwtui.engine.loader",
     "mwtui.engine.discovery",
+    "mwtui.engine.import_child",
     "uvloop",
     "httptools",
     "uvicorn",
@@ -352,14 +353,11 @@ def _become_child(zygote: Zygote, request: dict[str, Any], fds: list[int]) -> No
 
 
 def _run_discovery(argv: list[str]) -> NoReturn:
-    """What `python -m mwtui.engine.discovery ARGV` does once imported (its `if __name__` block)."""
-    from mwtui.engine.discovery import child_main
+    """What `python -m mwtui.engine.import_child ARGV` does once imported (its `if __name__` block)."""
+    from mwtui.engine.import_child import exit_after
 
-    status = child_main(argv)
-    with contextlib.suppress(Exception):
-        sys.stdout.flush()
-        sys.stderr.flush()
-    os._exit(status)  # user code may have started non-daemon threads; do not wait for them
+    exit_after(argv)
+    raise AssertionError("exit_after returned")  # pragma: no cover
 
 
 def _close_all_but(keep: set[int]) -> None:

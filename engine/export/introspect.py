@@ -1,8 +1,8 @@
 """What an export needs that the manifest does not carry: per pool, its Image chain, secrets and volumes.
 
-Like discovery, the app file is imported only in a child (`python -m mwtui.engine.export.introspect --fd
-N APP`) in its own folder and process group, and the answer comes back as JSON on a dedicated pipe. The
-child never sends a secret's value: only names, keys and where the values live.
+Like discovery, the app file is imported only in the isolated child of engine/import_child.py (job
+"introspect": `info_json` below), and the answer comes back as JSON on a dedicated pipe. The child never
+sends a secret's value: only names, keys and where the values live.
 
 Each Image call comes back as {"name", "args", "kwargs"} with arguments made JSON-safe, plus "local":
 what the call refers to on this machine, resolved here (absolute paths, the files of
@@ -12,21 +12,15 @@ is applied (it is `f(image)` on Modal), so the chain the parent sees has no func
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
-import select
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import import_child
 from ..loader import AppRef, load_app
 
 TAIL_CHARS = 2000
@@ -75,54 +69,17 @@ class AppInfo:
 
 
 def inspect_app(ref: AppRef, timeout: float = 30.0) -> AppInfo:
-    """Import `ref` in a child and describe its pools; `error` says why not, for a person."""
-    read_fd, write_fd = os.pipe()
-    with tempfile.TemporaryFile() as output:
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "mwtui.engine.export.introspect", "--fd", str(write_fd), str(ref)],
-                cwd=os.path.dirname(ref.path),
-                pass_fds=(write_fd,),
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=output,
-                start_new_session=True,
-            )
-        finally:
-            os.close(write_fd)
-        try:
-            payload, finished = _read_all(read_fd, timeout)
-        finally:
-            os.close(read_fd)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)  # whatever the import started goes too
-            proc.wait()
-        output.seek(0)
-        tail = output.read().decode(errors="replace")[-TAIL_CHARS:]
+    """Import `ref` in the isolated child and describe its pools; `error` says why not, for a person."""
+    done = import_child.run_blocking(ref, "introspect", timeout)
     name = os.path.basename(ref.path)
-    if not finished:
+    if done.timed_out:
         return AppInfo(ref.stem, error=f"importing {name} to read its images did not finish within {timeout:g} s")
     try:
-        return _from_json(json.loads(payload))
+        return _from_json(json.loads(done.payload))
     except (ValueError, KeyError, TypeError):
+        tail = done.output[-TAIL_CHARS:]
         last = next((ln for ln in reversed(tail.splitlines()) if ln.strip()), "")
         return AppInfo(ref.stem, error=f"importing {name} to read its images failed: {last or 'no output'}")
-
-
-def _read_all(fd: int, timeout: float) -> tuple[bytes, bool]:
-    """Everything until EOF (the child exited), or (what came, False) at the deadline."""
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return b"".join(chunks), False
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return b"".join(chunks), True
-            chunks.append(chunk)
 
 
 def _from_json(d: dict[str, Any]) -> AppInfo:
@@ -290,23 +247,10 @@ def build_info(ref: AppRef) -> dict[str, Any]:
     return {"app": app.name or ref.stem, "pools": pools}
 
 
-def child_main(argv: Sequence[str]) -> int:
-    if len(argv) != 3 or argv[0] != "--fd":
-        print("usage: python -m mwtui.engine.export.introspect --fd N path/to/app.py[::var]", file=sys.stderr)
-        return 2
-    ref = AppRef.parse(argv[2])
+def info_json(ref: AppRef) -> str:
+    """import_child's job "introspect": import `ref` here and describe its web pools."""
     try:
         data = build_info(ref)
     except BaseException as e:  # noqa: BLE001 - the parent turns it into a message
         data = {"app": ref.stem, "pools": {}, "error": f"{type(e).__name__}: {e}"}
-    with os.fdopen(int(argv[1]), "w", encoding="utf-8") as out:
-        out.write(json.dumps(data))
-    return 0
-
-
-if __name__ == "__main__":
-    code = child_main(sys.argv[1:])
-    with contextlib.suppress(Exception):
-        sys.stdout.flush()
-        sys.stderr.flush()
-    os._exit(code)  # user code may have left non-daemon threads behind
+    return json.dumps(data)
