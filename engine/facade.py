@@ -33,11 +33,13 @@ from .autoscaler import (
 from .discovery import discover_async
 from .events import ENGINE_LOG, Event, LogLine, PoolChanged
 from .gateway.limits import Limits
+from .gateway.routes import MAX_VARIANTS  # pools of one parametrized class at once: one definition
 from .gateway_link import GatewayError, GatewayLink
 from .lifeline import Lifeline
 from .loader import AppRef
 from .manifest import AppManifest, EndpointSpec, LoadError, PoolSpec
-from .params import ParamError, from_query, pool_key, query_of
+from .params import query_of
+from .pool_group import PoolGroup, routed
 from .ports import DEFAULT_GATEWAY_PORT, stable_port
 from .reloader import Reloader, WatchRules
 from .spawner import Spawner, default_spawner
@@ -52,8 +54,6 @@ from .status import (
 )
 from .supervisor import Pool, Variant, process_children
 from .worker import container, network
-
-MAX_VARIANTS = 32  # pools of one parametrized class at once: each set of values gets its own
 
 
 class LoadFailed(Exception):
@@ -91,14 +91,9 @@ class Engine:
         self.gateway = GatewayLink(host, port, self.lifeline, self._on_gateway_event, limits=limits)
         self.own_ports = own_ports
         self.manifest: AppManifest | None = None  # the last one that loaded
-        self.pools: dict[str, Pool] = {}  # by pool name; a parameter set's pool is `Greeter?name=ann`
-        self.autoscalers: dict[str, Autoscaler] = {}
-        # Parametrized classes start no replicas of their own: a pool per set of values, made when a
-        # request asks for it (the gateway's `wake`) and removed once it has scaled to zero.
-        self.templates: dict[str, PoolSpec] = {}
-        self.variants: dict[str, dict[str, Pool]] = {}  # template -> pool_key(values) -> pool
-        self._stopped_templates: set[str] = set()
-        self._order: list[str] = []  # pool and template names in the file's order, for the screen
+        # One group per function or class, in the file's order: its pools, one per set of parameter
+        # values (a plain one has one set; a parametrized class's are made as requests ask for them).
+        self.groups: dict[str, PoolGroup] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self.generation = 1
         self.reload_enabled = reload
@@ -136,12 +131,8 @@ class Engine:
         if not manifest.error:  # else wait for a good save: the error shows, the first fix brings endpoints up
             self.manifest = manifest
             self._tell_network(manifest)
-            self._order = [spec.name for spec in manifest.pools()]
             for spec in manifest.pools():
-                if spec.parameters:
-                    self._add_template(spec)
-                else:
-                    self._add_pool(spec)
+                self._add_group(spec)
         self._publish_routes()
         loop = asyncio.get_running_loop()
         self._status_task = loop.create_task(self._status_loop())
@@ -185,73 +176,61 @@ class Engine:
         cap, source = self._cap(spec)
         return replace(cfg, max_containers=cap, cap_from=source or CAP_MAX_CONTAINERS)
 
-    def _add_pool(self, spec: PoolSpec, variant: Variant | None = None) -> Pool:
-        pool = Pool(
-            spec, self.ref, self._socket_dir, self.lifeline, self._emit, self.generation, self._routes_applied,
-            self.spawner, {"MWTUI_WEB_URLS": self._web_urls()}, variant, own_network=self.network[0] == "own",
-        )
-        self.autoscalers[pool.name] = Autoscaler(self._scaling(spec), time.monotonic())
-        self.logs.setdefault(pool.name, deque(maxlen=LOG_LINES_KEPT))
-        self.pools[pool.name] = pool
-        pool.start()
-        return pool
+    @property
+    def pools(self) -> dict[str, Pool]:
+        """Every pool by its name (a set of a class's parameters: `Greeter?name=ann`)."""
+        return {pool.name: pool for group in self.groups.values() for pool in group.sets.values()}
 
-    # ----- parametrized classes: a pool per set of values
-    def _add_template(self, spec: PoolSpec) -> None:
-        self.templates[spec.name] = spec
-        self.variants.setdefault(spec.name, {})
-        with contextlib.suppress(ParamError):
-            # Every parameter has a default: start that set warm, as any other pool starts, so that a
-            # broken class shows at once (a plain request with no query string is served by it).
-            self._add_variant(spec.name, from_query(spec.parameters, ""))
+    def _add_group(self, spec: PoolSpec) -> PoolGroup:
+        group = self.groups[spec.name] = PoolGroup(spec, self._max_sets(spec))
+        values = group.default_values()
+        if values is not None:
+            self._add_set(group, values)
+        return group
 
-    def _add_variant(self, template: str, values: dict[str, Any]) -> Pool | None:
-        variants = self.variants[template]
-        key = pool_key(values)
-        pool = variants.get(key)
+    def _add_set(self, group: PoolGroup, values: dict[str, Any]) -> Pool | None:
+        """The pool of this set of values, made (and started) if it has none and the group has room."""
+        key = group.key_of(values)
+        pool = group.sets.get(key)
         if pool is not None:
             return pool
-        limit = self._max_variants(self.templates[template])
-        if len(variants) >= limit:
-            self._say(f"{template}: {limit} set(s) of parameters are served already; "
+        if group.full():
+            self._say(f"{group.name}: {group.limit} set(s) of parameters are served already; "
                       f"{query_of(values)} waits until one of them scales to zero")
             return None
-        pool = variants[key] = self._add_pool(self.templates[template], Variant.of(template, values))
-        if template in self._stopped_templates:
+        pool = Pool(
+            group.spec, self.ref, self._socket_dir, self.lifeline, self._emit, self.generation, self._routes_applied,
+            self.spawner, {"MWTUI_WEB_URLS": self._web_urls()}, Variant.of(group.name, values) if group.parametrized
+            else None, own_network=self.network[0] == "own",
+        )
+        group.add(key, pool, Autoscaler(self._scaling(group.spec), time.monotonic()))
+        self.logs.setdefault(pool.name, deque(maxlen=LOG_LINES_KEPT))
+        if group.stopped:
             pool.pause()
-        self._say(f"{pool.name}: a new set of parameters, served by replicas of its own")
+        pool.start()
+        if group.parametrized:
+            self._say(f"{pool.name}: a new set of parameters, served by replicas of its own")
         return pool
 
     def _shares_ports(self, spec: PoolSpec) -> bool:
         """Its replicas listen on fixed ports of the host's own network (no network of their own)."""
         return bool(spec.fixed_ports) and self.network[0] != "own"
 
-    def _max_variants(self, spec: PoolSpec) -> int:
+    def _max_sets(self, spec: PoolSpec) -> int:
         # On the host's network two sets of values would need the one fixed port at once.
-        return 1 if self._shares_ports(spec) else MAX_VARIANTS
+        return 1 if self._shares_ports(spec) or not spec.parameters else MAX_VARIANTS
 
-    @staticmethod
-    def _still_valid(spec: PoolSpec, values: dict[str, Any]) -> bool:
-        """After a reload: do these values name the same set under the class's new parameters?"""
-        try:
-            return from_query(spec.parameters, query_of(values)) == values
-        except ParamError:
-            return False
-
-    def _reap_variants(self) -> None:
+    def _reap_sets(self) -> None:
         """Remove parameter sets that have scaled to zero: nothing runs, starts or waits there."""
         gone = []
-        for variants in self.variants.values():
-            for key, pool in list(variants.items()):
-                if pool.desired or pool.replicas or pool.pinned is not None or pool.stopped:
+        for group in self.groups.values():
+            for key, pool in list(group.sets.items()):
+                if not group.parametrized or pool.desired or pool.replicas or pool.pinned is not None or pool.stopped:
                     continue
-                if any(self._metrics.get(s.name, {}).get("inflight") for s in self._route_specs(pool)):
+                if any(self._metrics.get(s.name, {}).get("inflight") for s in routed(pool)):
                     continue
-                del variants[key]
-                gone.append(pool)
+                gone.append(group.remove(key))
         for pool in gone:
-            self.pools.pop(pool.name, None)
-            self.autoscalers.pop(pool.name, None)
             self.logs.pop(pool.name, None)
             task = asyncio.get_running_loop().create_task(pool.close())
             self._background.add(task)  # the loop holds tasks weakly
@@ -259,14 +238,6 @@ class Engine:
             self._say(f"{pool.name}: scaled to zero, its pool is removed until a request asks for it again")
         if gone:
             self._publish_routes()
-
-    @staticmethod
-    def _route_specs(pool: Pool) -> list[EndpointSpec]:
-        """The pool's endpoints under the names the gateway routes them by."""
-        v = pool.variant
-        if v is None:
-            return list(pool.spec.endpoints)
-        return [replace(s, name=s.name + v.suffix, pool=pool.name) for s in pool.spec.endpoints]
 
     def _lifeline_kwargs(self) -> dict[str, Any]:
         """So that discovery (and the zygote it may start) die with mwtui, however it dies."""
@@ -290,46 +261,36 @@ class Engine:
         self._tell_network(manifest)
         for pool in self.pools.values():
             pool.extra_env["MWTUI_WEB_URLS"] = self._web_urls()
-        new = {p.name: p for p in manifest.pools()}
-        plain = {name: spec for name, spec in new.items() if not spec.parameters}
-        templates = {name: spec for name, spec in new.items() if spec.parameters}
-        removed = [p for name, p in self.pools.items() if p.variant is None and name not in plain]
-        rolling = [(p, plain[name]) for name, p in self.pools.items() if p.variant is None and name in plain]
-        # A parameter set lives on if its values still fit the class's (new) parameters.
-        for template, variants in list(self.variants.items()):
-            spec = templates.get(template)
-            for key, pool in list(variants.items()):
-                assert pool.variant is not None
-                if spec is not None and self._still_valid(spec, pool.variant.values):
-                    rolling.append((pool, spec))
+        new = {spec.name: spec for spec in manifest.pools()}
+        removed: list[Pool] = []
+        rolling: list[tuple[Pool, PoolSpec, Autoscaler]] = []
+        for name, group in list(self.groups.items()):
+            spec = new.get(name)
+            if spec is None or bool(spec.parameters) != group.parametrized:
+                removed += group.pools()  # gone, or it became (or stopped being) parametrized
+                del self.groups[name]
+                continue
+            # From here a request for a new set of values is checked against the new parameters; a set
+            # lives on if its values still fit them.
+            group.spec, group.limit = spec, self._max_sets(spec)
+            for key, pool in list(group.sets.items()):
+                if group.fits(pool.variant.values if pool.variant else {}):
+                    rolling.append((pool, spec, group.scalers[key]))
                 else:
-                    del variants[key]
-                    removed.append(pool)
-            if spec is None:  # the class is gone, or no longer parametrized: no new set may start
-                del self.variants[template]
-                self.templates.pop(template, None)
-                self._stopped_templates.discard(template)
-        for pool in removed:
-            del self.pools[pool.name]
-            self.autoscalers.pop(pool.name, None)
-        # From here a request for a new set of values is checked against the new parameters.
-        for name, spec in templates.items():
-            self.templates[name] = spec
-            self.variants.setdefault(name, {})
+                    removed.append(group.remove(key))
         results = await asyncio.gather(
             *(p.close() for p in removed),
-            *(pool.rollout(spec, self.generation) for pool, spec in rolling),
+            *(pool.rollout(spec, self.generation) for pool, spec, _ in rolling),
         )
-        for pool, _ in rolling:
-            self.autoscalers[pool.name].reconfigure(self._scaling(pool.spec))
-        for name, spec in plain.items():
-            if name not in self.pools:
-                self._add_pool(spec)
-        for name, spec in templates.items():
-            if not self.variants.get(name):
-                self._add_template(spec)  # new, or every set was dropped: start the default set warm
-        self.templates = {name: self.templates[name] for name in templates}
-        self._order = list(new)
+        for pool, _, scaler in rolling:
+            scaler.reconfigure(self._scaling(pool.spec))
+        for name, spec in new.items():
+            group = self.groups.get(name)
+            if group is None:
+                self._add_group(spec)
+            elif not group.sets and (values := group.default_values()) is not None:
+                self._add_set(group, values)  # every set was dropped: start the default one warm
+        self.groups = {name: self.groups[name] for name in new}  # the file's order
         self._publish_routes()
         return [r for r in results if isinstance(r, str)], self.generation
 
@@ -369,7 +330,7 @@ class Engine:
     def pool_brief(self, pool: str) -> PoolBrief | None:
         """What a `PoolChanged` for `pool` is about now; None once the pool is gone."""
         p = self.pools.get(pool)
-        return None if p is None else PoolBrief(p.state, tuple(s.name for s in self._route_specs(p)))
+        return None if p is None else PoolBrief(p.state, tuple(s.name for s in routed(p)))
 
     def log_lines(self, pool: str, with_engine: bool = True) -> list[LogLine]:
         """The kept log lines of `pool`; with mwtui's own lines (reloads, warnings) among them, in time
@@ -407,37 +368,40 @@ class Engine:
         """The spec of the version being served, under the name the gateway routes it by (a parameter
         set's endpoint `Greeter.greet?name=ann` has `pool` set to its own pool's name)."""
         for pool in self.pools.values():
-            for spec in self._route_specs(pool):
+            for spec in routed(pool):
                 if spec.name == name:
                     return spec
-        for template in self.templates.values():
-            for spec in template.endpoints:
+        for group in self.groups.values():
+            for spec in group.spec.endpoints if group.parametrized else ():
                 if spec.name == name:
                     return spec
         return None
 
-    def _pools_of(self, endpoint: str) -> list[Pool]:
-        """The pool serving `endpoint`; for a parametrized class's own endpoint, every set's pool."""
+    def _group_of(self, endpoint: str) -> tuple[PoolGroup, list[Pool], bool]:
+        """The group of `endpoint`, the pools serving it, and whether that is the whole group: one set's
+        endpoint (`Greeter.greet?name=ann`) is served by its own pool, any other by every pool of it."""
         spec = self.endpoint_spec(endpoint)
-        if spec is None:
+        group = self.groups.get(spec.pool.partition("?")[0]) if spec is not None else None
+        if spec is None or group is None:
             raise KeyError(f"no endpoint named {endpoint!r}")
-        if spec.pool in self.templates:
-            return list(self.variants.get(spec.pool, {}).values())
-        return [self.pools[spec.pool]]
+        if group.parametrized and spec.pool != group.name:
+            return group, [p for p in group.pools() if p.name == spec.pool], False
+        return group, group.pools(), True
+
+    def _pools_of(self, endpoint: str) -> list[Pool]:
+        return self._group_of(endpoint)[1]
 
     def stop_endpoint(self, name: str) -> None:
-        spec = self.endpoint_spec(name)
-        if spec is not None and spec.pool in self.templates:
-            self._stopped_templates.add(spec.pool)
-        for pool in self._pools_of(name):
+        group, pools, whole = self._group_of(name)
+        group.stopped = group.stopped or whole  # a set asked for meanwhile starts stopped too
+        for pool in pools:
             pool.pause()
         self._publish_routes()
 
     def start_endpoint(self, name: str) -> None:
-        spec = self.endpoint_spec(name)
-        if spec is not None:
-            self._stopped_templates.discard(spec.pool)
-        for pool in self._pools_of(name):
+        group, pools, whole = self._group_of(name)
+        group.stopped = group.stopped and not whole
+        for pool in pools:
             pool.resume()
         self._publish_routes()
 
@@ -507,11 +471,12 @@ class Engine:
         """A request asks for a set of class parameters: give it a pool if it has none."""
         parent = self.endpoint_spec(str(msg.get("parent")))
         values = msg.get("values")
-        if parent is None or parent.pool not in self.templates or not isinstance(values, dict):
+        group = self.groups.get(parent.pool) if parent is not None else None
+        if group is None or not group.parametrized or not isinstance(values, dict):
             return
-        if not self._still_valid(self.templates[parent.pool], values):
+        if not group.fits(values):
             return  # the gateway checked them against routes older than the file now served
-        if self._add_variant(parent.pool, values) is not None:
+        if self._add_set(group, values) is not None:
             self._publish_routes()
 
     def _on_metrics(self, now: float) -> None:
@@ -530,29 +495,30 @@ class Engine:
 
     def _autoscale(self, now: float) -> None:
         """Feed each pool's load to its autoscaler and apply what it decides, unless pinned by hand."""
-        for name, pool in self.pools.items():
-            scaler = self.autoscalers.get(name)
-            if scaler is None:
-                continue
-            inflight = requests = 0
-            for spec in self._route_specs(pool):
-                m = self._metrics.get(spec.name, {})
-                inflight += int(m.get("inflight", 0))
-                requests += int(m.get("requests_total", 0))
-            scaler.observe(now, inflight, requests)
-            current = len(pool.ready_replicas()) + len(pool.starting_replicas())
-            decision = scaler.decide(now, current)
-            pool.panic = decision.panic
-            if pool.pinned is not None or pool.stopped or pool.failed or decision.desired == pool.desired:
-                continue
-            # The pool starts warm so that a broken factory shows at once; the autoscaler may only
-            # grow it until one scaledown_window has passed without traffic.
-            warm = now - pool.started_monotonic < scaler.config.scaledown_window
-            if decision.desired < pool.desired and warm:
-                continue
-            reason = decision.reason.split(": ", 1)[1] if " -> " in decision.reason else decision.reason
-            pool.set_desired(decision.desired, reason or f"{inflight} in flight, target {scaler.config.target:g}")
-        self._reap_variants()
+        for group in self.groups.values():
+            for key, pool in group.sets.items():
+                self._autoscale_pool(pool, group.scalers[key], now)
+        self._reap_sets()
+
+    def _autoscale_pool(self, pool: Pool, scaler: Autoscaler, now: float) -> None:
+        inflight = requests = 0
+        for spec in routed(pool):
+            m = self._metrics.get(spec.name, {})
+            inflight += int(m.get("inflight", 0))
+            requests += int(m.get("requests_total", 0))
+        scaler.observe(now, inflight, requests)
+        current = len(pool.ready_replicas()) + len(pool.starting_replicas())
+        decision = scaler.decide(now, current)
+        pool.panic = decision.panic
+        if pool.pinned is not None or pool.stopped or pool.failed or decision.desired == pool.desired:
+            return
+        # The pool starts warm so that a broken factory shows at once; the autoscaler may only
+        # grow it until one scaledown_window has passed without traffic.
+        warm = now - pool.started_monotonic < scaler.config.scaledown_window
+        if decision.desired < pool.desired and warm:
+            return
+        reason = decision.reason.split(": ", 1)[1] if " -> " in decision.reason else decision.reason
+        pool.set_desired(decision.desired, reason or f"{inflight} in flight, target {scaler.config.target:g}")
 
     async def _routes_applied(self) -> None:
         """Until the gateway runs on the routes sent so far, so that no request goes to a replica that
@@ -583,11 +549,11 @@ class Engine:
                 "upstreams": upstreams,
             }
 
-        for template in self.templates.values():
-            for spec in template.endpoints:
-                route = entry(spec, spec.name, self._template_state(template.name), [])
-                route["params"] = template.parameters
-                route["max_variants"] = self._max_variants(template)
+        for group in self.groups.values():
+            for spec in group.spec.endpoints if group.parametrized else ():
+                route = entry(spec, spec.name, group.state(), [])
+                route["params"] = group.spec.parameters
+                route["max_variants"] = group.limit
                 routes.append(route)
         for pool in self.pools.values():
             v = pool.variant
@@ -606,12 +572,6 @@ class Engine:
         self._routes_seq += 1
         self.gateway.send({"type": "routes", "seq": self._routes_seq, "endpoints": routes})
         self._publish_status()  # so /api/endpoints never lags behind what is routed
-
-    def _template_state(self, template: str) -> str:
-        if template in self._stopped_templates:
-            return "stopped"
-        states = {pool.state for pool in self.variants.get(template, {}).values()}
-        return "running" if "running" in states else "starting" if "starting" in states else "idle"
 
     def _publish_status(self) -> None:
         snap = self.snapshot()
@@ -682,17 +642,16 @@ class Engine:
         cap, source = self._cap(spec)
         return {"max_replicas": cap, "max_source": source}
 
-    def _template_status(self, template: PoolSpec, spec: EndpointSpec) -> EndpointStatus:
+    def _template_status(self, group: PoolGroup, spec: EndpointSpec) -> EndpointStatus:
         """A parametrized class's endpoint: no replicas of its own; its sets of values have the rows
         below it, and what went wrong last in any of them shows here too."""
         own_port = self.gateway.endpoint_ports.get(spec.name)
-        variants = list(self.variants.get(template.name, {}).values())
-        failing = next((p for p in variants if p.last_error), None)
+        failing = next((p for p in group.pools() if p.last_error), None)
         return EndpointStatus(
             spec=spec,
             url=label_url(spec.label, self.gateway.port),
             own_url=f"http://127.0.0.1:{own_port}" if own_port else None,
-            state=self._template_state(template.name),
+            state=group.state(),
             ready=0,
             starting=0,
             desired=0,
@@ -700,8 +659,8 @@ class Engine:
             generation=self.generation,
             **self._traffic(spec.name),
             last_error=self._last_error(failing),
-            parameters=tuple(str(p["name"]) for p in template.parameters),
-            **self._cap_fields(template),  # each set of values is capped so
+            parameters=tuple(str(p["name"]) for p in group.spec.parameters),
+            **self._cap_fields(group.spec),  # each set of values is capped so
         )
 
     def snapshot(self) -> Snapshot:
@@ -718,16 +677,14 @@ class Engine:
             )
         now = time.time()
         out = []
-        for name in self._order:
-            template = self.templates.get(name)
-            if template is None:
-                pool = self.pools.get(name)
-                out += [self._pool_status(pool, spec, now) for spec in self._route_specs(pool)] if pool else []
+        for group in self.groups.values():
+            sets = [(pool, routed(pool)) for pool in group.pools()]
+            if not group.parametrized:
+                out += [self._pool_status(pool, spec, now) for pool, specs in sets for spec in specs]
                 continue
-            variants = [(pool, self._route_specs(pool)) for pool in self.variants.get(name, {}).values()]
-            for i, spec in enumerate(template.endpoints):  # each endpoint, then its sets of values
-                out.append(self._template_status(template, spec))
-                out += [self._pool_status(pool, specs[i], now) for pool, specs in variants if i < len(specs)]
+            for i, spec in enumerate(group.spec.endpoints):  # each endpoint, then its sets of values
+                out.append(self._template_status(group, spec))
+                out += [self._pool_status(pool, specs[i], now) for pool, specs in sets if i < len(specs)]
         return Snapshot(
             app_name=m.app_name,
             file=m.file,
