@@ -48,7 +48,7 @@ from .status import (
     EndpointStatus,
     PoolBrief,
     ReloadStatus,
-    ReplicaStatus,
+    RowMaker,
     Snapshot,
     label_url,
 )
@@ -592,76 +592,9 @@ class Engine:
             await asyncio.sleep(1.0)
 
     # ----- snapshots
-    def _last_error(self, pool: Pool | None) -> str | None:
-        # The file's own state first: it is the newest news when the latest save is broken.
-        return (self.load_error.message if self.load_error else None) or (pool.last_error if pool else None)
-
-    def _traffic(self, endpoint: str) -> dict[str, Any]:
-        """The gateway's latest figures for one routed endpoint, as EndpointStatus fields."""
-        m = self._metrics.get(endpoint, {})
-        return {
-            "inflight": int(m.get("inflight", 0)), "rps": float(m.get("rps", 0.0)),
-            "p50_ms": m.get("p50_ms"), "p95_ms": m.get("p95_ms"),
-            "requests_total": int(m.get("requests_total", 0)), "errors_total": int(m.get("errors_total", 0)),
-        }
-
-    def _pool_status(self, pool: Pool, spec: EndpointSpec, now: float) -> EndpointStatus:
-        v = pool.variant
-        base = spec.name.partition("?")[0]
-        own_port = self.gateway.endpoint_ports.get(base)  # a parameter set is reached through its parent's
-        replicas = tuple(
-            ReplicaStatus(r.id, r.pid, r.state, r.generation, now - r.started_at, r.startup_ms, r.cpu_percent, r.rss_bytes)
-            for r in pool.replicas
-        )
-        return EndpointStatus(
-            spec=spec,
-            url=label_url(spec.label, self.gateway.port) + (f"/{v.suffix}" if v else ""),
-            own_url=f"http://127.0.0.1:{own_port}" + (f"/{v.suffix}" if v else "") if own_port else None,
-            state=pool.state,
-            ready=len(pool.ready_replicas()),
-            starting=len(pool.starting_replicas()),
-            desired=0 if pool.stopped else pool.desired,
-            restarts=pool.restarts,
-            generation=pool.generation,
-            pinned=pool.pinned,
-            panic=pool.panic,
-            scale_events=tuple(
-                f"{time.strftime('%H:%M:%S', time.localtime(t))} {text}" for t, text in pool.scale_events
-            ),
-            **self._traffic(spec.name),
-            cpu_percent=sum(r.cpu_percent for r in replicas),
-            rss_bytes=sum(r.rss_bytes for r in replicas),
-            last_error=self._last_error(pool),
-            replicas=replicas,
-            variant_of=base if v else None,
-            values=dict(v.values) if v else None,
-            **self._cap_fields(pool.spec),
-        )
-
-    def _cap_fields(self, spec: PoolSpec) -> dict[str, Any]:
-        cap, source = self._cap(spec)
-        return {"max_replicas": cap, "max_source": source}
-
-    def _template_status(self, group: PoolGroup, spec: EndpointSpec) -> EndpointStatus:
-        """A parametrized class's endpoint: no replicas of its own; its sets of values have the rows
-        below it, and what went wrong last in any of them shows here too."""
-        own_port = self.gateway.endpoint_ports.get(spec.name)
-        failing = next((p for p in group.pools() if p.last_error), None)
-        return EndpointStatus(
-            spec=spec,
-            url=label_url(spec.label, self.gateway.port),
-            own_url=f"http://127.0.0.1:{own_port}" if own_port else None,
-            state=group.state(),
-            ready=0,
-            starting=0,
-            desired=0,
-            restarts=0,
-            generation=self.generation,
-            **self._traffic(spec.name),
-            last_error=self._last_error(failing),
-            parameters=tuple(str(p["name"]) for p in group.spec.parameters),
-            **self._cap_fields(group.spec),  # each set of values is capped so
-        )
+    def _rows(self) -> RowMaker:
+        return RowMaker(self.gateway.port, self.gateway.endpoint_ports, self._metrics, self.load_error,
+                        self.generation, self._cap)
 
     def snapshot(self) -> Snapshot:
         m = self.manifest
@@ -675,21 +608,12 @@ class Engine:
                 error=self.load_error, mode=self.mode[0], mode_why=self.mode[1],
                 network=self.network[0], network_why=self.network[1],
             )
-        now = time.time()
-        out = []
-        for group in self.groups.values():
-            sets = [(pool, routed(pool)) for pool in group.pools()]
-            if not group.parametrized:
-                out += [self._pool_status(pool, spec, now) for pool, specs in sets for spec in specs]
-                continue
-            for i, spec in enumerate(group.spec.endpoints):  # each endpoint, then its sets of values
-                out.append(self._template_status(group, spec))
-                out += [self._pool_status(pool, specs[i], now) for pool, specs in sets if i < len(specs)]
+        out = self._rows().endpoints(self.groups.values(), time.time())
         return Snapshot(
             app_name=m.app_name,
             file=m.file,
             gateway_url=self.gateway.base_url,
-            endpoints=tuple(out),
+            endpoints=out,
             warnings=m.warnings,
             error=self.load_error,
             reload=reload,

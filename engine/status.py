@@ -9,11 +9,16 @@ touches a process: the facade builds these from the pools it owns.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .autoscaler import CAP_DEFAULT, CAP_MAX_CONTAINERS, CAP_WEB_SERVER
-from .manifest import EndpointSpec, LoadError
+from .manifest import EndpointSpec, LoadError, PoolSpec
+
+if TYPE_CHECKING:
+    from .pool_group import PoolGroup
+    from .supervisor import Pool
 
 LOG_LINES_KEPT = 2000  # per pool, in memory: what the screen's log pane can scroll back through
 
@@ -189,7 +194,107 @@ def label_url(label: str, port: int | None) -> str:
     return f"http://{label}.localhost:{port}"
 
 
+
+@dataclass(frozen=True)
+class RowMaker:
+    """Builds the snapshot's rows from the engine's pool groups: what the facade knows besides them."""
+
+    gateway_port: int | None
+    endpoint_ports: Mapping[str, int]  # each endpoint's own port on the gateway, where it has one
+    metrics: Mapping[str, Mapping[str, Any]]  # the gateway's latest figures, by routed endpoint name
+    load_error: LoadError | None  # the latest save's, while it does not load
+    generation: int
+    cap: Callable[[PoolSpec], tuple[int | None, str | None]]  # a pool's replica cap, and where it comes from
+
+    def endpoints(self, groups: Iterable[PoolGroup], now: float) -> tuple[EndpointStatus, ...]:
+        """In the file's order: each endpoint of a plain pool; a parametrized class's endpoint, then a
+        row for each of its sets of values."""
+        from .pool_group import routed
+
+        out: list[EndpointStatus] = []
+        for group in groups:
+            sets = [(pool, routed(pool)) for pool in group.pools()]
+            if not group.parametrized:
+                out += [self.pool_row(pool, spec, now) for pool, specs in sets for spec in specs]
+                continue
+            for i, spec in enumerate(group.spec.endpoints):
+                out.append(self.class_row(group, spec))
+                out += [self.pool_row(pool, specs[i], now) for pool, specs in sets if i < len(specs)]
+        return tuple(out)
+
+    def _last_error(self, pool: Pool | None) -> str | None:
+        # The file's own state first: it is the newest news when the latest save is broken.
+        return (self.load_error.message if self.load_error else None) or (pool.last_error if pool else None)
+
+    def _traffic(self, endpoint: str) -> dict[str, Any]:
+        """The gateway's latest figures for one routed endpoint, as EndpointStatus fields."""
+        m = self.metrics.get(endpoint, {})
+        return {
+            "inflight": int(m.get("inflight", 0)), "rps": float(m.get("rps", 0.0)),
+            "p50_ms": m.get("p50_ms"), "p95_ms": m.get("p95_ms"),
+            "requests_total": int(m.get("requests_total", 0)), "errors_total": int(m.get("errors_total", 0)),
+        }
+
+    def _cap_fields(self, spec: PoolSpec) -> dict[str, Any]:
+        cap, source = self.cap(spec)
+        return {"max_replicas": cap, "max_source": source}
+
+    def pool_row(self, pool: Pool, spec: EndpointSpec, now: float) -> EndpointStatus:
+        v = pool.variant
+        base = spec.name.partition("?")[0]
+        own_port = self.endpoint_ports.get(base)  # a parameter set is reached through its parent's
+        replicas = tuple(
+            ReplicaStatus(r.id, r.pid, r.state, r.generation, now - r.started_at, r.startup_ms, r.cpu_percent, r.rss_bytes)
+            for r in pool.replicas
+        )
+        return EndpointStatus(
+            spec=spec,
+            url=label_url(spec.label, self.gateway_port) + (f"/{v.suffix}" if v else ""),
+            own_url=f"http://127.0.0.1:{own_port}" + (f"/{v.suffix}" if v else "") if own_port else None,
+            state=pool.state,
+            ready=len(pool.ready_replicas()),
+            starting=len(pool.starting_replicas()),
+            desired=0 if pool.stopped else pool.desired,
+            restarts=pool.restarts,
+            generation=pool.generation,
+            pinned=pool.pinned,
+            panic=pool.panic,
+            scale_events=tuple(
+                f"{time.strftime('%H:%M:%S', time.localtime(t))} {text}" for t, text in pool.scale_events
+            ),
+            **self._traffic(spec.name),
+            cpu_percent=sum(r.cpu_percent for r in replicas),
+            rss_bytes=sum(r.rss_bytes for r in replicas),
+            last_error=self._last_error(pool),
+            replicas=replicas,
+            variant_of=base if v else None,
+            values=dict(v.values) if v else None,
+            **self._cap_fields(pool.spec),
+        )
+
+    def class_row(self, group: PoolGroup, spec: EndpointSpec) -> EndpointStatus:
+        """A parametrized class's endpoint: no replicas of its own; its sets of values have the rows
+        below it, and what went wrong last in any of them shows here too."""
+        own_port = self.endpoint_ports.get(spec.name)
+        failing = next((p for p in group.pools() if p.last_error), None)
+        return EndpointStatus(
+            spec=spec,
+            url=label_url(spec.label, self.gateway_port),
+            own_url=f"http://127.0.0.1:{own_port}" if own_port else None,
+            state=group.state(),
+            ready=0,
+            starting=0,
+            desired=0,
+            restarts=0,
+            generation=self.generation,
+            **self._traffic(spec.name),
+            last_error=self._last_error(failing),
+            parameters=tuple(str(p["name"]) for p in group.spec.parameters),
+            **self._cap_fields(group.spec),  # each set of values is capped so
+        )
+
+
 __all__ = [
-    "CAP_DEFAULT", "CAP_MAX_CONTAINERS", "CAP_WEB_SERVER", "LOG_LINES_KEPT", "EndpointStatus", "PoolBrief", "ReloadStatus",
+    "CAP_DEFAULT", "CAP_MAX_CONTAINERS", "CAP_WEB_SERVER", "LOG_LINES_KEPT", "EndpointStatus", "PoolBrief", "RowMaker", "ReloadStatus",
     "ReplicaStatus", "Snapshot", "label_url",
 ]
