@@ -18,14 +18,10 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
-from . import scratch
+from . import caps, route_table, scratch
 from .autoscaler import (
-    CAP_DEFAULT,
-    CAP_MAX_CONTAINERS,
-    CAP_WEB_SERVER,
     DEFAULT_MAX_REPLICAS,
     Autoscaler,
     ScalingConfig,
@@ -33,7 +29,6 @@ from .autoscaler import (
 from .discovery import discover_async
 from .events import ENGINE_LOG, Event, LogLine, PoolChanged
 from .gateway.limits import Limits
-from .gateway.routes import MAX_VARIANTS  # pools of one parametrized class at once: one definition
 from .gateway_link import GatewayError, GatewayLink
 from .lifeline import Lifeline
 from .loader import AppRef
@@ -157,24 +152,14 @@ class Engine:
         self._say(f"web_server replicas run on the host's network, one at a time per pool ({why})")
 
     def _cap(self, spec: PoolSpec) -> tuple[int | None, str | None]:
-        """The most replicas the pool may have, and why. The app's max_containers wins; without it,
-        mwtui's default (--max-replicas, never below min_containers): on one machine a crowd must
-        not fork a replica per client."""
-        if self._shares_ports(spec):
-            return 1, CAP_WEB_SERVER
-        knobs = spec.knobs
-        if knobs.max_containers is not None:
-            return knobs.max_containers, CAP_MAX_CONTAINERS
-        if self.max_replicas:
-            return max(self.max_replicas, knobs.min_containers), CAP_DEFAULT
-        return None, None
+        return caps.cap(spec, self._own_network, self.max_replicas)
 
     def _scaling(self, spec: PoolSpec) -> ScalingConfig:
-        cfg = ScalingConfig.from_spec(spec.knobs)
-        if self._shares_ports(spec):  # one fixed port of the host's: one replica at most
-            cfg = replace(cfg, min_containers=min(cfg.min_containers, 1))
-        cap, source = self._cap(spec)
-        return replace(cfg, max_containers=cap, cap_from=source or CAP_MAX_CONTAINERS)
+        return caps.scaling(spec, self._own_network, self.max_replicas)
+
+    @property
+    def _own_network(self) -> bool:
+        return self.network[0] == "own"
 
     @property
     def pools(self) -> dict[str, Pool]:
@@ -182,7 +167,7 @@ class Engine:
         return {pool.name: pool for group in self.groups.values() for pool in group.sets.values()}
 
     def _add_group(self, spec: PoolSpec) -> PoolGroup:
-        group = self.groups[spec.name] = PoolGroup(spec, self._max_sets(spec))
+        group = self.groups[spec.name] = PoolGroup(spec, caps.max_sets(spec, self._own_network))
         values = group.default_values()
         if values is not None:
             self._add_set(group, values)
@@ -201,7 +186,7 @@ class Engine:
         pool = Pool(
             group.spec, self.ref, self._socket_dir, self.lifeline, self._emit, self.generation, self._routes_applied,
             self.spawner, {"MWTUI_WEB_URLS": self._web_urls()}, Variant.of(group.name, values) if group.parametrized
-            else None, own_network=self.network[0] == "own",
+            else None, own_network=self._own_network,
         )
         group.add(key, pool, Autoscaler(self._scaling(group.spec), time.monotonic()))
         self.logs.setdefault(pool.name, deque(maxlen=LOG_LINES_KEPT))
@@ -211,14 +196,6 @@ class Engine:
         if group.parametrized:
             self._say(f"{pool.name}: a new set of parameters, served by replicas of its own")
         return pool
-
-    def _shares_ports(self, spec: PoolSpec) -> bool:
-        """Its replicas listen on fixed ports of the host's own network (no network of their own)."""
-        return bool(spec.fixed_ports) and self.network[0] != "own"
-
-    def _max_sets(self, spec: PoolSpec) -> int:
-        # On the host's network two sets of values would need the one fixed port at once.
-        return 1 if self._shares_ports(spec) or not spec.parameters else MAX_VARIANTS
 
     def _reap_sets(self) -> None:
         """Remove parameter sets that have scaled to zero: nothing runs, starts or waits there."""
@@ -272,7 +249,7 @@ class Engine:
                 continue
             # From here a request for a new set of values is checked against the new parameters; a set
             # lives on if its values still fit them.
-            group.spec, group.limit = spec, self._max_sets(spec)
+            group.spec, group.limit = spec, caps.max_sets(spec, self._own_network)
             for key, pool in list(group.sets.items()):
                 if group.fits(pool.variant.values if pool.variant else {}):
                     rolling.append((pool, spec, group.scalers[key]))
@@ -533,45 +510,14 @@ class Engine:
     def _publish_routes(self) -> None:
         if self.gateway.proc is None:
             return
-        routes = []
-
-        def entry(spec: EndpointSpec, name: str, state: str, upstreams: list[dict[str, Any]]) -> dict[str, Any]:
-            return {
-                "name": name,
-                "label": spec.label,
-                "domains": list(spec.custom_domains),
-                "port": stable_port(self.ref.path, spec.name) if self.own_ports else None,
-                "requires_proxy_auth": spec.requires_proxy_auth,
-                "state": state,
-                "hold_s": (spec.startup_timeout or 0) + 30.0,
-                "max_inputs": spec.max_inputs,  # per replica, Modal's @concurrent (default 1)
-                "timeout": spec.timeout,  # per request, seconds: over it the gateway answers 504
-                "upstreams": upstreams,
-            }
-
-        for group in self.groups.values():
-            for spec in group.spec.endpoints if group.parametrized else ():
-                route = entry(spec, spec.name, group.state(), [])
-                route["params"] = group.spec.parameters
-                route["max_variants"] = group.limit
-                routes.append(route)
-        for pool in self.pools.values():
-            v = pool.variant
-            for spec in pool.spec.endpoints:
-                upstreams = [
-                    {"id": r.id, "address": r.upstreams[spec.name].address, "dispatch": r.upstreams[spec.name].dispatch}
-                    for r in pool.ready_replicas()
-                    if spec.name in r.upstreams
-                ]
-                if v is None:
-                    routes.append(entry(spec, spec.name, pool.state, upstreams))
-                    continue
-                route = entry(spec, spec.name + v.suffix, pool.state, upstreams)
-                route.update(parent=spec.name, values=v.values, port=None, domains=[])
-                routes.append(route)
+        routes = route_table.routes(self.groups.values(), self._own_port)
         self._routes_seq += 1
         self.gateway.send({"type": "routes", "seq": self._routes_seq, "endpoints": routes})
         self._publish_status()  # so /api/endpoints never lags behind what is routed
+
+    def _own_port(self, endpoint: str) -> int | None:
+        """The endpoint's own port on the gateway (the same for the same file and endpoint), if asked."""
+        return stable_port(self.ref.path, endpoint) if self.own_ports else None
 
     def _publish_status(self) -> None:
         snap = self.snapshot()

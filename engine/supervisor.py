@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import psutil
 
-from . import modal_env
+from . import caps, modal_env
 from .events import Event, LogLine, PoolChanged
 from .lifeline import Lifeline
 from .loader import AppRef
@@ -263,7 +263,7 @@ class Pool:
 
     def shares_ports(self, spec: PoolSpec | None = None) -> bool:
         """Do its replicas listen on fixed ports of the host's own network (so one at a time)?"""
-        return bool((spec or self.spec).fixed_ports) and not self.own_network
+        return caps.shares_ports(spec or self.spec, self.own_network)
 
     def _clamp(self, n: int) -> int:
         return max(0, min(n, 1) if self.shares_ports() else n)
