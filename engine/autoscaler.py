@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .manifest import EndpointSpec
 
@@ -118,6 +118,8 @@ class Decision:
     desired: int
     reason: str  # "" unless desired changed; else "3 -> 5: 9.2 in flight, target 2"
     panic: bool
+    # The reason without its "3 -> 5: " (what the pool's scale events say); derived, so not compared.
+    why: str = field(default="", compare=False)
 
 
 class _Bucket:
@@ -283,5 +285,5 @@ class Autoscaler:
 
     def _decision(self, desired: int, prev: int, why: str, panic: bool) -> Decision:
         self._last_desired = desired
-        reason = f"{prev} -> {desired}: {why}" if desired != prev else ""
-        return Decision(desired, reason, panic)
+        changed = desired != prev
+        return Decision(desired, f"{prev} -> {desired}: {why}" if changed else "", panic, why if changed else "")

@@ -494,8 +494,7 @@ class Engine:
         warm = now - pool.started_monotonic < scaler.config.scaledown_window
         if decision.desired < pool.desired and warm:
             return
-        reason = decision.reason.split(": ", 1)[1] if " -> " in decision.reason else decision.reason
-        pool.set_desired(decision.desired, reason or f"{inflight} in flight, target {scaler.config.target:g}")
+        pool.set_desired(decision.desired, decision.why or f"{inflight} in flight, target {scaler.config.target:g}")
 
     async def _routes_applied(self) -> None:
         """Until the gateway runs on the routes sent so far, so that no request goes to a replica that

@@ -20,6 +20,7 @@ import httpx
 import psutil
 import pytest
 
+from .eventually import eventually
 from .fixtures.gateway_harness import Gateway, Upstream
 from .fixtures.gateway_harness import unix_upstream as unix_upstream_at
 
@@ -107,14 +108,13 @@ class Served:
 
     def wait_running(self, timeout: float = 60.0) -> list[dict]:
         """Until no endpoint is still starting; returns the status list."""
-        deadline = time.monotonic() + timeout
-        status: list[dict] = []
-        while time.monotonic() < deadline:
-            status = self.status()
-            if status and all(e["state"] != "starting" for e in status):
-                return status
-            time.sleep(0.1)
-        raise AssertionError(f"endpoints still starting: {status}")
+        seen: list[dict] = []
+
+        def settled() -> list[dict] | None:
+            seen[:] = self.status()
+            return list(seen) if seen and all(e["state"] != "starting" for e in seen) else None
+
+        return eventually(settled, timeout, lambda: f"endpoints to stop starting: {seen}")
 
     def by_name(self) -> dict[str, dict]:
         """The status entries, by endpoint name."""
@@ -122,13 +122,15 @@ class Served:
 
     def wait_status(self, what: str, cond: Callable[[dict[str, dict]], object], timeout: float = 30.0) -> dict[str, dict]:
         """Until `cond(entries by name)` holds; returns those entries. Fails naming `what`."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        seen: dict[str, dict] = {}
+
+        def holds() -> dict[str, dict] | None:
             rows = self.by_name()
-            if cond(rows):
-                return rows
-            time.sleep(0.05)
-        raise AssertionError(f"never {what}: {self.status()}")
+            seen.clear()
+            seen.update(rows)
+            return rows if cond(rows) else None
+
+        return eventually(holds, timeout, lambda: f"{what}: {list(seen.values())}")
 
     def tree_pids(self) -> set[int]:
         """Every process mwtui started: replica groups and the gateway (own sessions) and theirs."""

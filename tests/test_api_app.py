@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from .conftest import start_serve, stop_serve
+from .eventually import eventually
 
 GOOD = """import modal
 app = modal.App("apiapp")
@@ -28,21 +28,13 @@ def _app(port: int) -> dict:
     return httpx.get(f"http://127.0.0.1:{port}/api/app", timeout=10).json()
 
 
-def _until(pred, timeout: float = 30.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
-
-
 def test_api_app_and_the_index_show_a_file_broken_at_start_then_fixed(tmp_path: Path) -> None:
     app = tmp_path / "apiapp.py"
     app.write_text(BROKEN)
     served = start_serve(app, env={"MWTUI_HOME": str(tmp_path / "home")})
     try:
-        got = _until(lambda: (_app(served.port).get("load_error") and _app(served.port)))
+        got = eventually(lambda: _app(served.port).get("load_error") and _app(served.port), 30,
+                         "the load error in /api/app")
         err = got["load_error"]
         assert err["file"].endswith("apiapp.py") and err["line"] == 6, err
         assert "SyntaxError" in err["message"] or "invalid syntax" in err["message"], err
@@ -50,7 +42,8 @@ def test_api_app_and_the_index_show_a_file_broken_at_start_then_fixed(tmp_path: 
         index = httpx.get(f"http://127.0.0.1:{served.port}/", timeout=10).text
         assert "apiapp.py:6 does not load" in index and "invalid syntax" in index
         app.write_text(GOOD)
-        fixed = _until(lambda: (_app(served.port).get("load_error") is None and _app(served.port)))
+        fixed = eventually(lambda: _app(served.port).get("load_error") is None and _app(served.port), 30,
+                           "/api/app without a load error")
         assert fixed["name"] == "apiapp" and fixed["load_error"] is None and fixed["endpoints"] == 1
         assert "does not load" not in httpx.get(f"http://127.0.0.1:{served.port}/", timeout=10).text
         # Control pages answer only to a loopback Host
@@ -83,7 +76,8 @@ def test_api_app_and_the_header_say_which_mode_replicas_run_in(tmp_path: Path) -
     for extra, want in ((("--no-container",), "host"), ((), "container" if os.geteuid() == 0 else None)):
         served = start_serve(app, *extra, env={"MWTUI_HOME": str(tmp_path / "home")})
         try:
-            got = _until(lambda: _app(served.port).get("name") and _app(served.port))  # noqa: B023
+            got = eventually(lambda: _app(served.port).get("name") and _app(served.port), 30,  # noqa: B023
+                             "the app's name in /api/app")
             if want is not None:
                 assert got["mode"] == want, got
             assert (got["mode_why"] == "--no-container") == bool(extra), got

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from mwtui.engine.sdk.call_graph import (
 from mwtui.engine.store import db
 
 from .conftest import FIXTURES, Served, start_serve, stop_serve
+from .eventually import eventually
 
 ULID = r"[0-9A-HJKMNP-TV-Z]{26}"
 
@@ -125,14 +125,14 @@ def _graph(served: Served, call_id: str) -> list[dict]:
 
 def _wait_graph(served: Served, call_id: str, status: str, timeout: float = 30, *, root: bool = False) -> list[dict]:
     """The graph once its first child (or its root) has `status`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        graph = _graph(served, call_id)
+    seen: list[dict] = []
+
+    def reached() -> list[dict] | None:
+        seen[:] = graph = _graph(served, call_id)
         node = graph[0] if graph and root else (graph[0]["children"] or [None])[0] if graph else None
-        if node is not None and node["status"] == status:
-            return graph
-        assert time.monotonic() < deadline, f"never {status}: {graph}"
-        time.sleep(0.1)
+        return graph if node is not None and node["status"] == status else None
+
+    return eventually(reached, timeout, lambda: f"{status}: {seen}")
 
 
 def test_the_graph_shows_the_request_and_its_spawned_call_pending_then_success(served: Served) -> None:

@@ -19,6 +19,8 @@ from mwtui.engine.loader import AppRef
 from mwtui.engine.manifest import AppManifest, EndpointSpec
 from mwtui.engine.spawner import ColdSpawner, ZygoteSpawner, zygote_supported
 
+from .eventually import eventually, eventually_async
+
 FIXTURES = Path(__file__).parent / "fixtures"
 EVERY_KIND = AppRef(str(FIXTURES / "sdk_every_kind.py"))
 
@@ -198,14 +200,14 @@ def test_processes_started_at_import_do_not_outlive_discovery(tmp_path: Path) ->
 
 def _assert_gone(pid: int) -> None:
     """Killed: gone, or a zombie waiting for whoever adopted it to reap it."""
-    for _ in range(500):
+
+    def gone() -> bool:
         try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"process {pid} started by the app file is still running")
+            return True
+
+    eventually(gone, 10, f"process {pid} started by the app file to end")
 
 
 # ---------------------------------------------------------------- conflicts
@@ -551,11 +553,8 @@ async def test_zygote_hung_import_is_killed_at_the_timeout(zygote: ZygoteSpawner
     assert m.error.message.startswith("importing app.py did not finish within 3 s (it was still running app.py:8)")
     assert (m.error.file, m.error.line) == (ref.path, 8)
     _assert_gone(int(pid_file.read_text()))
-    for _ in range(250):  # the forked child is gone too (the zygote reaps it)
-        if not _forked_by(zygote):
-            break
-        await asyncio.sleep(0.02)
-    assert _forked_by(zygote) == []
+    # The forked child is gone too (the zygote reaps it).
+    await eventually_async(lambda: _forked_by(zygote) == [], 5, lambda: f"no forked child left: {_forked_by(zygote)}")
 
 
 async def test_zygote_sees_a_changed_file(zygote: ZygoteSpawner, tmp_path: Path) -> None:

@@ -4,14 +4,14 @@ of ours in an event handler or a pool's loop reported without stopping what foll
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import httpx
 from mwtui.engine.facade import Engine
 from mwtui.engine.loader import AppRef
 from mwtui.engine.supervisor import Event, LogLine
+
+from .eventually import eventually_async
 
 APP = str(Path(__file__).parent / "fixtures" / "tui_app.py")
 
@@ -24,10 +24,8 @@ async def test_listed_requests_and_counted_ones_reach_the_endpoints_log() -> Non
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{engine.gateway.port}", timeout=30) as c:
             r = await c.get("/listed-here", headers={"host": "tuiapp-hello.localhost"})
         assert r.status_code in (200, 404)
-        deadline = time.monotonic() + 10
-        while not any("GET /listed-here" in line.text for line in engine.logs["hello"]):
-            assert time.monotonic() < deadline, [line.text for line in engine.logs["hello"]]
-            await asyncio.sleep(0.05)
+        await eventually_async(lambda: any("GET /listed-here" in line.text for line in engine.logs["hello"]), 10,
+                               lambda: f"the access line in hello's log: {[line.text for line in engine.logs['hello']]}")
         # What the gateway sends when a tick had more requests than it lists (ACCESS_CAP).
         engine._on_gateway_event({"type": "access", "lines": [], "dropped": {"hello": 1234, "nope": 1}})
         assert engine.logs["hello"][-1].text == "… and 1234 more requests"
@@ -59,10 +57,8 @@ async def test_a_failing_reconcile_pass_is_logged_and_the_pool_stays_supervised(
 
         pool._reconcile = broken_once  # type: ignore[method-assign]
         engine.scale("hello", 2)  # wakes the loop: the first pass raises, the next one starts the replica
-        deadline = time.monotonic() + 30
-        while len(pool.ready_replicas()) < 2:
-            assert time.monotonic() < deadline, [line.text for line in engine.logs["hello"]]
-            await asyncio.sleep(0.05)
+        await eventually_async(lambda: len(pool.ready_replicas()) >= 2, 30,
+                               lambda: f"2 ready replicas: {[line.text for line in engine.logs['hello']]}")
         assert any("mwtui internal error" in line.text and "a bug in reconcile" in line.text
                    for line in engine.logs["hello"])
     finally:
@@ -86,10 +82,9 @@ async def test_a_subscriber_that_raises_is_dropped_and_the_engine_goes_on() -> N
             # second one arrives only if the first one's failing subscriber did not end that task.
             for path in ("/first", "/second"):
                 await c.get(path, headers={"host": "tuiapp-hello.localhost"})
-                deadline = time.monotonic() + 10
-                while not any(f"GET {path}" in text for text in seen):
-                    assert time.monotonic() < deadline, seen
-                    await asyncio.sleep(0.05)
+                # (B023: each wait ends within its own iteration, so `path` is the current one.)
+                await eventually_async(lambda: any(f"GET {path}" in text for text in seen), 10,  # noqa: B023
+                                       lambda: f"GET {path} seen by the subscriber: {seen}")  # noqa: B023
         assert broken not in engine._listeners
         assert any("a subscriber to the engine's events failed" in line.text and "BrokenPipeError" in line.text
                    for line in engine.logs["mwtui"])

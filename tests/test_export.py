@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ import pytest
 import yaml
 from jsonschema import Draft7Validator
 from mwtui.engine.export.validate import validate
+
+from .eventually import eventually
 
 FIXTURES = Path(__file__).parent / "fixtures"
 APP = FIXTURES / "export_app.py"
@@ -396,15 +397,14 @@ def worker(pool: str, port: int, *, use_listen: bool, env: dict[str, str] | None
     proc = subprocess.Popen(args, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             cwd=tempfile.gettempdir())
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, _output(log)
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, _output(log)
-                time.sleep(0.05)
+
+        def listening() -> bool:
+            assert proc.poll() is None, _output(log)  # it ended: fail now, not at the timeout
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+
+        # OSError: not listening yet.
+        eventually(listening, 30, lambda: f"the worker listening on {port}: {_output(log)}", retry_on=(OSError,))
         yield proc
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0, _output(log)

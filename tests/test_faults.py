@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from .conftest import Served, free_port, start_serve, stop_serve
+from .eventually import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -49,17 +50,8 @@ def srv():
 
 
 def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = pred()
-        except httpx.HTTPError:
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    """`eventually`, where an HTTP error means "not yet": these tests kill what answers."""
+    return eventually(pred, timeout, what, retry_on=(httpx.HTTPError,))
 
 
 def endpoint(served: Served, name: str) -> dict[str, Any]:
@@ -104,7 +96,7 @@ def test_replica_killed_mid_request_is_502_and_replaced(served: Served) -> None:
     pending["thread"].join(10)
     r = pending["r"]
     assert isinstance(r, httpx.Response) and r.status_code == 502, r
-    assert "slow" in r.text
+    assert "endpoint slow replica" in r.text, r.text  # the 502 names the endpoint (and replica)
     after = wait_for(lambda: (e := endpoint(served, "slow"))["state"] == "running"
                      and e["restarts"] == before["restarts"] + 1 and e, 30, "a replacement replica")
     assert after["replica_list"][0]["pid"] != pid

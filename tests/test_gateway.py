@@ -7,7 +7,6 @@ are shared by the module. Waits are bounded; no assertion depends on how fast an
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -27,6 +26,7 @@ from mwtui.engine.lifeline import Lifeline
 from mwtui.engine.tokens import TokenStore
 from websockets.sync.client import connect as ws_connect
 
+from .eventually import eventually, eventually_async
 from .fixtures.gateway_harness import (
     TIMEOUT,
     Gateway,
@@ -36,7 +36,6 @@ from .fixtures.gateway_harness import (
     headers_of,
     raw_exchange,
     up,
-    wait_until,
 )
 from .fixtures.gateway_harness import tcp_upstream as tcp_upstream_cm
 
@@ -114,7 +113,7 @@ def test_pages_index_api_and_metrics(gw: Gateway, unix_upstream: Upstream) -> No
         "state": "running", "replicas": {"ready": 1, "starting": 0, "desired": 1, "min": 0, "max": None},
         "cpu_percent": 0.5, "rss_bytes": 12345, "last_error": None,
     }]})
-    wait_until(lambda: gw.api()[0].get("kind") == "fastapi", what="status applied")
+    eventually(lambda: gw.api()[0].get("kind") == "fastapi", TIMEOUT, "status applied")
     for _ in range(2):
         assert gw.get("demo-hello.localhost").status_code == 200
     assert gw.get("demo-hello.localhost", "/nothing-here").status_code == 404
@@ -484,7 +483,7 @@ def test_replica_dying_mid_response_closes_client(gw: Gateway) -> None:
         gw.routes(endpoint(upstreams=[{"id": "hello.0", "address": replica.address}]))
         with pytest.raises(httpx.RemoteProtocolError):
             gw.get("demo-hello.localhost", "/")
-        wait_until(lambda: gw.api()[0]["errors_total"] == 1, what="error counted")
+        eventually(lambda: gw.api()[0]["errors_total"] == 1, TIMEOUT, "error counted")
     finally:
         replica.close()
 
@@ -511,7 +510,7 @@ def test_bad_control_lines_are_ignored(gw: Gateway, unix_upstream: Upstream) -> 
     gw.proc.stdin.flush()
     # one bad entry is skipped, the good one applies
     gw.send({"type": "routes", "endpoints": [{"name": "broken"}, endpoint(upstreams=[up(unix_upstream)])]})
-    wait_until(lambda: [e["name"] for e in gw.api()] == ["hello"], what="good entry applied")
+    eventually(lambda: [e["name"] for e in gw.api()] == ["hello"], TIMEOUT, "good entry applied")
     assert gw.get("demo-hello.localhost").status_code == 200
     assert gw.proc.poll() is None
 
@@ -555,7 +554,7 @@ def test_proxy_auth_with_tokens_from_the_store(gw: Gateway, unix_upstream: Upstr
     assert r.status_code == 401 and r.text == "modal-http: missing credentials for proxy authorization"
     assert store.revoke(info.key)
     # Revoked: refused within the file re-check interval, without a restart.
-    wait_until(lambda: gw.get("demo-hello.localhost", headers={"Modal-Key": info.key, "Modal-Secret": secret})
+    eventually(lambda: gw.get("demo-hello.localhost", headers={"Modal-Key": info.key, "Modal-Secret": secret})
                .status_code == 401, 5, "revocation seen")
     assert secret not in httpx.get(f"http://127.0.0.1:{gw.port}/api/endpoints", timeout=TIMEOUT).text
 
@@ -641,7 +640,7 @@ def test_queue_is_fifo_and_counted_in_metrics(gw: Gateway, unix_upstream: Upstre
     def order() -> list[str]:
         return [x["path"] for e in gw.events if e["type"] == "access" for x in e["lines"]]
 
-    wait_until(lambda: len(order()) == 4, what="four access lines")
+    eventually(lambda: len(order()) == 4, TIMEOUT, "four access lines")
     assert order() == [f"/stream/{key}", "/echo/0", "/echo/1", "/echo/2"]
     m = gw.metrics_where("hello", lambda m: m["inflight"] == 0)
     assert m["queued"] == 0 and m["requests_total"] == 4
@@ -767,17 +766,12 @@ async def test_gateway_link_restarts_a_dead_gateway_on_its_port(unix_upstream: U
             except httpx.HTTPError:
                 return 0
 
-        async def until(pred: Callable[[], Any], what: str, timeout: float = 20) -> None:
-            deadline = time.monotonic() + timeout
-            while not await pred():
-                assert time.monotonic() < deadline, f"timed out waiting for {what}; events: {events[-5:]}"
-                await asyncio.sleep(0.05)
-
-        await until(lambda: _is(get, 200), "the first gateway to serve")
+        await eventually_async(lambda: _is(get, 200), 20, lambda: f"the first gateway to serve; events: {events[-5:]}")
         first = link.proc
         assert first is not None
         os.killpg(first.pid, signal.SIGKILL)
-        await until(lambda: _is(get, 200), "a new gateway with the old routes")
+        await eventually_async(lambda: _is(get, 200), 20,
+                               lambda: f"a new gateway with the old routes; events: {events[-5:]}")
         assert link.proc is not first and link.port == port and link.restarts == 1
         assert any("SIGKILL" in w and str(port) in w for e in events for w in e.get("warnings", []))
         async with httpx.AsyncClient(timeout=2) as c:  # the status came back too

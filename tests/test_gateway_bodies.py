@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from mwtui.engine.gateway.limits import Limits, add_arguments
 
+from .eventually import eventually
 from .fixtures.gateway_harness import (
     TIMEOUT,
     Gateway,
@@ -28,7 +29,6 @@ from .fixtures.gateway_harness import (
     raw_exchange,
     running_gateway,
     up,
-    wait_until,
 )
 from .fixtures.gateway_harness import unix_upstream as unix_upstream_at
 
@@ -145,9 +145,9 @@ def test_a_small_chunked_body_is_gathered_until_it_outgrows_the_buffer(replica: 
             assert final_status(raw_exchange(g.port, GOOD)) == 200  # 600 bytes so far: nothing pinned
 
             s.sendall(chunk(b"b" * 600))  # 1200 > 1k: off to the replica, the rest streams after it
-            wait_until(lambda: live(g) == (1, 0), what="the chunked request on the replica")
+            eventually(lambda: live(g) == (1, 0), TIMEOUT, "the chunked request on the replica")
             with in_background(lambda: raw_exchange(g.port, GOOD)) as other:
-                wait_until(lambda: live(g) == (2, 1), what="the next request waiting for the busy replica")
+                eventually(lambda: live(g) == (2, 1), TIMEOUT, "the next request waiting for the busy replica")
                 s.sendall(chunk(b"c" * 600) + b"0\r\n\r\n")
                 got = read_until(s, lambda b: b'"client"' in b)
             assert final_status(got) == 200 and b'"body_len":1800' in got, got[:300]
@@ -199,7 +199,7 @@ def test_a_body_over_the_buffer_streams_to_the_replica(replica: Upstream) -> Non
             got_continue(s)  # sent once the replica is reachable, as before
             s.sendall(b"p" * 2000)
             with in_background(lambda: raw_exchange(g.port, GOOD)) as other:
-                wait_until(lambda: live(g) == (2, 1), what="the next request waiting for the busy replica")
+                eventually(lambda: live(g) == (2, 1), TIMEOUT, "the next request waiting for the busy replica")
                 s.sendall(b"q" * 3000)
                 got = read_until(s, lambda b: b'"client"' in b)
             assert final_status(got) == 200 and b'"body_len":5000' in got, got[:300]
@@ -216,7 +216,7 @@ def test_a_stalled_streamed_body_gets_408_and_frees_the_replica(replica: Upstrea
             got_continue(s)
             s.sendall(b"p" * 2000)
             with in_background(lambda: raw_exchange(g.port, GOOD)) as other:
-                wait_until(lambda: live(g) == (2, 1), what="the next request waiting for the busy replica")
+                eventually(lambda: live(g) == (2, 1), TIMEOUT, "the next request waiting for the busy replica")
                 rest = read_to_end(s)
             assert final_status(rest) == 408 and b"--body-timeout" in rest, rest[:300]
         assert other and final_status(other[0]) == 200 and b'"/echo/good"' in other[0]

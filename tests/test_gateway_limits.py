@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from .eventually import eventually
 from .fixtures.gateway_harness import (
     TIMEOUT,
     Gateway,
@@ -26,7 +27,6 @@ from .fixtures.gateway_harness import (
     final_status,
     raw_exchange,
     running_gateway,
-    wait_until,
 )
 from .fixtures.gateway_harness import unix_upstream as unix_upstream_at
 
@@ -363,5 +363,5 @@ def test_random_header_mixes_never_break_the_gateway(
 
 
 def test_fuzzing_left_no_connection_behind(fuzz_gw: Gateway) -> None:
-    wait_until(lambda: 'mwtui_inflight_requests{endpoint="hello"} 0' in fuzz_gw.get("localhost", "/metrics").text,
+    eventually(lambda: 'mwtui_inflight_requests{endpoint="hello"} 0' in fuzz_gw.get("localhost", "/metrics").text,
                10, "nothing left in flight")

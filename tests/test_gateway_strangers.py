@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from .fixtures.gateway_harness import Gateway, Upstream, endpoint, free_port, raw_exchange, up, wait_until
+from .eventually import eventually
+from .fixtures.gateway_harness import TIMEOUT, Gateway, Upstream, endpoint, free_port, raw_exchange, up
 
 pytestmark = pytest.mark.timeout(60)
 PROBE = Path(__file__).parent / "fixtures" / "stranger_probe.py"
@@ -71,8 +72,8 @@ def test_own_port_validates_and_allows_named_hosts(unix_upstream: Upstream) -> N
         g.routes(endpoint(port=free_port(), upstreams=[up(unix_upstream)]))
         ev = g.wait_event(lambda e: e["type"] == "ports" and e["endpoints"].get("hello"))
         own = ev["endpoints"]["hello"]
-        wait_until(lambda: raw_exchange(own, b"GET /echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                   .startswith(b"HTTP/1.1 200"), what="own port serving")
+        eventually(lambda: raw_exchange(own, b"GET /echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                   .startswith(b"HTTP/1.1 200"), TIMEOUT, "own port serving")
 
         def status(host: bytes) -> int:
             got = raw_exchange(own, b"GET /echo HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from mwtui.engine import modal_env
 
 from .conftest import Served, start_serve, stop_serve
+from .eventually import eventually
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LABEL = "envs-web"
@@ -56,16 +56,15 @@ def _both(served: Served) -> list[dict]:
 
 def _replaced(served: Served, dead: int, timeout: float = 60.0) -> list[dict]:
     """One answer from each replica once `dead` has been replaced."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            seen = _both(served)
-        except AssertionError:  # still one replica, or a request that reached the dead one
-            time.sleep(0.2)
-            continue
-        if dead not in {s["pid"] for s in seen}:
-            return seen
-    raise AssertionError(f"replica {dead} was never replaced: {served.status()}")
+
+    def answers() -> list[dict] | None:
+        seen = _both(served)
+        return seen if dead not in {s["pid"] for s in seen} else None
+
+    # An AssertionError from _both means "not yet": still one replica, or a request reached the dead one.
+    # (0.2 s between tries: a failed try can be quick, and each one sends two requests.)
+    return eventually(answers, timeout, lambda: f"replica {dead} replaced: {served.status()}",
+                      retry_on=(AssertionError,), interval=0.2)
 
 
 def _container_vars(pid: int) -> set[str]:

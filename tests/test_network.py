@@ -28,6 +28,7 @@ import pytest
 from engine.worker import container, network
 
 from .conftest import FIXTURES, Served, alive_pids, free_port, start_serve, stop_serve
+from .eventually import eventually
 
 if not sys.platform.startswith("linux"):
     pytest.skip("network namespaces are Linux's", allow_module_level=True)
@@ -217,11 +218,9 @@ def test_reload_under_load_drops_nothing_and_leaves_no_pasta(tmp_path: Path) -> 
         threads = [threading.Thread(target=client, daemon=True) for _ in range(4)]
         for t in threads:
             t.start()
-        time.sleep(0.5)
+        time.sleep(0.5)  # on purpose: load builds up (and v1 is served) before the save
         app.write_text(app.read_text().replace('VERSION = "v1"', 'VERSION = "v2"'))
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and versions[-20:] != ["v2"] * 20:
-            time.sleep(0.1)
+        eventually(lambda: versions[-20:] == ["v2"] * 20, 60, lambda: f"v2 alone served; last: {versions[-20:]}")
         served.wait_status("the old replicas gone", lambda rows: len(rows["srv"]["replica_list"]) == 2)
         stop.set()
         for t in threads:
@@ -235,10 +234,7 @@ def test_reload_under_load_drops_nothing_and_leaves_no_pasta(tmp_path: Path) -> 
     finally:
         stop.set()
         stop_serve(served)
-    deadline = time.monotonic() + 10
-    while alive_pids(pastas) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not alive_pids(pastas)
+    eventually(lambda: not alive_pids(pastas), 10, lambda: f"every pasta gone; alive: {alive_pids(pastas)}")
 
 
 def test_no_container_shares_the_hosts_network_one_replica_at_a_time(tmp_path: Path) -> None:

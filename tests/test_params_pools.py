@@ -4,10 +4,10 @@ it has scaled to zero, rolled on reload; a missing or malformed value is a 400 b
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from .conftest import Served, hammering, start_serve, stop_serve
+from .eventually import eventually
 
 APP = """import os
 import modal
@@ -49,10 +49,8 @@ def _rows(served: Served) -> dict[str, dict]:
 
 
 def _reloads(served: Served, n: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while sum("reloaded in" in line for line in served.lines) < n:
-        assert time.monotonic() < deadline, f"fewer than {n} reloads: {served.lines[-10:]}"
-        time.sleep(0.05)
+    eventually(lambda: sum("reloaded in" in line for line in served.lines) >= n, timeout,
+               lambda: f"{n} reloads: {served.lines[-10:]}")
 
 
 def test_each_set_of_values_gets_its_own_pool(tmp_path: Path) -> None:
@@ -179,6 +177,6 @@ def test_each_set_autoscales_on_its_own_traffic(tmp_path: Path) -> None:
                                       lambda r: r.get("Slow.work?name=busy", {}).get("replicas", {}).get("ready") == 3)
         assert set(codes) == {200}
         assert rows["Slow.work?name=quiet"]["replicas"]["ready"] == 1  # its neighbour's burst is not its own
-        assert any("-> 3" in ev for ev in rows["Slow.work?name=busy"]["scale_events"])
+        assert any(" -> 3: " in ev for ev in rows["Slow.work?name=busy"]["scale_events"])
     finally:
         assert stop_serve(served) == 0

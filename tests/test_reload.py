@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 
 from .conftest import Served, start_serve, stop_serve
+from .eventually import eventually
 
 GOOD = """import modal
 app = modal.App("rl")
@@ -78,22 +79,13 @@ class Load:
             return next((v for lab, _, v in reversed(self.results) if lab == label), None)
 
     def wait_version(self, v: int, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.latest("rl-api") == v and self.latest("rl-flask") == v:
-                return
-            time.sleep(0.02)
-        raise AssertionError(f"version {v} never served; latest {self.latest('rl-api')}, {self.latest('rl-flask')}")
+        eventually(lambda: self.latest("rl-api") == v and self.latest("rl-flask") == v, timeout,
+                   lambda: f"version {v} served; latest {self.latest('rl-api')}, {self.latest('rl-flask')}")
 
 
 def _wait_error(served: Served, needle: str, name: str = "api", timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        e = {e["name"]: e for e in served.status()}.get(name, {})
-        if needle in (e.get("last_error") or ""):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{needle!r} never reported for {name}: {served.status()}")
+    served.wait_status(f"{needle!r} reported for {name}",
+                       lambda rows: needle in (rows.get(name, {}).get("last_error") or ""), timeout)
 
 
 def test_saves_under_load_lose_no_request(tmp_path: Path) -> None:
@@ -189,15 +181,8 @@ def test_a_folder_the_app_starts_importing_from_is_watched_from_then_on(tmp_path
         served.wait_running()
         app.write_text(IMPORTS.format(lib=str(lib), top="import helper", body='return {"v": helper.V}'))
         served.wait_for_line(r"now also watching .*lib")
-
-        def wait_v(v: int) -> None:
-            deadline = time.monotonic() + 30
-            while served.get("rl-api").json().get("v") != v:
-                assert time.monotonic() < deadline, f"v={v} never served: {served.lines[-5:]}"
-                time.sleep(0.05)
-
-        wait_v(1)
+        eventually(lambda: served.get("rl-api").json().get("v") == 1, 30, lambda: f"v=1 served: {served.lines[-5:]}")
         (lib / "helper.py").write_text("V = 2\n")  # not in the app's folder: seen only if watched
-        wait_v(2)
+        eventually(lambda: served.get("rl-api").json().get("v") == 2, 30, lambda: f"v=2 served: {served.lines[-5:]}")
     finally:
         assert stop_serve(served) == 0

@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 
 from .conftest import Served, start_serve, stop_serve
+from .eventually import eventually
 
 APP = """import modal
 app = modal.App("saves")
@@ -37,17 +38,15 @@ def v():
 """
 
 
-def _served_version(served: Served, label: str, want: int, timeout: float = 30.0) -> int | None:
-    """The version served once it is `want`, else the last one seen when `timeout` ends."""
-    deadline = time.monotonic() + timeout
-    seen = None
-    while time.monotonic() < deadline:
+def _wait_version(served: Served, label: str, want: int, timeout: float = 30.0) -> None:
+    """Until `label` serves version `want`; fails with the last version seen and mwtui's output."""
+
+    def served_version() -> int | None:
         r = served.get(label)
-        seen = r.json().get("v") if r.status_code == 200 else None
-        if seen == want:
-            break
-        time.sleep(0.1)
-    return seen
+        return r.json().get("v") if r.status_code == 200 else None
+
+    eventually(lambda: served_version() == want, timeout,
+               lambda: f"version {want} served:\n" + "\n".join(served.lines))
 
 
 def test_ten_saves_a_second_apart_all_reload(tmp_path: Path) -> None:
@@ -59,7 +58,7 @@ def test_ten_saves_a_second_apart_all_reload(tmp_path: Path) -> None:
         for v in range(1, 11):  # an editor's autosave: each save lands during or just after a reload
             time.sleep(0.9)
             app.write_text(APP.format(v=v))
-        assert _served_version(served, "saves-v", 10) == 10
+        _wait_version(served, "saves-v", 10)
         assert not any("silenced" in line or "no longer" in line for line in served.lines), served.lines
     finally:
         stop_serve(served)
@@ -68,13 +67,12 @@ def test_ten_saves_a_second_apart_all_reload(tmp_path: Path) -> None:
 def _wait_after(served: Served, mark: int, pattern: str, timeout: float = 30.0) -> int:
     """Until a line after the first `mark` ones matches; returns its index."""
     rx = re.compile(pattern)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for i in range(mark, len(served.lines)):
-            if rx.search(served.lines[i]):
-                return i
-        time.sleep(0.05)
-    raise AssertionError(f"no line matching {pattern!r} after line {mark}:\n" + "\n".join(served.lines))
+
+    def found() -> tuple[int] | None:  # a tuple: index 0 is a match too, but a falsy value
+        return next(((i,) for i in range(mark, len(served.lines)) if rx.search(served.lines[i])), None)
+
+    return eventually(found, timeout,
+                      lambda: f"a line matching {pattern!r} after line {mark}:\n" + "\n".join(served.lines))[0]
 
 
 def test_a_file_the_app_writes_at_import_is_silenced_visibly_and_watched_again(tmp_path: Path) -> None:
@@ -87,13 +85,14 @@ def test_a_file_the_app_writes_at_import_is_silenced_visibly_and_watched_again(t
         _wait_after(
             served, 0, r"generated\.py changed \d+ times in a row while the app started \(written by the app itself")
         # …until silenced: the loop stops (once the reload running then, and one queued meanwhile, end).
-        deadline = time.monotonic() + 30
-        while True:
+        def quiet_since() -> tuple[int] | None:  # the output's length before 3 s without a reload line
             mark = len(served.lines)
-            time.sleep(3.0)  # (a quiet stretch also lets the guard's window after the app's last start pass)
-            if not any("reload" in line for line in served.lines[mark:]):
-                break
-            assert time.monotonic() < deadline, "the reload loop never stopped:\n" + "\n".join(served.lines)
+            # The quiet stretch, on purpose (it also lets the guard's window after the app's last start pass).
+            time.sleep(3.0)
+            return None if any("reload" in line for line in served.lines[mark:]) else (mark,)
+
+        (mark,) = eventually(quiet_since, 30,
+                             lambda: "the reload loop to stop:\n" + "\n".join(served.lines))
         # A person's save of that file, while nothing reloads, is reloaded: the guard has reset.
         (tmp_path / "generated.py").write_text("STAMP = 'by hand'\n")
         released = _wait_after(served, mark, r"generated\.py changed while nothing was reloading: watched again")
@@ -120,12 +119,10 @@ def test_a_save_stops_an_import_stuck_in_a_loop_at_once(tmp_path: Path) -> None:
     try:
         served.wait_running()
         app.write_text(STUCK.format(v=2))
-        deadline = time.monotonic() + 30
-        while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        stuck = psutil.Process(int(marker.read_text()))  # the import of the looping version, in its loop
+        pid = eventually(lambda: marker.exists() and marker.read_text(), 30, "the stuck import's marker")
+        stuck = psutil.Process(int(pid))  # the import of the looping version, in its loop
         app.write_text(APP.format(v=3))  # the fix
-        assert _served_version(served, "saves-v", 3) == 3, "\n".join(served.lines)
+        _wait_version(served, "saves-v", 3)
         # Served while the stuck import would still be running: it was stopped, not waited out (that
         # would have said "did not finish within 30 s" and failed the reload first).
         assert not stuck.is_running() or stuck.status() == psutil.STATUS_ZOMBIE
@@ -144,10 +141,8 @@ def test_a_save_stops_an_import_stuck_at_the_first_start(tmp_path: Path) -> None
     stuck: list[psutil.Process] = []
 
     def fix_once_stuck() -> None:
-        deadline = time.monotonic() + 30
-        while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        stuck.append(psutil.Process(int(marker.read_text())))
+        pid = eventually(lambda: marker.exists() and marker.read_text(), 30, "the stuck import's marker")
+        stuck.append(psutil.Process(int(pid)))
         app.write_text(APP.format(v=2))
 
     fixer = threading.Thread(target=fix_once_stuck, daemon=True)
@@ -155,7 +150,7 @@ def test_a_save_stops_an_import_stuck_at_the_first_start(tmp_path: Path) -> None
     served = start_serve(app, env={"MWTUI_HOME": str(tmp_path / "home"), "MWTUI_TEST_MARKER": str(marker)})
     try:
         fixer.join(30)
-        assert _served_version(served, "saves-v", 2) == 2, "\n".join(served.lines)
+        _wait_version(served, "saves-v", 2)
         assert not stuck[0].is_running() or stuck[0].status() == psutil.STATUS_ZOMBIE
         assert not any("did not finish" in line for line in served.lines), served.lines
         served.wait_for_line("saved while the first import ran: importing the new version")

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -15,6 +14,7 @@ import psutil
 import pytest
 
 from .conftest import Served, alive_pids, free_port, start_serve, stop_serve
+from .eventually import eventually
 
 
 def test_prints_one_line_per_endpoint_with_its_url(seed_served: Served) -> None:
@@ -146,11 +146,7 @@ def test_status_json(seed_served: Served) -> None:
     assert e["state"] == "running" and e["kind"] == "fastapi" and e["label"] == "seed-hello"
     assert e["replicas"]["ready"] == 1 and e["replicas"]["desired"] == 1
     # Memory is sampled once a second: a replica that just became ready may not have been yet.
-    deadline = time.monotonic() + 10
-    while e["rss_bytes"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.1)
-        e = {e["name"]: e for e in seed_served.status()}["hello"]
-    assert e["rss_bytes"] > 0
+    seed_served.wait_status("hello's memory sampled", lambda rows: rows["hello"]["rss_bytes"] > 0, 10)
 
 
 def test_each_endpoint_has_its_own_port(seed_served: Served) -> None:
@@ -189,11 +185,8 @@ def test_sigterm_drains_in_flight_and_leaves_no_process(tmp_path: Path) -> None:
     result: dict[str, httpx.Response] = {}
     t = threading.Thread(target=lambda: result.setdefault("r", served.get("small-slow", params={"s": 1.5})))
     t.start()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # wait until the gateway has the request in flight
-        if {e["name"]: e for e in served.status()}["slow"]["inflight"] == 1:
-            break
-        time.sleep(0.02)
+    # Stop only once the gateway has the request in flight: that is what the drain is about.
+    served.wait_status("the slow request in flight", lambda rows: rows["slow"]["inflight"] == 1, 10)
     assert stop_serve(served, signal.SIGTERM) == 0
     t.join(10)
     assert result["r"].status_code == 200 and result["r"].json() == {"slept": 1.5}
@@ -217,10 +210,7 @@ def test_sigkill_leaves_no_process(tmp_path: Path) -> None:
     served.wait_running()
     pids = _descendants(served)
     stop_serve(served, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while alive_pids(pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert alive_pids(pids) == set()
+    eventually(lambda: alive_pids(pids) == set(), 10, lambda: f"every process gone; alive: {alive_pids(pids)}")
 
 
 def test_busy_gateway_port_is_named(tmp_path: Path) -> None:
@@ -339,13 +329,9 @@ def test_a_crashed_replica_is_restarted(tmp_path: Path) -> None:
         assert slow["restarts"] == 0
         pid = slow["replica_list"][0]["pid"]
         psutil.Process(pid).kill()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            slow = {e["name"]: e for e in served.status()}["slow"]
-            if slow["restarts"] == 1 and slow["state"] == "running":
-                break
-            time.sleep(0.05)
-        assert slow["restarts"] == 1 and slow["state"] == "running"
+        slow = served.wait_status("slow restarted once and running",
+                                  lambda rows: rows["slow"]["restarts"] == 1 and rows["slow"]["state"] == "running",
+                                  20)["slow"]
         assert "ended unexpectedly" in slow["last_error"]
         assert served.get("small-slow").json() == {"slept": 0.0}
     finally:

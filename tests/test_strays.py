@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from mwtui.engine.facade import Engine
 from mwtui.engine.loader import AppRef
 
 from .conftest import Served, free_port, start_serve, stop_serve
+from .eventually import eventually
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -80,12 +80,15 @@ def gone(pid: int) -> bool:
 
 
 def wait_gone(pids: list[int], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not all(gone(p) for p in pids):
-        if time.monotonic() > deadline:
-            alive = [psutil.Process(p).as_dict(["pid", "ppid", "status", "cmdline"]) for p in pids if not gone(p)]
-            raise AssertionError(f"still running: {alive}")
-        time.sleep(0.05)
+    def still_running() -> str:  # who is left, as of the timeout
+        alive = []
+        for p in pids:
+            with contextlib.suppress(psutil.NoSuchProcess):  # gone since the last poll
+                if not gone(p):
+                    alive.append(psutil.Process(p).as_dict(["pid", "ppid", "status", "cmdline"]))
+        return f"{pids} gone; still running: {alive}"
+
+    eventually(lambda: all(gone(p) for p in pids), timeout, still_running)
 
 
 @pytest.fixture

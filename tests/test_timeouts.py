@@ -6,14 +6,14 @@ replica after the function's `startup_timeout`, saying what it was still doing.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
 from .conftest import Served, start_serve, stop_serve
+from .eventually import eventually
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -82,13 +82,6 @@ class Unset:
 '''
 
 
-def wait_for(what: str, cond: Callable[[], object], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"never {what}"
-        time.sleep(0.05)
-
-
 def dead(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -115,7 +108,7 @@ def test_an_async_handler_past_its_timeout_is_cancelled(served: Served, tmp_path
     r = served.get("tmo-slow-async", params={"path": str(path)})
     assert r.status_code == 504 and "timeout of 1s" in r.text
     # Cancelled where it waited: the line after the sleep can never run.
-    wait_for("cancelled", lambda: (tmp_path / "written.cancelled").exists())
+    eventually(lambda: (tmp_path / "written.cancelled").exists(), 20, "cancelled")
     assert not path.exists()
     # The same replica serves on.
     assert served.get("tmo-slow-async", params={"path": str(tmp_path / "again")}).status_code == 504
@@ -129,7 +122,7 @@ def test_a_sync_handler_past_its_timeout_ends_with_its_replica(served: Served, t
     r = served.get(label, **key)
     assert r.status_code == 504 and "timeout of 1s" in r.text
     # Its thread could not be stopped, so its process was: it can never write the file.
-    wait_for("the process running the handler gone", lambda: dead(before))
+    eventually(lambda: dead(before), 20, "the process running the handler gone")
     assert not path.exists()
     after = int(served.get(label).text.strip('"'))  # a fresh replica serves
     assert after != before

@@ -9,7 +9,6 @@ import os
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -18,6 +17,7 @@ from mwtui.engine import tokens as tokens_mod
 from mwtui.engine.tokens import RECHECK_S, TokenCheck, TokenFileError, TokenStore
 
 from .conftest import free_port, start_serve, stop_serve
+from .eventually import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -213,13 +213,13 @@ def test_tokens_end_to_end_on_every_kind(tmp_path: Path) -> None:
         assert sorted(hits.read_text().split()) == sorted(["fastapi", "asgi", "wsgi", "web_server", "fastapi"])
 
         assert TokenStore(home / "tokens.json").revoke(key)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            if served.get("guarded-raw", headers={"Modal-Key": key, "Modal-Secret": secret}).status_code == 401:
-                break
-            time.sleep(0.1)
-        r = served.get("guarded-raw", headers={"Modal-Key": key, "Modal-Secret": secret})
-        assert r.status_code == 401 and "invalid credentials" in r.text
+
+        def refused() -> httpx.Response | None:
+            r = served.get("guarded-raw", headers={"Modal-Key": key, "Modal-Secret": secret})
+            return r if r.status_code == 401 else None
+
+        r = eventually(refused, 5, "the revocation seen")
+        assert "invalid credentials" in r.text
 
         api = httpx.get(f"http://127.0.0.1:{served.port}/api/endpoints", timeout=10).text
         index = httpx.get(f"http://127.0.0.1:{served.port}/", timeout=10).text

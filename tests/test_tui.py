@@ -4,7 +4,6 @@ Snapshot (no process, no clock) at 80x24 and 160x45, since there the screen is w
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import time
@@ -31,6 +30,7 @@ from mwtui.tui.widgets.sparkline import sparkline
 from textual import events
 from textual.pilot import Pilot
 
+from .eventually import eventually_async
 from .fixtures import tui_frozen as frozen
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -41,20 +41,19 @@ SIZE = (120, 35)
 # ----------------------------------------------------------------------------- helpers
 async def until(pilot: Pilot[Any], cond: Callable[[], object], what: str, timeout: float = 30.0) -> None:
     """Let the app run until `cond()` holds; the engine lives on the same loop, so never block it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        await pilot.pause(0.05)
-    app = pilot.app
-    state = ""
-    if isinstance(app, MwtuiApp) and app.engine_ready:
-        state = "\n".join(
-            f"  {e.name}: {e.state} ready={e.ready} starting={e.starting} desired={e.desired} "
-            f"replicas={[(r.id, r.pid, r.state) for r in e.replicas]} last_error={(e.last_error or '')[-300:]!r}"
-            for e in app.engine.snapshot().endpoints
-        )
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; the engine:\n{state}")
+
+    def described() -> str:  # the engine's state as of the timeout, which `cond` alone does not show
+        app = pilot.app
+        state = ""
+        if isinstance(app, MwtuiApp) and app.engine_ready:
+            state = "\n".join(
+                f"  {e.name}: {e.state} ready={e.ready} starting={e.starting} desired={e.desired} "
+                f"replicas={[(r.id, r.pid, r.state) for r in e.replicas]} last_error={(e.last_error or '')[-300:]!r}"
+                for e in app.engine.snapshot().endpoints
+            )
+        return f"{what}; the engine:\n{state}"
+
+    await eventually_async(cond, timeout, described, pause=lambda: pilot.pause(0.05))
 
 
 def status(app: MwtuiApp, name: str) -> EndpointStatus:
@@ -366,9 +365,8 @@ async def test_q_drains_and_leaves_no_process(tmp_path: Path) -> None:
             ours |= {c.pid for c in psutil.Process(pid).children(recursive=True)}
         assert len(ours) >= 4  # the gateway and one replica per pool
         await pilot.press("q")
-        deadline = time.monotonic() + 30
-        while app.return_code is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)  # the app is leaving: no pilot pauses any more
+        # The app is leaving: no pilot pauses any more, the loop's own sleep it is.
+        await eventually_async(lambda: app.return_code is not None, 30, "the app to exit")
         assert app.return_code == 0
     assert not [p for p in ours if alive(p)]
 
@@ -383,9 +381,8 @@ async def test_a_file_that_does_not_load_shows_the_error_panel(tmp_path: Path) -
         assert not app.table.display
         await pilot.press("x")  # no endpoint, no engine: nothing happens, nothing breaks
         await pilot.press("q")
-        deadline = time.monotonic() + 15
-        while app.return_code is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        # The app is leaving: no pilot pauses any more, the loop's own sleep it is.
+        await eventually_async(lambda: app.return_code is not None, 15, "the app to exit")
         assert app.return_code == 0
 
 

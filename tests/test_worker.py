@@ -23,6 +23,8 @@ from typing import Any
 import httpx
 import psutil
 
+from .eventually import eventually
+
 FIXTURES = Path(__file__).parent / "fixtures"
 READY_TIMEOUT = 30.0
 EXIT_TIMEOUT = 20.0
@@ -147,15 +149,6 @@ def gone(pid: int) -> bool:
         return True
 
 
-def wait_until(cond: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
-
-
 # --- fastapi_endpoint ----------------------------------------------------------------------------
 
 
@@ -250,7 +243,7 @@ def test_sigterm_lets_inflight_request_finish(tmp_path: Path) -> None:
         result: dict[str, Any] = {}
         t = threading.Thread(target=lambda: result.update(r=c.get("/", params={"seconds": 1.0})))
         t.start()
-        assert wait_until(lambda: (tmp_path / "slow-started").exists())
+        eventually(lambda: (tmp_path / "slow-started").exists(), 10, "the slow handler started")
         w.proc.send_signal(signal.SIGTERM)
         t.join(EXIT_TIMEOUT)
         assert result["r"].status_code == 200
@@ -262,7 +255,7 @@ def test_sigterm_lets_inflight_request_finish(tmp_path: Path) -> None:
 def test_user_output_is_unbuffered_and_server_logs_brief() -> None:
     with replica("worker_fastapi.py", "shout") as w, w.client("shout") as c:
         assert c.get("/").json() == "ok"
-        assert wait_until(lambda: "no newline yet" in w.log()), w.log()
+        eventually(lambda: "no newline yet" in w.log(), 10, lambda: f"the unfinished line in the log: {w.log()}")
         assert w.signal() == 0
         log = w.log()
         assert "INFO" not in log and "GET /" not in log, log  # no uvicorn info lines, no access log
@@ -276,7 +269,7 @@ def test_sigint_stops_gracefully() -> None:
 def test_without_ready_fd_messages_go_to_stderr() -> None:
     w = Worker("worker_fastapi.py", "hello", ready_fd=False)
     try:
-        assert wait_until(lambda: '"event": "ready"' in w.log(), READY_TIMEOUT), w.log()
+        eventually(lambda: '"event": "ready"' in w.log(), READY_TIMEOUT, lambda: f"the ready event in the log: {w.log()}")
     finally:
         w.close()
 
@@ -349,7 +342,7 @@ def test_wsgi_flask_through_gunicorn() -> None:
         assert worker_pid != w.proc.pid
         assert psutil.Process(worker_pid).ppid() == w.proc.pid
         assert w.signal() == 0
-        assert wait_until(lambda: gone(worker_pid))
+        eventually(lambda: gone(worker_pid), 10, "the worker gone")
 
 
 # --- web_server ----------------------------------------------------------------------------------
@@ -365,7 +358,7 @@ def test_web_server_directory_listing() -> None:
             assert "worker_web_server.py" in r.text
         server = next(p for p in psutil.Process(w.proc.pid).children() if "http.server" in p.cmdline())
         assert w.signal() == 0
-        assert wait_until(lambda: gone(server.pid))  # the replica asked its group to stop too
+        eventually(lambda: gone(server.pid), 10, "the server gone")  # the replica asked its group to stop too
 
 
 def test_web_server_that_dies_stops_the_replica() -> None:
@@ -477,7 +470,7 @@ def test_class_enter_sync_and_async() -> None:
 def test_stop_during_startup(tmp_path: Path) -> None:
     w = Worker("worker_cls.py", "SlowStart", {"MWTUI_TEST_MARKERS": str(tmp_path)})
     try:
-        assert wait_until(lambda: (tmp_path / "entering").exists(), READY_TIMEOUT), w.log()
+        eventually(lambda: (tmp_path / "entering").exists(), READY_TIMEOUT, lambda: f"the entering marker: {w.log()}")
         w.proc.send_signal(signal.SIGTERM)
         assert w.proc.wait(EXIT_TIMEOUT) == 0
         assert os.read(w.ready_r, 65536) == b""  # never ready, and not a failure either
@@ -594,7 +587,7 @@ def test_lifeline_takes_the_whole_group_down() -> None:
         os.close(w.lifeline_w)  # as if mwtui died
         w.proc.wait(EXIT_TIMEOUT)
         assert w.proc.returncode == -signal.SIGKILL
-        assert wait_until(lambda: gone(server.pid))
+        eventually(lambda: gone(server.pid), 10, "the server gone")
     finally:
         w.lifeline_w = -1
         w.close()
@@ -608,7 +601,8 @@ def test_lifeline_takes_gunicorn_worker_down() -> None:
         assert workers
         os.close(w.lifeline_w)
         w.proc.wait(EXIT_TIMEOUT)
-        assert all(wait_until(lambda p=p: gone(p.pid)) for p in workers)
+        for p in workers:
+            eventually(lambda p=p: gone(p.pid), 10, f"worker {p.pid} gone")
     finally:
         w.lifeline_w = -1
         w.close()

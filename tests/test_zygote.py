@@ -32,6 +32,8 @@ from mwtui.engine.spawner import (
     default_spawner,
 )
 
+from .eventually import eventually_async
+
 FIXTURES = Path(__file__).parent / "fixtures"
 TIMEOUT = 30.0
 
@@ -153,15 +155,6 @@ async def zygote() -> AsyncIterator[ZygoteSpawner]:
 
 def parent_of(pid: int) -> int:
     return psutil.Process(pid).ppid()
-
-
-async def eventually(cond: Any, timeout: float = 10.0) -> bool:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if cond():
-            return True
-        await asyncio.sleep(0.02)
-    return bool(cond())
 
 
 def gone(pid: int) -> bool:
@@ -301,7 +294,8 @@ async def test_the_lifeline_takes_down_forked_replicas_and_their_groups(zygote: 
         assert zpid is not None
         lifeline.close()  # as if mwtui were killed: the write end goes away
         pids = [s.proc.pid, zpid, *(p.pid for p in server)]
-        assert await eventually(lambda: all(gone(pid) for pid in pids)), [p for p in pids if not gone(p)]
+        await eventually_async(lambda: all(gone(pid) for pid in pids), 10,
+                               lambda: f"every process gone; left: {[p for p in pids if not gone(p)]}")
         # Its exit still resolves wait(), whoever reaped it.
         await asyncio.wait_for(s.proc.wait(), TIMEOUT)
     finally:
@@ -365,7 +359,7 @@ async def test_a_dead_zygote_is_survived(harness: Harness, zygote: ZygoteSpawner
     first = zygote.zygote_pid
     assert first is not None
     os.kill(first, signal.SIGKILL)
-    assert await eventually(lambda: zygote.zygote_pid is None), "the spawner notices"
+    await eventually_async(lambda: zygote.zygote_pid is None, 10, "the spawner to notice")
     async with before.client() as c:  # its replicas keep serving: own group, own lifeline
         assert (await c.get("/")).status_code == 200
     after = await harness.spawn(zygote, "worker_fastapi.py", "hello")
@@ -384,7 +378,7 @@ async def test_a_zygote_that_keeps_dying_gives_way_to_cold_starts(harness: Harne
         zpid = spawner.zygote_pid
         assert zpid is not None
         os.kill(zpid, signal.SIGKILL)
-        assert await eventually(lambda: spawner.zygote_pid is None)
+        await eventually_async(lambda: spawner.zygote_pid is None, 10, "the spawner to notice")
         cold = await harness.spawn(spawner, "worker_fastapi.py", "hello")
         assert parent_of(cold.proc.pid) == os.getpid()
         assert spawner.cold_reason == "the zygote died 1 time"
@@ -490,7 +484,8 @@ async def test_spawns_cancelled_mid_burst_leak_no_fd_and_leave_no_child(lifeline
         results = await asyncio.gather(*tasks, return_exceptions=True)
         assert all(isinstance(r, asyncio.CancelledError) for r in results), results
         # Answers to requests that were sent still come: each such child is killed and forgotten.
-        assert await eventually(lambda: not zygote._pending and not zygote.children, TIMEOUT)
+        await eventually_async(lambda: not zygote._pending and not zygote.children, TIMEOUT,
+                               lambda: f"no pending request or child: {zygote._pending}, {zygote.children}")
         assert _open_fds() == before
     finally:
         await spawner.close()
