@@ -21,13 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 from . import caps, route_table, scratch
-from .autoscaler import (
-    DEFAULT_MAX_REPLICAS,
-    Autoscaler,
-    ScalingConfig,
-)
+from .autoscaler import DEFAULT_MAX_REPLICAS, Autoscaler, ScalingConfig
 from .discovery import discover_async
-from .events import ENGINE_LOG, Event, LogLine, PoolChanged
+from .events import ENGINE_LOG, Event, EventHub, LogLine, PoolChanged, access_lines
 from .gateway.limits import Limits
 from .gateway_link import GatewayError, GatewayLink
 from .lifeline import Lifeline
@@ -38,15 +34,7 @@ from .pool_group import PoolGroup, routed
 from .ports import DEFAULT_GATEWAY_PORT, stable_port
 from .reloader import Reloader, WatchRules
 from .spawner import Spawner, default_spawner
-from .status import (
-    LOG_LINES_KEPT,
-    EndpointStatus,
-    PoolBrief,
-    ReloadStatus,
-    RowMaker,
-    Snapshot,
-    label_url,
-)
+from .status import LOG_LINES_KEPT, EndpointStatus, PoolBrief, ReloadStatus, RowMaker, Snapshot, label_url
 from .supervisor import Pool, Variant, process_children
 from .worker import container, network
 
@@ -79,6 +67,7 @@ class Engine:
         self.mode = container.mode()  # what replicas run in (each replica still says if it cannot)
         # Whether web_server replicas get a network of their own (many replicas on one fixed port).
         self.network = network.mode()
+        self._own_network = self.network[0] == "own"
         self._network_told = False
         self.spawner: Spawner = spawner or default_spawner()  # the zygote where os.fork exists
         self.host = host
@@ -102,8 +91,7 @@ class Engine:
         self._routes_seq = 0
         self._routes_acked = 0
         self._routes_event = asyncio.Event()
-        self.logs: dict[str, deque[LogLine]] = {}
-        self._listeners: list[Callable[[Event], None]] = []
+        self.hub = EventHub()  # subscribers, and each pool's recent log lines
         self._metrics: dict[str, dict[str, Any]] = {}
         self._socket_dir = scratch.make("sock", short=True)
         self._status_task: asyncio.Task[None] | None = None
@@ -158,10 +146,6 @@ class Engine:
         return caps.scaling(spec, self._own_network, self.max_replicas)
 
     @property
-    def _own_network(self) -> bool:
-        return self.network[0] == "own"
-
-    @property
     def pools(self) -> dict[str, Pool]:
         """Every pool by its name (a set of a class's parameters: `Greeter?name=ann`)."""
         return {pool.name: pool for group in self.groups.values() for pool in group.sets.values()}
@@ -189,7 +173,7 @@ class Engine:
             else None, own_network=self._own_network,
         )
         group.add(key, pool, Autoscaler(self._scaling(group.spec), time.monotonic()))
-        self.logs.setdefault(pool.name, deque(maxlen=LOG_LINES_KEPT))
+        self.logs.setdefault(pool.name, deque(maxlen=LOG_LINES_KEPT))  # its log shows, even empty
         if group.stopped:
             pool.pause()
         pool.start()
@@ -199,14 +183,7 @@ class Engine:
 
     def _reap_sets(self) -> None:
         """Remove parameter sets that have scaled to zero: nothing runs, starts or waits there."""
-        gone = []
-        for group in self.groups.values():
-            for key, pool in list(group.sets.items()):
-                if not group.parametrized or pool.desired or pool.replicas or pool.pinned is not None or pool.stopped:
-                    continue
-                if any(self._metrics.get(s.name, {}).get("inflight") for s in routed(pool)):
-                    continue
-                gone.append(group.remove(key))
+        gone = [pool for group in self.groups.values() for pool in group.reap(self._metrics)]
         for pool in gone:
             self.logs.pop(pool.name, None)
             task = asyncio.get_running_loop().create_task(pool.close())
@@ -276,7 +253,7 @@ class Engine:
 
     def _notify(self) -> None:
         self._publish_status()
-        self._tell_listeners(PoolChanged(""))
+        self.hub.publish(PoolChanged(""))
 
     async def close(self) -> None:
         """Drain and stop: replicas finish their in-flight requests (the gateway stays up meanwhile)."""
@@ -310,35 +287,21 @@ class Engine:
         return None if p is None else PoolBrief(p.state, tuple(s.name for s in routed(p)))
 
     def log_lines(self, pool: str, with_engine: bool = True) -> list[LogLine]:
-        """The kept log lines of `pool`; with mwtui's own lines (reloads, warnings) among them, in time
-        order, where `with_engine`: they belong in every endpoint's view."""
-        own = list(self.logs.get(pool, ()))
-        ours = list(self.logs.get(ENGINE_LOG, ())) if with_engine and pool != ENGINE_LOG else []
-        return sorted([*own, *ours], key=lambda ln: ln.t) if ours else own
+        """The kept log lines of `pool`, mwtui's own among them (see EventHub.lines)."""
+        return self.hub.lines(pool, with_engine)
+
+    @property
+    def logs(self) -> dict[str, deque[LogLine]]:
+        return self.hub.logs
 
     def subscribe(self, listener: Callable[[Event], None]) -> None:
-        self._listeners.append(listener)
+        self.hub.subscribe(listener)
 
     def _emit(self, event: Event) -> None:
-        if isinstance(event, LogLine):
-            self.logs.setdefault(event.pool, deque(maxlen=LOG_LINES_KEPT)).append(event)
-        elif isinstance(event, PoolChanged):
+        if isinstance(event, PoolChanged):
             self.reloader.activity()  # a replica started, became ready or ended
             self._publish_routes()
-        self._tell_listeners(event)
-
-    def _tell_listeners(self, event: Event) -> None:
-        # Listeners run inside the engine's own tasks (replica log readers, the gateway's event reader):
-        # one that raises (a closed stdout, a screen's bug) would end those tasks, and with them metrics,
-        # autoscaling and cleanup. It is dropped instead, once, with its traceback in mwtui's log.
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:  # noqa: BLE001 - whatever a subscriber does wrong, the engine goes on
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-                    self._say(f"a subscriber to the engine's events failed and gets no more of them: "
-                              f"{getattr(listener, '__qualname__', listener)!s}\n{traceback.format_exc()}")
+        self.hub.publish(event)
 
     # ----- commands (by endpoint name; a class's endpoints share one pool)
     def endpoint_spec(self, name: str) -> EndpointSpec | None:
@@ -415,19 +378,8 @@ class Engine:
             self._metrics = msg.get("endpoints", {})
             self._on_metrics(time.time())
         elif kind == "access":
-            for line in msg.get("lines", []):
-                spec = self.endpoint_spec(line.get("endpoint", ""))
-                if spec is None:
-                    continue
-                text = f"{line['method']} {line['path']} {line['status']} {line['ms']:.1f}ms"
-                self._emit(LogLine(
-                    spec.pool, line.get("upstream") or spec.pool, text, line.get("t", time.time()), spec.name
-                ))
-            for name, count in (msg.get("dropped") or {}).items():
-                # Past 2000 a second the gateway counts requests instead of listing them: say so.
-                spec = self.endpoint_spec(name)
-                if spec is not None and isinstance(count, int):
-                    self._emit(LogLine(spec.pool, spec.pool, f"… and {count} more requests", time.time(), spec.name))
+            for line in access_lines(msg, self.endpoint_spec):
+                self._emit(line)
         elif kind == "ports":
             for warning in msg.get("warnings", []):
                 self._emit(LogLine(ENGINE_LOG, "gateway", warning, time.time()))
@@ -463,38 +415,14 @@ class Engine:
             for rid, u in (m.get("upstreams") or {}).items():
                 per_replica[rid] = per_replica.get(rid, 0) + int(u.get("inflight", 0))
         for pool in self.pools.values():
-            for r in pool.replicas:
-                busy = per_replica.get(r.id, 0)
-                if r.inflight and not busy:
-                    r.idle_since = now
-                r.inflight = busy
+            pool.note_load(per_replica, now)
         self._autoscale(time.monotonic())
 
     def _autoscale(self, now: float) -> None:
         """Feed each pool's load to its autoscaler and apply what it decides, unless pinned by hand."""
         for group in self.groups.values():
-            for key, pool in group.sets.items():
-                self._autoscale_pool(pool, group.scalers[key], now)
+            group.autoscale(now, self._metrics)
         self._reap_sets()
-
-    def _autoscale_pool(self, pool: Pool, scaler: Autoscaler, now: float) -> None:
-        inflight = requests = 0
-        for spec in routed(pool):
-            m = self._metrics.get(spec.name, {})
-            inflight += int(m.get("inflight", 0))
-            requests += int(m.get("requests_total", 0))
-        scaler.observe(now, inflight, requests)
-        current = len(pool.ready_replicas()) + len(pool.starting_replicas())
-        decision = scaler.decide(now, current)
-        pool.panic = decision.panic
-        if pool.pinned is not None or pool.stopped or pool.failed or decision.desired == pool.desired:
-            return
-        # The pool starts warm so that a broken factory shows at once; the autoscaler may only
-        # grow it until one scaledown_window has passed without traffic.
-        warm = now - pool.started_monotonic < scaler.config.scaledown_window
-        if decision.desired < pool.desired and warm:
-            return
-        pool.set_desired(decision.desired, decision.why or f"{inflight} in flight, target {scaler.config.target:g}")
 
     async def _routes_applied(self) -> None:
         """Until the gateway runs on the routes sent so far, so that no request goes to a replica that

@@ -8,6 +8,7 @@ Start, reload, commands, routes and the snapshot treat both alike, through this 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -71,6 +72,40 @@ class PoolGroup:
     def remove(self, key: str) -> Pool:
         self.scalers.pop(key, None)
         return self.sets.pop(key)
+
+    def autoscale(self, now: float, metrics: Mapping[str, Mapping[str, Any]]) -> None:
+        """Feed each set's load (the gateway's `metrics`, by routed endpoint) to its autoscaler and apply
+        what it decides, unless pinned by hand."""
+        for key, pool in self.sets.items():
+            scaler = self.scalers[key]
+            inflight = requests = 0
+            for spec in routed(pool):
+                m = metrics.get(spec.name, {})
+                inflight += int(m.get("inflight", 0))
+                requests += int(m.get("requests_total", 0))
+            scaler.observe(now, inflight, requests)
+            decision = scaler.decide(now, len(pool.ready_replicas()) + len(pool.starting_replicas()))
+            pool.panic = decision.panic
+            if pool.pinned is not None or pool.stopped or pool.failed or decision.desired == pool.desired:
+                continue
+            # The pool starts warm so that a broken factory shows at once; the autoscaler may only
+            # grow it until one scaledown_window has passed without traffic.
+            warm = now - pool.started_monotonic < scaler.config.scaledown_window
+            if decision.desired < pool.desired and warm:
+                continue
+            pool.set_desired(decision.desired, decision.why or f"{inflight} in flight, target {scaler.config.target:g}")
+
+    def reap(self, metrics: Mapping[str, Mapping[str, Any]]) -> list[Pool]:
+        """Take out the sets of a parametrized class that have scaled to zero (nothing runs, starts or
+        waits there); the caller closes them."""
+        gone = []
+        for key, pool in list(self.sets.items()):
+            if not self.parametrized or pool.desired or pool.replicas or pool.pinned is not None or pool.stopped:
+                continue
+            if any(metrics.get(s.name, {}).get("inflight") for s in routed(pool)):
+                continue
+            gone.append(self.remove(key))
+        return gone
 
     def state(self) -> str:
         """A parametrized class's own rows: running if any set runs."""

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .autoscaler import CAP_DEFAULT, CAP_MAX_CONTAINERS, CAP_WEB_SERVER
+from .events import LOG_LINES_KEPT
 from .manifest import EndpointSpec, LoadError, PoolSpec
 
 if TYPE_CHECKING:
     from .pool_group import PoolGroup
     from .supervisor import Pool
 
-LOG_LINES_KEPT = 2000  # per pool, in memory: what the screen's log pane can scroll back through
 
 
 @dataclass(frozen=True)

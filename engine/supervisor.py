@@ -23,7 +23,7 @@ import sys
 import time
 import traceback
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -264,6 +264,14 @@ class Pool:
     def shares_ports(self, spec: PoolSpec | None = None) -> bool:
         """Do its replicas listen on fixed ports of the host's own network (so one at a time)?"""
         return caps.shares_ports(spec or self.spec, self.own_network)
+
+    def note_load(self, per_replica: Mapping[str, int], now: float) -> None:
+        """The gateway's requests in flight per replica: which one to stop first when scaling down."""
+        for r in self.replicas:
+            busy = per_replica.get(r.id, 0)
+            if r.inflight and not busy:
+                r.idle_since = now
+            r.inflight = busy
 
     def _clamp(self, n: int) -> int:
         return max(0, min(n, 1) if self.shares_ports() else n)

@@ -85,7 +85,7 @@ async def test_a_subscriber_that_raises_is_dropped_and_the_engine_goes_on() -> N
                 # (B023: each wait ends within its own iteration, so `path` is the current one.)
                 await eventually_async(lambda: any(f"GET {path}" in text for text in seen), 10,  # noqa: B023
                                        lambda: f"GET {path} seen by the subscriber: {seen}")  # noqa: B023
-        assert broken not in engine._listeners
+        assert broken not in engine.hub._listeners
         assert any("a subscriber to the engine's events failed" in line.text and "BrokenPipeError" in line.text
                    for line in engine.logs["mwtui"])
     finally:
