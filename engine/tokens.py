@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .store.home import write_private
+from .store.home import mwtui_home, write_private
 
 KEY_PREFIX = "wk-"
 SECRET_PREFIX = "ws-"
@@ -56,8 +56,6 @@ class TokenInfo:
     created: float  # epoch seconds
 
 
-def mwtui_home() -> Path:
-    return Path(os.environ.get("MWTUI_HOME") or os.path.expanduser("~/.config/mwtui"))
 
 
 def default_path() -> Path:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
+import pytest
 from mwtui.engine.facade import AppRef, Engine
 
 APP = """
@@ -78,3 +80,17 @@ def test_closing_right_after_a_scale_up_ends(tmp_path: Path) -> None:
         assert done, "Engine.close() did not end"
 
     asyncio.run(scenario())
+
+
+def test_an_empty_mwtui_home_is_the_default_and_never_silences_the_current_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MWTUI_HOME="" once made the reload rules ignore the current folder (the app's own, when mwtui runs
+    from it): reload went off without a word."""
+    from mwtui.tui import cli
+
+    monkeypatch.setenv("MWTUI_HOME", "")
+    monkeypatch.chdir(tmp_path)
+    args = cli.build_parser().parse_args(["serve", "app.py"])
+    rules = cli.engine_options(args)["watch_rules"]
+    assert rules.extra_ignored_paths == (os.path.expanduser("~/.config/mwtui"),)
+    assert rules.counts(str(tmp_path / "app.py"))

@@ -206,8 +206,11 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     from mwtui.engine.gateway.limits import Limits
     from mwtui.engine.reloader import DEFAULT_INCLUDE, WatchRules
     from mwtui.engine.spawner import ColdSpawner
+    from mwtui.engine.store.home import mwtui_home
 
-    home = os.environ.get("MWTUI_HOME", os.path.expanduser("~/.config/mwtui"))
+    # One definition: an empty MWTUI_HOME means the default, never "" (that would ignore the current
+    # folder, the app's own when mwtui runs from it, and so turn reload off without a word).
+    home = str(mwtui_home())
     if args.no_container:
         from mwtui.engine.worker.container import CONTAINER_ENV
 
