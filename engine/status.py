@@ -244,7 +244,8 @@ class RowMaker:
         base = spec.name.partition("?")[0]
         own_port = self.endpoint_ports.get(base)  # a parameter set is reached through its parent's
         replicas = tuple(
-            ReplicaStatus(r.id, r.pid, r.state, r.generation, now - r.started_at, r.startup_ms, r.cpu_percent, r.rss_bytes)
+            ReplicaStatus(r.id, r.pid, "unresponsive" if r.unresponsive else r.state, r.generation, now - r.started_at,
+                          r.startup_ms, r.cpu_percent, r.rss_bytes)
             for r in pool.replicas
         )
         return EndpointStatus(

@@ -42,6 +42,7 @@ from .worker import network
 ReplicaState = Literal["starting", "ready", "stopping", "exited"]
 PoolState = Literal["starting", "running", "idle", "stopped", "failed"]
 
+UNRESPONSIVE_S = 3.0  # a ready replica's loop silent this long is blocked (it beats every second)
 STOP_GRACE_S = 10.0  # in-flight requests get this long to finish when a replica stops
 RETIRE_GRACE_S = 2.0  # a retiring replica kills itself; past this, the supervisor does it
 
@@ -116,6 +117,10 @@ class Replica:
     startup_timeout: float | None = None
     startup_began: float | None = None
     startup_news: asyncio.Event = field(default_factory=asyncio.Event)  # any of the above, or settled
+    # Liveness, once ready: when its event loop last said so (time.monotonic()); a replica that beats
+    # and then falls silent for UNRESPONSIVE_S is marked, not stopped (as on Modal), until it beats again.
+    last_beat: float | None = None
+    unresponsive: bool = False
     cpu_percent: float = 0.0
     rss_bytes: int = 0
     inflight: int = 0  # from the gateway's metrics
@@ -368,7 +373,19 @@ class Pool:
                 async with asyncio.timeout(delay if delay is not None else 1.0):
                     await self._wake.wait()
 
+    def _watch_liveness(self, now: float) -> None:
+        for r in self.replicas:
+            if r.state == "ready" and not r.unresponsive and r.last_beat is not None and now - r.last_beat > UNRESPONSIVE_S:
+                r.unresponsive = True
+                self._say(r, f"replica {r.id} has not answered for {UNRESPONSIVE_S:g} s: its event loop is blocked "
+                             "(time.sleep or blocking I/O in an async def?); it is left running, as on Modal")
+
+    def _say(self, r: Replica, text: str) -> None:
+        self.emit(LogLine(self.name, r.id, f"mwtui: {text}", time.time()))
+        self.emit(PoolChanged(self.name))
+
     def _reconcile(self) -> None:
+        self._watch_liveness(time.monotonic())
         live = [
             r for r in self.replicas
             if r.state in ("starting", "ready") and not r.stop_requested and r.version == self.version
@@ -525,6 +542,11 @@ class Pool:
                     r.failure = msg
                 elif event == "retire":
                     self._retired(r)
+                elif event == "beat":
+                    r.last_beat = time.monotonic()
+                    if r.unresponsive:
+                        r.unresponsive = False
+                        self._say(r, f"replica {r.id} answers again")
         finally:
             transport.close()
 

@@ -44,6 +44,7 @@ from .listen import GRACEFUL_SECONDS, KEEPALIVE_SECONDS, Listen, bind_tcp, bind_
 from .pool import Endpoint, Pool, before_import, params_arg, subject_before_import
 from .report import (
     FAILED_EXIT_CODE,
+    HEARTBEAT_S,
     RETIRED_EXIT_CODE,
     Reporter,
     StartupFailure,
@@ -343,6 +344,14 @@ class Replica:
                   file=sys.stderr)
         for server in self.web_servers:
             server.watch(self._server_lost)
+        with contextlib.suppress(RuntimeError):  # no loop runs here (a web_server's own process serves)
+            if self.reporter.fd is not None:
+                self._beat(asyncio.get_running_loop())
+
+    def _beat(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Tell the supervisor, from the event loop that serves requests, that it is not blocked."""
+        self.reporter.beat()
+        loop.call_later(HEARTBEAT_S, self._beat, loop)
 
     def _server_lost(self, reason: str) -> None:
         print(f"mwtui: {reason}; stopping this replica", file=sys.stderr)

@@ -6,6 +6,7 @@ Messages are one JSON object per line on the pipe named by MWTUI_READY_FD (stder
     {"event": "ready", "pid": ..., "startup_ms": ..., "upstreams": {name: {"address", "dispatch"}}}
     {"event": "failed", "stage": ..., "endpoint": ..., "message": ..., "traceback": ...}
     {"event": "retire", "reason": ...}   a request's work could not be stopped at its timeout
+    {"event": "beat"}   every HEARTBEAT_S from the replica's event loop once ready: it is not blocked
 
 After "failed" the replica exits with FAILED_EXIT_CODE, after "retire" with RETIRED_EXIT_CODE. "starting"
 says what the replica is doing (for a person: "running @modal.enter method `load`") and, once the app
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 READY_FD_ENV = "MWTUI_READY_FD"
+HEARTBEAT_S = 1.0  # from the event loop: a loop blocked (time.sleep in an async def) stops it
 STARTING_ENV = "MWTUI_REPORT_STARTING"
 FAILED_EXIT_CODE = 3
 RETIRED_EXIT_CODE = 4
@@ -116,6 +118,9 @@ class Reporter:
 
     def failed(self, failure: StartupFailure) -> None:
         self._send(failure.to_json())
+
+    def beat(self) -> None:
+        self._send({"event": "beat"})
 
     def retire(self, reason: str) -> None:
         self._send({"event": "retire", "reason": reason})
