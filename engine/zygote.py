@@ -116,14 +116,6 @@ def _import(name: str) -> None:
         pass
 
 
-def preload() -> None:
-    """Everything, at once (the zygote itself spreads PRELOAD_WHEN_IDLE over its idle time)."""
-    for name in PRELOAD + PRELOAD_WHEN_IDLE:
-        _import(name)
-    _warm_up()
-    _warm_up_flask()
-
-
 def _warm_up() -> None:
     """Do once what every replica would otherwise do first: the imports FastAPI and uvicorn make lazily
     while an app is built and a server configured (pydantic.v1 and friends). Builds objects only: no

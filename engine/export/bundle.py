@@ -59,10 +59,6 @@ class ImageBuild:
     pools: list[str]
     warnings: list[str] = field(default_factory=list)
 
-    @property
-    def build_command(self) -> str:
-        return f"docker build -t {self.ref} {self.context}"
-
 
 @dataclass
 class ExportResult:
@@ -75,10 +71,6 @@ class ExportResult:
     notes: list[str]
     warnings: list[str]
     local_registry: bool  # images need loading into the cluster, not pushing
-
-    @property
-    def secret_commands(self) -> list[str]:
-        return [" ".join(s.command) for s in self.secrets]
 
 
 def _docker_name(text: str) -> str:
