@@ -91,3 +91,8 @@ def find_conflicts(endpoints: Iterable[Labelled]) -> list[str]:
                     f"can serve only one endpoint."
                 )
     return errors
+
+
+def label_url(label: str, port: int | None) -> str:
+    """Where the gateway serves an endpoint labelled `label` (the form `modal serve` prints)."""
+    return f"http://{label}.localhost:{port}"

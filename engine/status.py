@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .autoscaler import CAP_DEFAULT, CAP_MAX_CONTAINERS, CAP_WEB_SERVER
 from .events import LOG_LINES_KEPT
+from .labels import label_url
 from .manifest import EndpointSpec, LoadError, PoolSpec
 
 if TYPE_CHECKING:
@@ -188,10 +189,6 @@ class PoolBrief:
 
     state: str  # starting | running | idle | stopped | failed
     endpoints: tuple[str, ...]  # `Greeter.greet?name=ann` for a set of a class's parameters
-
-
-def label_url(label: str, port: int | None) -> str:
-    return f"http://{label}.localhost:{port}"
 
 
 

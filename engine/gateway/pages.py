@@ -10,15 +10,12 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
+from ..labels import label_url
 from .metrics import LATENCY_BOUNDS_MS, EndpointStats
 from .routes import Endpoint, RouteTable
 
 MISSING_CREDENTIALS = b"modal-http: missing credentials for proxy authorization"
 INVALID_CREDENTIALS = b"modal-http: invalid credentials for proxy authorization"
-
-
-def label_url(label: str, port: int) -> str:
-    return f"http://{label}.localhost:{port}"
 
 
 def public_host(host: str) -> str:

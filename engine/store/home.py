@@ -5,8 +5,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
+
+# Modal's rule for the names of its objects (secrets, volumes, dicts, ...).
+NAME_RE = re.compile(r"^[a-zA-Z0-9._-]{1,64}$")
 
 HOME_ENV = "MWTUI_HOME"
 

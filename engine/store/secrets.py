@@ -9,15 +9,12 @@ replace the whole file atomically under an exclusive lock, so readers never see 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
-from .home import locked, mwtui_home, write_private
+from .home import NAME_RE, locked, mwtui_home, write_private
 
 FILE_NAME = "secrets.json"
-# Modal's rule for object names.
-NAME_RE = re.compile(r"^[a-zA-Z0-9._-]{1,64}$")
 
 
 class SecretStoreError(Exception):

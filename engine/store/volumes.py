@@ -26,10 +26,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .home import mwtui_home
+from .home import NAME_RE, mwtui_home
 
 KIND_FOLDERS = {"volume": "volumes", "nfs": "network_file_systems", "bucket": "cloud_buckets"}
-NAME_RE = re.compile(r"^[a-zA-Z0-9._-]{1,64}$")
 LINKS_ENV = "MWTUI_MOUNT_LINKS"  # "any": make a link wherever the machine allows
 
 
