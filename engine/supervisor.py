@@ -38,6 +38,7 @@ from .params import pool_key, query_of, variant_id, variant_name
 from .proctree import kill_all, kill_tree
 from .spawner import ColdSpawner, ReplicaProcess, Spawner
 from .worker import network
+from .worker.report import Upstream  # the record a replica reports, read back here
 
 ReplicaState = Literal["starting", "ready", "stopping", "exited"]
 PoolState = Literal["starting", "running", "idle", "stopped", "failed"]
@@ -45,12 +46,6 @@ PoolState = Literal["starting", "running", "idle", "stopped", "failed"]
 UNRESPONSIVE_S = 3.0  # a ready replica's loop silent this long is blocked (it beats every second)
 STOP_GRACE_S = 10.0  # in-flight requests get this long to finish when a replica stops
 RETIRE_GRACE_S = 2.0  # a retiring replica kills itself; past this, the supervisor does it
-
-
-@dataclass(frozen=True)
-class Upstream:
-    address: str  # "unix:/path" or "tcp:127.0.0.1:8000"
-    dispatch: str | None  # value of x-mwtui-endpoint the replica needs, if it serves several endpoints
 
 
 @dataclass(frozen=True)
@@ -519,9 +514,7 @@ class Pool:
                     continue
                 event = msg.get("event")
                 if event == "ready" and r.state == "starting":
-                    r.upstreams = {
-                        name: Upstream(u["address"], u.get("dispatch")) for name, u in msg["upstreams"].items()
-                    }
+                    r.upstreams = {name: Upstream.from_json(u) for name, u in msg["upstreams"].items()}
                     r.state = "ready"
                     r.ready_at = time.time()
                     r.startup_ms = msg.get("startup_ms")

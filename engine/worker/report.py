@@ -79,6 +79,11 @@ class Upstream:
     def to_json(self) -> dict[str, Any]:
         return {"address": self.address, "dispatch": self.dispatch}
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Upstream:
+        """As the supervisor reads it back from the "ready" message."""
+        return cls(str(d["address"]), d.get("dispatch"))
+
 
 class Reporter:
     def __init__(self, fd: int | None, started: float, report_starting: bool = False) -> None:
