@@ -153,7 +153,7 @@ class DetailScreen(Screen[None]):
         ids = [r.id for r in e.replicas]
         rows = {
             r.id: (
-                r.id, str(r.pid or "-"), r.state, str(r.generation), fmt.age(r.age_s),
+                r.id, str(r.pid or "-"), _replica_state(r.state), str(r.generation), fmt.age(r.age_s),
                 fmt.ms(r.startup_ms), fmt.cpu(r.cpu_percent), fmt.mem(r.rss_bytes),
             )
             for r in e.replicas
@@ -168,7 +168,7 @@ class DetailScreen(Screen[None]):
             return
         for rid, values in rows.items():
             for key, value in zip(REPLICA_COLUMNS, values, strict=True):
-                table.update_cell(rid, key, value)
+                table.update_cell(rid, key, value, update_width=key == "state")  # "unresponsive" is long
 
     def action_copy_curl(self) -> None:
         table = self.query_one("#detail-urls", DataTable)
@@ -182,3 +182,8 @@ class DetailScreen(Screen[None]):
         if event.data_table.id == "detail-urls":
             event.stop()
             self.action_copy_curl()
+
+
+def _replica_state(state: str) -> Text:
+    # A blocked event loop (no heartbeat for a few seconds) is the one state to catch the eye here.
+    return Text(state, style="bold yellow" if state == "unresponsive" else "")
