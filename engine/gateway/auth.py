@@ -13,10 +13,6 @@ from pathlib import Path
 TokenCheck = Callable[[str, str], bool]
 
 
-def deny_all(key: str, secret: str) -> bool:
-    return False
-
-
 def load_token_check(path: str | Path | None = None) -> TokenCheck:
     """The check against `path` (default `$MWTUI_HOME/tokens.json`); a missing file denies all."""
     from ..tokens import TokenCheck as FileCheck

@@ -436,10 +436,8 @@ class Exchange:
     def resp_end(self) -> None:
         if self.resp_mode == RESP_CHUNKED:
             self.client.write(CHUNK_END)
-        conn = self.conn
+        conn = self._detach_upstream()
         if conn is not None:
-            self.conn = None
-            conn.ex = None
             if conn.reusable and self.req_done and not conn.close_delim:
                 conn.pool.release(conn)
             else:
@@ -487,11 +485,7 @@ class Exchange:
         self.reply(502, pages.upstream_closed(ep.name, up.id))
 
     def upstream_garbage(self) -> None:
-        conn = self.conn
-        if conn is not None:
-            self.conn = None
-            conn.ex = None
-            conn.close()
+        self._close_upstream()
         if self.done:
             return
         if self.resp_started:
@@ -501,13 +495,22 @@ class Exchange:
         assert up is not None and ep is not None
         self.reply(502, pages.bad_upstream(ep.name, up.id))
 
-    def fail_midway(self, status: int = 502) -> None:
-        """The response broke after its head went out: the client can only learn it by a close."""
+    def _detach_upstream(self) -> UpstreamConn | None:
+        """Let go of the upstream connection (it no longer reports to this exchange); returns it."""
         conn = self.conn
         if conn is not None:
             self.conn = None
             conn.ex = None
+        return conn
+
+    def _close_upstream(self) -> None:
+        conn = self._detach_upstream()
+        if conn is not None:
             conn.close()
+
+    def fail_midway(self, status: int = 502) -> None:
+        """The response broke after its head went out: the client can only learn it by a close."""
+        self._close_upstream()
         self.status = status
         self.keep_alive = False
         self.client.close()
@@ -520,11 +523,7 @@ class Exchange:
         if self.resp_started:
             self.fail_midway()
             return
-        conn = self.conn
-        if conn is not None:
-            self.conn = None
-            conn.ex = None
-            conn.close()
+        self._close_upstream()
         if self.upgrade or (self.expect and not self.req_done):
             # The client may never send the body it announced; we cannot find the next request.
             self.keep_alive = False
@@ -543,11 +542,7 @@ class Exchange:
         ep = self.ep
         assert ep is not None
         if self.tunnel:
-            conn = self.conn
-            if conn is not None:
-                self.conn = None
-                conn.ex = None
-                conn.close()
+            self._close_upstream()
             self.client.close()
             self._finish()
         elif self.resp_started:
@@ -560,12 +555,7 @@ class Exchange:
             return
         if not self.tunnel:
             self.status = 499  # nginx's "client closed request"
-        conn = self.conn
-        if conn is not None:
-            # Closing makes the replica see the disconnect, as a direct client would make it.
-            self.conn = None
-            conn.ex = None
-            conn.close()
+        self._close_upstream()  # the replica sees the disconnect, as a direct client would make it
         self._finish()
 
     # ----- bookkeeping
