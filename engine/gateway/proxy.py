@@ -22,7 +22,8 @@ from .routes import Endpoint, Upstream, parse_address
 from .wire import CHUNK_END, CONTINUE, CRLF, RESPONSE_HOP, TEXT, response, status_line
 
 if TYPE_CHECKING:
-    from .server import ClientConn, Gateway
+    from .client import ClientConn
+    from .server import Gateway
 
 # Why a connection's reading is paused; reading resumes when no reason is left.
 PAUSE_PEER: Final = 1  # the other side's transport buffer is full
