@@ -22,8 +22,8 @@ from httptools import HttpRequestParser, HttpResponseParser
 from mwtui.engine.gateway import native
 from mwtui.engine.gateway.client import ClientConn
 from mwtui.engine.gateway.limits import Limits
-from mwtui.engine.gateway.proxy import UpstreamConn
 from mwtui.engine.gateway.server import Gateway
+from mwtui.engine.gateway.upstream import UpstreamConn
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench-raw.localhost:8470\r\n\r\n"
 RESPONSE = (b"HTTP/1.1 200 OK\r\ndate: Tue, 24 Nov 2026 15:00:00 GMT\r\nserver: uvicorn\r\n"

@@ -25,13 +25,13 @@ from .proxy import (
     Conn,
     Exchange,
     Reject,
-    UpstreamConn,
     log_bug,
 )
 from .routes import (
     host_key,
     valid_host,
 )
+from .upstream import UpstreamConn
 from .wire import CONNECTION_NEVER, CONTINUE, CRLF, REQUEST_SPECIAL, response
 
 if TYPE_CHECKING:

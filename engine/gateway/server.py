@@ -29,7 +29,6 @@ from .proxy import (
     HALF_CLOSE,
     Conn,
     Exchange,
-    UpstreamPool,
     log_bug,
 )
 from .routes import (
@@ -44,6 +43,7 @@ from .routes import (
     own_port_accepts,
     valid_host,
 )
+from .upstream import UpstreamPool
 from .wire import HTML, JSON, PROMETHEUS
 
 TICK_S: Final = 0.5
