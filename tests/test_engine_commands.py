@@ -22,15 +22,19 @@ def capped():
 """
 
 
-def test_scale_never_pins_past_the_cap(tmp_path: Path) -> None:
+async def _started(tmp_path: Path) -> Engine:
     app = tmp_path / "cmd.py"
     app.write_text(APP)
+    engine = Engine(AppRef.parse(str(app)), port=0, reload=False, own_ports=False)
+    await engine.start()
+    assert await engine.wait_ready(30)
+    return engine
 
+
+def test_scale_never_pins_past_the_cap(tmp_path: Path) -> None:
     async def scenario() -> None:
-        engine = Engine(AppRef.parse(str(app)), port=0, reload=False, own_ports=False)
-        await engine.start()
+        engine = await _started(tmp_path)
         try:
-            assert await engine.wait_ready(30)
             assert engine.scale("capped", 5) == 2  # max_containers=2
             e = engine.snapshot().endpoints[0]
             assert (e.pinned, e.desired, e.cap) == (2, 2, (2, "max_containers"))
@@ -43,14 +47,9 @@ def test_scale_never_pins_past_the_cap(tmp_path: Path) -> None:
 
 
 def test_pool_brief_and_log_lines_are_the_facades_answers(tmp_path: Path) -> None:
-    app = tmp_path / "cmd.py"
-    app.write_text(APP)
-
     async def scenario() -> None:
-        engine = Engine(AppRef.parse(str(app)), port=0, reload=False, own_ports=False)
-        await engine.start()
+        engine = await _started(tmp_path)
         try:
-            assert await engine.wait_ready(30)
             brief = engine.pool_brief("capped")
             assert brief is not None and (brief.state, brief.endpoints) == ("running", ("capped",))
             assert engine.pool_brief("nothing") is None
@@ -67,13 +66,8 @@ def test_pool_brief_and_log_lines_are_the_facades_answers(tmp_path: Path) -> Non
 def test_closing_right_after_a_scale_up_ends(tmp_path: Path) -> None:
     """`+` then `q`: the reconcile loop's wake and the close's cancel arrive together. On Python 3.11
     `asyncio.wait_for` swallowed that cancel and the pool's loop, and so the close, never ended."""
-    app = tmp_path / "cmd.py"
-    app.write_text(APP)
-
     async def scenario() -> None:
-        engine = Engine(AppRef.parse(str(app)), port=0, reload=False, own_ports=False)
-        await engine.start()
-        assert await engine.wait_ready(30)
+        engine = await _started(tmp_path)
         engine.scale("capped", 2)
         closing = asyncio.ensure_future(engine.close())
         done, _ = await asyncio.wait({closing}, timeout=60)  # a hang, not a speed: it never ended before
