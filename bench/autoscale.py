@@ -11,7 +11,9 @@ request on a warm pool (the baseline, measured in the same run).
 from __future__ import annotations
 
 import argparse
+import atexit
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -78,7 +80,9 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    app = Path(tempfile.mkdtemp(prefix="mwtui-bench-")) / "auto.py"
+    folder = Path(tempfile.mkdtemp(prefix="mwtui-bench-"))
+    atexit.register(shutil.rmtree, folder, True)  # nothing left in /tmp
+    app = folder / "auto.py"
     app.write_text(APP)
     proc = subprocess.Popen([sys.executable, "-m", "mwtui.tui.cli", "serve", str(app), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)

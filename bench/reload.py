@@ -11,8 +11,10 @@ from a cold `mwtui serve` to its first answer, i.e. what a stop-and-start reload
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -99,6 +101,7 @@ def start(app: Path) -> tuple[subprocess.Popen[str], int, float]:
 
 def bench(kind: str, saves: int, threads: int) -> dict[str, float]:
     folder = Path(tempfile.mkdtemp(prefix="mwtui-bench-"))
+    atexit.register(shutil.rmtree, folder, True)  # the app file it rewrote: nothing left in /tmp
     app = folder / "bench.py"
     app.write_text(APPS[kind].format(v=1))
     proc, port, cold_ms = start(app)

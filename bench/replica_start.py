@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
 import shutil
@@ -325,6 +326,7 @@ async def main() -> int:
     ap.add_argument("--scale-runs", type=int, default=10, help="wake-ups per mode")
     args = ap.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="mwtui-bench-"))
+    atexit.register(shutil.rmtree, folder, True)  # nothing left in /tmp
     try:
         print(f"spawn-to-ready, {args.runs} starts per kind and mode (alternating), "
               f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
