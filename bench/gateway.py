@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import psutil
+from serving import RAW
 
 APP = '''
 from fastapi import FastAPI
@@ -43,19 +44,6 @@ app = FastAPI()
 @app.get("/")
 def hello():
     return {"hello": "world"}
-'''
-RAW = '''
-BODY = b'{"hello":"world"}'
-START = {"type": "http.response.start", "status": 200,
-         "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(BODY))]}
-END = {"type": "http.response.body", "body": BODY}
-
-
-async def app(scope, receive, send):
-    if scope["type"] != "http":
-        return
-    await send(START)
-    await send(END)
 '''
 NGINX = '''
 worker_processes 1;

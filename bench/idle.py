@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import psutil
+from serving import start_serve, stop
 
 HEAD = 'import modal\n\napp = modal.App("idle")\n'
 ENDPOINT = '''
@@ -42,18 +39,6 @@ def app_file(folder: Path, n: int) -> Path:
     path = folder / "idle_app.py"
     path.write_text(HEAD + "".join(ENDPOINT.format(i=i) for i in range(n)))
     return path
-
-
-def start(app: Path, extra: list[str]) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen([sys.executable, "-m", "mwtui.tui.cli", "serve", str(app), "--port", "0", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    assert proc.stdout
-    for line in proc.stdout:
-        m = re.search(r"gateway http://localhost:(\d+)", line)
-        if m:
-            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
-            return proc, int(m.group(1))
-    raise SystemExit(f"mwtui serve exited ({proc.wait()}) before printing its gateway URL")
 
 
 def wait_running(port: int, n: int, timeout: float = 120.0) -> list[int]:
@@ -95,7 +80,7 @@ def cpu(procs: list[psutil.Process]) -> float:
 
 
 def measure(app: Path, n: int, settle: float, sample: float, extra: list[str]) -> dict[str, float]:
-    proc, port = start(app, extra)
+    proc, port = start_serve(app, *extra)
     try:
         replicas = wait_running(port, n)
         if len(replicas) < n:
@@ -130,12 +115,7 @@ def measure(app: Path, n: int, settle: float, sample: float, extra: list[str]) -
         out["replicas"] = len(replicas)
         return out
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)
 
 
 def main() -> int:

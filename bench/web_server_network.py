@@ -5,12 +5,12 @@
 One app: a `@modal.web_server(PORT)` function (max_inputs 1000, one replica) whose body starts uvicorn
 serving a raw ASGI hello on PORT, in a subprocess. Two `mwtui serve APP --port 0` run side by side:
 - `--no-container`: the replica on the host's network; the gateway connects to tcp:127.0.0.1:PORT;
-- the default: the replica in a network namespace of its own; the gateway connects to a Unix socket,
-  and the replica's relay thread (engine/worker/forward.py) connects on to 127.0.0.1:PORT inside.
-The baseline, "direct", is wrk straight at the first one's uvicorn on the host (no gateway, no relay).
+- the default: the replica in a network namespace of its own; the gateway asks its Unix socket for a
+  connection, and the replica hands over a TCP socket connected to 127.0.0.1:PORT inside (handoff.py).
+The baseline, "direct", is wrk straight at the first one's uvicorn on the host (no gateway).
 `wrk -t1 -cN -dDs --latency` runs against the three targets in turn, alternating their order each round;
 prints the medians of req/s, p50 and p99, the CPU time per request of the gateway, the replica process
-(where the relay runs) and uvicorn, and the ratios. Exits 2 if wrk or pasta's network is missing.
+(where the handoff runs: ~0 per request, it hands over each connection once) and uvicorn, and the ratios. Exits 2 if wrk or pasta's network is missing.
 """
 
 from __future__ import annotations
@@ -25,28 +25,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import psutil
 from mwtui.engine.worker import network
+from serving import RAW, start_serve, stop
 
 LABEL = "netbench-srv"
-RAW = '''
-BODY = b'{"hello":"world"}'
-START = {"type": "http.response.start", "status": 200,
-         "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(BODY))]}
-END = {"type": "http.response.body", "body": BODY}
-
-
-async def app(scope, receive, send):
-    if scope["type"] != "http":
-        return
-    await send(START)
-    await send(END)
-'''
 # min = max = 1: one replica in both modes (the host network allows no more), never scaled to zero
 # between rounds. max_inputs 1000: the gateway must not queue the wrk connections one at a time.
 APP = '''import subprocess
@@ -70,39 +57,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def start_serve(app: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
-    """`mwtui serve APP --port 0` and its gateway's port (read from "gateway http://localhost:PORT")."""
-    proc = subprocess.Popen([sys.executable, "-m", "mwtui.tui.cli", "serve", str(app), "--port", "0", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    assert proc.stdout
-    for line in proc.stdout:
-        m = re.search(r"gateway http://localhost:(\d+)", line)
-        if m:
-            # Keep draining its output, so that it never blocks on a full pipe.
-            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
-            return proc, int(m.group(1))
-    stop(proc)  # whatever it left behind in its group
-    raise SystemExit(f"mwtui serve {' '.join(extra)} exited ({proc.returncode}) before printing its gateway URL")
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    """SIGTERM to its whole group (mwtui, gateway, zygote, replicas), then wait; SIGKILL if it hangs."""
-    if proc.poll() is None:
-        with_group(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        with_group(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def with_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def wait_answering(port: int, host: str | None, timeout: float = 90.0) -> None:
@@ -228,7 +182,7 @@ def main() -> int:
         finally:
             for serve in serves:
                 if serve.poll() is None:
-                    with_group(serve.pid, signal.SIGTERM)  # both at once, then wait for each
+                    os.killpg(serve.pid, signal.SIGTERM)  # both at once, then wait for each
             for serve in serves:
                 stop(serve)
 
@@ -249,7 +203,7 @@ def main() -> int:
     print(f"{'own network via gateway / direct req/s':<50} {own[0] / direct[0]:6.2f}")
     relay = statistics.median(cpu_us["gateway, own network"]["replica"])
     base = statistics.median(cpu_us["gateway, host network"]["replica"])
-    print(f"{'replica process CPU per request (the relay)':<50} {relay:6.1f} us, against {base:.1f} us "
+    print(f"{'replica process CPU per request (handoff)':<50} {relay:6.1f} us, against {base:.1f} us "
           "on the host network")
     if any(r[3] for rs in results.values() for r in rs):
         print("some requests failed (non-2xx or socket errors): the figures are not valid", file=sys.stderr)
