@@ -6,6 +6,7 @@ import contextlib
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -55,6 +56,22 @@ def alive_pids(pids: set[int]) -> set[int]:
         except psutil.NoSuchProcess:
             pass
     return alive
+
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def as_nobody_or_skip(namespaces: str, fallback: str) -> list[str]:
+    """The command prefix that runs as the unprivileged user nobody, or skip saying why this machine
+    cannot: not root, no setpriv, this Python unreadable to others, or no user namespaces (`unshare
+    -U` plus `namespaces`, e.g. "m" or "n"; `fallback` names what is tested instead)."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("switching to an unprivileged user needs root and setpriv (util-linux)")
+    if subprocess.run([*NOBODY, sys.executable, "-c", "import mwtui"], capture_output=True).returncode != 0:
+        pytest.skip("the user nobody cannot run this Python (its folders are not readable to others)")
+    if subprocess.run([*NOBODY, "unshare", f"-Ur{namespaces}", "true"], capture_output=True).returncode != 0:
+        pytest.skip(f"unprivileged user namespaces are off on this machine: {fallback}, tested elsewhere")
+    return NOBODY
 
 
 def free_port() -> int:

@@ -15,7 +15,7 @@ import pytest
 from mwtui.engine.worker import container
 from mwtui.engine.worker.container import Op, Want, plan, wants_from_plan
 
-from .conftest import Served, start_serve, stop_serve
+from .conftest import Served, as_nobody_or_skip, start_serve, stop_serve
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LABEL = "ctr-web"
@@ -270,15 +270,9 @@ print(json.dumps(out))
 def test_the_container_view_as_an_unprivileged_user(request: pytest.FixtureRequest) -> None:
     """mwtui run by a user who is not root: the view comes from a user namespace of its own (the uid
     mapped to itself, so files keep their owner); nothing appears on the host outside the folders."""
-    if os.geteuid() != 0 or not shutil.which("setpriv"):
-        pytest.skip("switching to an unprivileged user needs root and setpriv (util-linux)")
     if os.path.exists("/assets") or os.path.exists("/data"):
         pytest.skip("/assets or /data exists on this machine: the test could not tell ours from it")
-    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    if subprocess.run([*nobody, sys.executable, "-c", "import mwtui"], capture_output=True).returncode != 0:
-        pytest.skip("the user nobody cannot run this Python (its folders are not readable to others)")
-    if subprocess.run([*nobody, "unshare", "-Urm", "true"], capture_output=True).returncode != 0:
-        pytest.skip("unprivileged user namespaces are off on this machine: host mode, tested elsewhere")
+    nobody = as_nobody_or_skip("m", "host mode")
     # pytest's own temp folders are private to root: nobody could not reach a mount's source there.
     tmp_path = Path(tempfile.mkdtemp(prefix="mwtui-test-nobody-", dir="/tmp"))
     request.addfinalizer(lambda: shutil.rmtree(tmp_path, ignore_errors=True))

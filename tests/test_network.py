@@ -9,7 +9,6 @@ that drops nothing, no pasta left afterwards, and the host-network fallback with
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -27,7 +26,7 @@ import pytest
 
 from engine.worker import container, network
 
-from .conftest import FIXTURES, Served, alive_pids, free_port, start_serve, stop_serve
+from .conftest import FIXTURES, Served, alive_pids, as_nobody_or_skip, free_port, start_serve, stop_serve
 from .eventually import eventually
 
 if not sys.platform.startswith("linux"):
@@ -284,13 +283,7 @@ print(json.dumps({"inside": inside, "uid": os.getuid(), "fetched": body}))
 def test_a_network_of_its_own_as_an_unprivileged_user(fixed: tuple[int, int]) -> None:
     """Not root: the replica's network namespace belongs to a user namespace of its own, and pasta joins
     both; the fixed port the host holds is free inside, the host's loopback is reached."""
-    if os.geteuid() != 0 or not shutil.which("setpriv"):
-        pytest.skip("switching to an unprivileged user needs root and setpriv (util-linux)")
-    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    if subprocess.run([*nobody, sys.executable, "-c", "import mwtui"], capture_output=True).returncode != 0:
-        pytest.skip("the user nobody cannot run this Python (its folders are not readable to others)")
-    if subprocess.run([*nobody, "unshare", "-Urn", "true"], capture_output=True).returncode != 0:
-        pytest.skip("unprivileged user namespaces are off on this machine: host network, tested above")
+    nobody = as_nobody_or_skip("n", "the host's network")
     why = subprocess.run([*nobody, sys.executable, "-c", "from mwtui.engine.worker import network; "
                           "print(network.mode()[1])"], capture_output=True, text=True).stdout.strip()
     if why:
