@@ -1,8 +1,10 @@
 """Owns replica processes: spawn, readiness, restart with backoff, drain, stop; CPU and memory.
 
-One `Pool` per function or class. Its reconcile loop compares the replicas it wants with the ones it
-has and acts; everything that happens (ready, crash, a log line) is reported through one callback, so
-the engine facade never touches a process itself.
+One `Pool` per function or class. Its reconcile loop is the one writer of the pool's state, as in
+gunicorn's arbiter: the tasks that watch each replica only post what they saw (a report on its pipe, its
+exit) to the pool's inbox, and the loop applies the posts in order before it compares the replicas it
+wants with the ones it has and acts. Everything that happens (ready, crash, a log line) is told through
+one callback, so the engine facade never touches a process itself.
 
 A replica that is not ready within its function's `startup_timeout` is failed, saying which startup
 step it was still in. A replica that retires (a request's work could not be stopped at its `timeout`,
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -38,7 +39,7 @@ from .params import pool_key, query_of, variant_id, variant_name
 from .proctree import kill_all, kill_tree
 from .spawner import ColdSpawner, ReplicaProcess, Spawner
 from .worker import network
-from .worker.report import Upstream  # the record a replica reports, read back here
+from .worker.report import Beat, Failed, Ready, Report, Retire, Starting, Upstream, decode
 
 ReplicaState = Literal["starting", "ready", "stopping", "exited"]
 PoolState = Literal["starting", "running", "idle", "stopped", "failed"]
@@ -89,6 +90,23 @@ class RestartPolicy:
         self.failures = 0
 
 
+@dataclass(frozen=True)
+class Exited:
+    """The replica's process ended (its logs and reports are read to the end first)."""
+
+    code: int
+
+
+@dataclass(frozen=True)
+class SpawnFailed:
+    """Its process could not be made."""
+
+    error: str
+
+
+Post = Report | Exited | SpawnFailed  # what a replica's watchers hand to the reconcile loop
+
+
 @dataclass
 class Replica:
     id: str  # "<pool>.<n>"
@@ -102,7 +120,7 @@ class Replica:
     ready_at: float | None = None
     startup_ms: float | None = None
     upstreams: dict[str, Upstream] = field(default_factory=dict)
-    failure: dict[str, str] | None = None  # the worker's own account of why it failed
+    failure: Failed | None = None  # the worker's own account of why it failed (or the supervisor's)
     exit_message: str | None = None  # why it ended, when it ended unasked
     stop_requested: bool = False
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # set when ready or exited
@@ -222,6 +240,7 @@ class Pool:
         self.restarts = 0
         self._next_index = 0
         self._wake = asyncio.Event()
+        self._inbox: deque[tuple[Replica, Post, float]] = deque()  # posts, with when they came (monotonic)
         self._tasks: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._not_before = 0.0  # backoff: no new replica before this time
@@ -342,6 +361,7 @@ class Pool:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self._apply_posts()  # what came before the loop ended; later posts apply themselves
         await asyncio.gather(*(self._stop_replica(r) for r in list(self.replicas)))
 
     # ----- the loop
@@ -354,9 +374,81 @@ class Pool:
     def _poke(self) -> None:
         self._wake.set()
 
+    def _post(self, r: Replica, post: Post) -> None:
+        """From a replica's watchers: the loop applies it. Once the loop has ended (close), whoever
+        posts applies it: nothing else writes then."""
+        self._inbox.append((r, post, time.monotonic()))
+        if self._task is None or self._task.done():
+            self._apply_posts()
+        elif not (isinstance(post, Beat) and not r.unresponsive):
+            self._poke()  # a routine beat waits for the loop's next pass (at most a second)
+
+    def _apply_posts(self) -> None:
+        while self._inbox:
+            r, post, at = self._inbox.popleft()
+            self._apply(r, post, at)
+
+    def _apply(self, r: Replica, post: Post, at: float) -> None:
+        match post:
+            case Ready():
+                self._on_ready(r, post)
+            case Starting(doing, timeout):
+                r.doing = doing or r.doing
+                if r.startup_began is None:
+                    r.startup_began = at
+                if timeout is not None:
+                    r.startup_timeout = timeout
+                r.startup_news.set()
+            case Failed():
+                r.failure = post
+            case Retire():
+                self._retired(r)
+            case Beat():
+                r.last_beat = at
+                if r.unresponsive:
+                    r.unresponsive = False
+                    self._say(r, f"replica {r.id} answers again")
+            case Exited(code):
+                self._on_exit(r, code)
+            case SpawnFailed(error):
+                r.state = "exited"
+                r.exit_message = self.last_error = f"could not start a replica of {self.name}: {error}"
+                self.replicas.remove(r)
+                self.failed = True
+                r.settled.set()
+                self.emit(PoolChanged(self.name))
+
+    def _on_ready(self, r: Replica, ready: Ready) -> None:
+        if r.state != "starting":
+            return  # being stopped already
+        r.upstreams = dict(ready.upstreams)
+        r.state = "ready"
+        r.ready_at = time.time()
+        r.startup_ms = ready.startup_ms
+        self.ever_ready = True
+        r.settled.set()
+        r.startup_news.set()
+        if r.version == self.version:
+            self.failed = False
+            self.emit(PoolChanged(self.name))
+
+    def _on_exit(self, r: Replica, code: int) -> None:
+        r.startup_news.set()
+        was_ready = r.ready_at is not None
+        r.state = "exited"
+        self.replicas.remove(r)
+        if not r.stop_requested:
+            r.exit_message = self._exit_message(r, code, was_ready)
+            if r.version == self.version:
+                self._on_unexpected_exit(r, was_ready)
+            # A replica of a version on its way in reports through rollout() instead.
+        r.settled.set()
+        self.emit(PoolChanged(self.name))
+
     async def _reconcile_loop(self) -> None:
         while True:
             try:
+                self._apply_posts()
                 self._reconcile()
             except Exception:  # noqa: BLE001 - a bug here must not leave the pool unsupervised
                 self.emit(LogLine(self.name, self.name, f"mwtui internal error:\n{traceback.format_exc()}", time.time()))
@@ -448,12 +540,7 @@ class Pool:
             )
         except OSError as e:
             os.close(ready_r)
-            r.state = "exited"
-            r.exit_message = self.last_error = f"could not start a replica of {self.name}: {e}"
-            self.replicas.remove(r)
-            self.failed = True
-            r.settled.set()
-            self.emit(PoolChanged(self.name))
+            self._post(r, SpawnFailed(str(e)))
             return
         finally:
             with contextlib.suppress(OSError):
@@ -469,23 +556,12 @@ class Pool:
         # Its descendants died with it unless it was killed outright: then they were reparented, to
         # the zygote (which kills them) or, from a cold start, to init. Kill those we last saw.
         kill_all(list(r._children.values()))
-        r.startup_news.set()
-        was_ready = r.ready_at is not None
-        r.state = "exited"
-        self.replicas.remove(r)
-        if not r.stop_requested:
-            r.exit_message = self._exit_message(r, code, was_ready)
-            if r.version == self.version:
-                self._on_unexpected_exit(r, was_ready)
-            # A replica of a version on its way in reports through rollout() instead.
-        r.settled.set()
-        self.emit(PoolChanged(self.name))
-        self._poke()
+        self._post(r, Exited(code))
 
     @staticmethod
     def _exit_message(r: Replica, code: int, was_ready: bool) -> str:
         if r.failure:
-            return (r.failure.get("message", "") + "\n\n" + r.failure.get("traceback", "")).strip()
+            return (r.failure.message + "\n\n" + r.failure.traceback).strip()
         how = f"signal {-code}" if code < 0 else f"exit code {code}"
         return f"replica {r.id} ended unexpectedly ({how})" + ("" if was_ready else " before it was ready")
 
@@ -508,38 +584,9 @@ class Pool:
         )
         try:
             async for raw in reader:
-                try:
-                    msg = json.loads(raw)
-                except ValueError:
-                    continue
-                event = msg.get("event")
-                if event == "ready" and r.state == "starting":
-                    r.upstreams = {name: Upstream.from_json(u) for name, u in msg["upstreams"].items()}
-                    r.state = "ready"
-                    r.ready_at = time.time()
-                    r.startup_ms = msg.get("startup_ms")
-                    self.ever_ready = True
-                    r.settled.set()
-                    r.startup_news.set()
-                    if r.version == self.version:
-                        self.failed = False
-                        self.emit(PoolChanged(self.name))
-                elif event == "starting":
-                    r.doing = str(msg.get("doing") or "") or r.doing
-                    if r.startup_began is None:
-                        r.startup_began = time.monotonic()
-                    if isinstance(msg.get("startup_timeout"), (int, float)):
-                        r.startup_timeout = float(msg["startup_timeout"])
-                    r.startup_news.set()
-                elif event == "failed":
-                    r.failure = msg
-                elif event == "retire":
-                    self._retired(r)
-                elif event == "beat":
-                    r.last_beat = time.monotonic()
-                    if r.unresponsive:
-                        r.unresponsive = False
-                        self._say(r, f"replica {r.id} answers again")
+                report = decode(raw)
+                if report is not None:
+                    self._post(r, report)
         finally:
             transport.close()
 
@@ -586,14 +633,11 @@ class Pool:
         subject = f"class `{self.name}` (endpoints {names})" if is_class else f"endpoint {names}"
         step = f"it was still {r.doing}" if r.doing else "it had not begun to start"
         decorator = "@app.cls" if is_class else "@app.function"
-        r.failure = {
-            "stage": "startup",
-            "message": (
-                f"{subject} did not finish starting within its startup_timeout of {budget:g}s: {step}, so "
-                f"the replica was stopped. Make that step finish sooner, or give it more time with "
-                f"{decorator}(startup_timeout=...) (when unset it is the function's `timeout`)."
-            ),
-        }
+        self._post(r, Failed("startup", None, (
+            f"{subject} did not finish starting within its startup_timeout of {budget:g}s: {step}, so "
+            f"the replica was stopped. Make that step finish sooner, or give it more time with "
+            f"{decorator}(startup_timeout=...) (when unset it is the function's `timeout`)."
+        )))
         await asyncio.to_thread(kill_tree, r.proc.pid, include_root=True)  # its exit reports the failure
 
     async def _pump_logs(self, r: Replica) -> None:

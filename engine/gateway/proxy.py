@@ -583,7 +583,7 @@ class Exchange:
         self.done = True
         client = self.client
         if self.waiting:
-            client.gw.unwait(self)
+            client.gw.wait.unwait(self)
         ep = self.ep
         if ep is not None:
             if not self.recorded:
@@ -594,7 +594,7 @@ class Exchange:
             up.stats.inflight -= 1
             pool = up.pool
             pool.inflight -= 1
-            gw = client.gw
-            if gw.nwaiting:
-                gw.slot_freed(pool)  # a request waiting for this replica may go now
+            wait = client.gw.wait
+            if wait.count:
+                wait.slot_freed(pool)  # a request waiting for this replica may go now
         client.finished(self)

@@ -1,7 +1,8 @@
-"""The gateway's state and its listeners: routing, own ports, waiting requests, ticks.
+"""The gateway's state: routing, control messages, timeouts and ticks.
 
 `client.ClientConn` parses requests (httptools) and hands each to `Gateway.route`, which answers it
-itself (mwtui's pages, 401/404/503) or attaches it to an upstream (`proxy.Exchange`).
+itself (mwtui's pages, 401/404/503), attaches it to an upstream (`proxy.Exchange`), or queues it
+(`waiting.Waiting`). Its sockets are in `listeners`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ import errno
 import signal
 import sys
 import time
-from collections import deque
-from collections.abc import Callable
 from time import perf_counter
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from ..params import ParamError, from_query, variant_name
 from ..ports import port_holder
@@ -24,6 +23,7 @@ from .auth import TokenCheck, load_token_check
 from .client import BODY_TIMEOUT, LINGER_S, ClientConn
 from .control import Control
 from .limits import Limits
+from .listeners import Listeners, sockets
 from .metrics import Metrics
 from .proxy import (
     HALF_CLOSE,
@@ -44,30 +44,14 @@ from .routes import (
     valid_host,
 )
 from .upstream import UpstreamPool
+from .waiting import RETRY_AFTER, Waiting
 from .wire import HTML, JSON, PROMETHEUS
 
 TICK_S: Final = 0.5
-RETRY_AFTER: Final = b"retry-after: 5\r\n"
 ACCESS_CAP: Final = 1000  # access lines per tick; beyond that they are counted per endpoint, not sent
 HOST_CACHE_MAX: Final = 1024
-OWN_PORT_TRIES: Final = 20
 
 _BARE = object()  # host-cache marker: mwtui's own pages
-
-
-def _sockets(server: asyncio.Server) -> Any:
-    """uvloop gives a list where typeshed says tuple: read it untyped (compiled, a wrong declared
-    type is a TypeError)."""
-    return cast(Any, server).sockets
-
-
-class OwnListener:
-    __slots__ = ("requested", "port", "server")
-
-    def __init__(self, requested: int, port: int, server: asyncio.Server) -> None:
-        self.requested = requested
-        self.port = port
-        self.server = server
 
 
 class Gateway:
@@ -90,11 +74,8 @@ class Gateway:
         self.app_status: dict[str, Any] = {}  # the app as a whole (/api/app), from the engine
         self.status_by_name: dict[str, dict[str, Any]] = {}
         self.pools: dict[str, UpstreamPool] = {}
-        # Requests waiting for a replica, per endpoint, in arrival order. Entries that stopped waiting
-        # (answered, client gone) are skipped when reached; `nwaiting` counts the live ones.
-        self.waiting: dict[str, deque[Exchange]] = {}
-        self.nwaiting = 0
-        self.own: dict[str, OwnListener] = {}
+        self.wait = Waiting(self)
+        self.listeners = Listeners(self)
         self.clients: set[ClientConn] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.batching = False
@@ -108,8 +89,6 @@ class Gateway:
         self._own_ok: dict[bytes, bool] = {}  # Host values an own port has accepted (see _check_own_host)
         self.allowed_hosts = frozenset(
             host_key(h.encode("idna") if not h.isascii() else h.encode()) for h in self.limits.allowed_hosts())
-        self._ports_lock = asyncio.Lock()
-        self._ports_again = False
 
     # ----- hot path
     def flush_dirty(self) -> None:
@@ -144,7 +123,7 @@ class Gateway:
             ep = found
         ex.ep = ep
         ep.stats.inflight += 1
-        if ep.plain and not self.nwaiting:  # the common case, in short: see proxy()
+        if ep.plain and not self.wait.count:  # the common case, in short: see proxy()
             up = ep.pick()
             if up is not None:
                 ex.attach(up)
@@ -190,7 +169,7 @@ class Gateway:
         self._own_ok[host] = True
         return True
 
-    def _last_error(self, ex: Exchange, name: str) -> Any:
+    def last_error(self, ex: Exchange, name: str) -> Any:
         """An endpoint's last error (a traceback) for a client on this machine; others learn only
         that it failed."""
         if not ex.client.local_peer:
@@ -223,15 +202,16 @@ class Gateway:
             if variant is None:
                 return
             ep, state = variant, variant.state
-        if not self.nwaiting or ep.name not in self.waiting:  # nobody ahead of it
+        wait = self.wait
+        if not wait.count or ep.name not in wait.queues:  # nobody ahead of it
             up = ep.pick()
             if up is not None:
                 ex.attach(up)
                 return
         if state == "failed" and not ep.upstreams:
-            ex.reply(503, pages.failed(ep.name, self._last_error(ex, ep.name)))
+            ex.reply(503, pages.failed(ep.name, self.last_error(ex, ep.name)))
         else:
-            self.enqueue(ex, ep)
+            wait.enqueue(ex, ep)
 
     def variant(self, ex: Exchange, ep: Endpoint) -> Endpoint | None:
         """The entry serving this request's set of class parameters (from its query string); made
@@ -256,123 +236,10 @@ class Gateway:
         ex.ep = variant
         return variant
 
-    # ----- requests waiting for a replica: none ready yet, or every one at max_inputs
-    def enqueue(self, ex: Exchange, ep: Endpoint) -> None:
-        stats = ep.stats
-        if stats.queued >= self.limits.max_queue:
-            ex.reply(503, pages.queue_full(ep.name, stats.queued), extra=RETRY_AFTER)
-            return
-        queue = self.waiting.get(ep.name)
-        if queue is None:
-            queue = self.waiting[ep.name] = deque()
-        elif len(queue) > 2 * stats.queued + 64:
-            self.waiting[ep.name] = queue = deque(x for x in queue if x.waiting)  # drop the dead
-        queue.append(ex)
-        ex.waiting = True
-        stats.queued += 1
-        self.nwaiting += 1
-        ex.timer = self.loop.call_later(self._wait_bound(ep), self._wait_expired, ex, self.loop.time())
-        if not ep.upstreams and self.control is not None and stats.queued & (stats.queued - 1) == 0:
-            # A pool at zero: tell the engine now rather than at the next metrics tick, so that its
-            # autoscaler starts a replica half a second sooner (at 1, 2, 4, 8... waiting: a burst
-            # is seen growing without one event per request).
-            msg: dict[str, Any] = {"type": "wake", "endpoint": ep.name, "queued": stats.queued}
-            if ep.parent is not None:  # a parameter set the engine may not have a pool for yet
-                msg["parent"], msg["values"] = ep.parent, ep.values
-            self.control.emit(msg)
-
-    @staticmethod
-    def _wait_bound(ep: Endpoint) -> float:
-        """How long a request may wait: the startup budget while no replica is ready; while all are
-        busy, also the function's own timeout (by then a running request ended or got its 504)."""
-        return ep.hold_s if not ep.upstreams else max(ep.hold_s, ep.timeout)
-
-    def unwait(self, ex: Exchange) -> None:
-        ex.waiting = False
-        self.nwaiting -= 1
-        ep = ex.ep
-        if ep is not None:
-            ep.stats.queued -= 1
-        if ex.timer is not None:
-            ex.timer.cancel()
-            ex.timer = None
-
-    def _wait_expired(self, ex: Exchange, since: float) -> None:
-        ex.timer = None
-        if ex.done or not ex.waiting:
-            return
-        try:
-            assert ex.ep is not None
-            ep = self.table.endpoints.get(ex.ep.name, ex.ep)
-            waited = self.loop.time() - since
-            left = self._wait_bound(ep) - waited
-            if left > 0.01:  # the endpoint changed meanwhile (replicas arrived, all busy): wait on
-                ex.timer = self.loop.call_later(left, self._wait_expired, ex, since)
-                return
-            if ep.upstreams:
-                body = pages.all_busy(ep.name, len(ep.upstreams), ep.max_inputs, round(waited, 1))
-            else:
-                body = pages.not_ready(ep.name, ep.state, round(waited, 1))
-            ex.reply(503, body, extra=RETRY_AFTER)
-        except Exception:
-            log_bug("answering a request that waited too long")
-
-    def slot_freed(self, pool: UpstreamPool) -> None:
-        for name in pool.endpoints:
-            if name in self.waiting:
-                self.dispatch(name)
-
-    def dispatch(self, name: str) -> None:
-        """Hand waiting requests of `name`, oldest first, to replicas with a free slot."""
-        queue = self.waiting.get(name)
-        ep = self.table.endpoints.get(name)
-        if queue is None or ep is None:
-            return
-        while queue:
-            ex = queue[0]
-            if not ex.waiting or ex.done:
-                queue.popleft()
-                continue
-            up = ep.pick()
-            if up is None:
-                break
-            queue.popleft()
-            self.unwait(ex)
-            ex.ep = ep  # the table may be newer than the one it arrived under
-            ex.t_run = perf_counter()
-            try:
-                ex.attach(up)
-            except Exception:
-                log_bug("sending a waiting request to a replica")
-        if not queue and self.waiting.get(name) is queue:
-            del self.waiting[name]
-
-    def _release_waiters(self) -> None:
-        """After new routes: answer the waiting requests that can no longer be served, send on the
-        ones that now can; the rest keep waiting (their bound is checked again when it runs out)."""
-        for name in list(self.waiting):
-            ep = self.table.endpoints.get(name)
-            if ep is not None and ep.state != "stopped" and (ep.upstreams or ep.state != "failed"):
-                self.dispatch(name)
-                continue
-            queue = self.waiting.pop(name)
-            for ex in queue:
-                if ex.done or not ex.waiting:
-                    continue
-                self.unwait(ex)
-                if ep is None and "?" in name:
-                    ex.reply(503, pages.variant_gone(name))
-                elif ep is None:
-                    ex.reply(503, f"mwtui: endpoint {name} is no longer part of the app\n".encode())
-                elif ep.state == "stopped":
-                    ex.reply(503, pages.stopped(name))
-                else:
-                    ex.reply(503, pages.failed(name, self._last_error(ex, name)))
-
     # ----- mwtui's own pages
     def view(self) -> pages.View:
         return pages.View(
-            self.table, self.status, self.metrics.endpoints, {n: o.port for n, o in self.own.items()},
+            self.table, self.status, self.metrics.endpoints, self.listeners.ports(),
             self.host, self.port, self.app_status,
         )
 
@@ -435,82 +302,18 @@ class Gateway:
                 used.add(up.address)
         for address in [a for a in self.pools if a not in used]:
             self.pools.pop(address).close()
-        carry_variants(self.table, table, self.waiting, self.metrics)
+        carry_variants(self.table, table, self.wait.queues, self.metrics)
         self.table = table
         self._host_cache = {}
         self._own_ok = {}
-        self._release_waiters()
+        self.wait.release()
         # From here on no new request goes to a replica missing from this table: the engine waits
         # for this before it stops replicas that left it.
         if self.control is not None and "seq" in msg:
             self.control.emit({"type": "routes_applied", "seq": msg["seq"]})
-        task = self.loop.create_task(self.reconcile_ports())
+        task = self.loop.create_task(self.listeners.reconcile())
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-
-    # ----- listeners
-    def client_factory(self, endpoint: str | None) -> Callable[[], ClientConn]:
-        return lambda: ClientConn(self, endpoint)
-
-    async def listen_main(self, port: int) -> asyncio.Server:
-        server = await self.loop.create_server(self.client_factory(None), self.host, port, backlog=2048)
-        self.port = _sockets(server)[0].getsockname()[1]
-        return server
-
-    async def reconcile_ports(self) -> None:
-        """Bind, move or close endpoints' own listeners to match the table; report what changed."""
-        if self._ports_lock.locked():
-            self._ports_again = True  # the run in progress will look again
-            return
-        async with self._ports_lock:
-            changed = False
-            warnings: list[str] = []
-            while True:
-                self._ports_again = False
-                desired = {ep.name: ep.port for ep in self.table.endpoints.values() if ep.port}
-                for name in list(self.own):
-                    if desired.get(name) != self.own[name].requested:
-                        self.own.pop(name).server.close()
-                        changed = True
-                for name, port in desired.items():
-                    if name in self.own:
-                        continue
-                    listener, warning = await self._bind_own(name, port)
-                    if warning:
-                        warnings.append(warning)
-                    if listener is not None:
-                        self.own[name] = listener
-                    changed = True
-                if not self._ports_again:
-                    break
-            if changed or warnings:
-                assert self.control is not None
-                self.control.emit({
-                    "type": "ports",
-                    "endpoints": {name: o.port for name, o in self.own.items()},
-                    "warnings": warnings,
-                })
-
-    async def _bind_own(self, name: str, port: int) -> tuple[OwnListener | None, str | None]:
-        tries = [port] + [p for p in range(port + 1, port + 1 + OWN_PORT_TRIES) if p < 65536] + [0]
-        first_error: OSError | None = None
-        for candidate in tries:
-            try:
-                server = await self.loop.create_server(self.client_factory(name), self.host, candidate, backlog=1024)
-            except OSError as e:
-                first_error = first_error or e
-                continue
-            actual = _sockets(server)[0].getsockname()[1]
-            warning = None
-            if candidate != port:
-                assert first_error is not None
-                if first_error.errno == errno.EADDRINUSE:
-                    why = f"is busy (held by {port_holder(port)})"
-                else:
-                    why = f"cannot be used ({first_error.strerror or first_error})"
-                warning = f"port {port} for {name} {why}; using {actual}"
-            return OwnListener(port, actual, server), warning
-        return None, f"no port could be opened for {name}: {first_error}"
 
     # ----- periodic work
     async def run_ticks(self) -> None:
@@ -630,8 +433,7 @@ class Gateway:
             self.access_dropped = {}
 
     def close(self) -> None:
-        for listener in self.own.values():
-            listener.server.close()
+        self.listeners.close()
         for pool in self.pools.values():
             pool.close()
         for client in list(self.clients):
@@ -655,7 +457,7 @@ async def serve(
     gw = Gateway(loop, host, check_token, limits)
     control = gw.control = Control(loop, gw.on_control, lambda: finish(0))
     try:
-        server = await gw.listen_main(port)
+        server = await gw.listeners.listen_main(port)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             message = f"port {port} on {host} is busy (held by {port_holder(port)}); pick another with --port"
@@ -665,7 +467,7 @@ async def serve(
         print(f"mwtui gateway: {message}", file=sys.stderr)
         return 2
     await control.open()
-    sock_host = _sockets(server)[0].getsockname()[0]
+    sock_host = sockets(server)[0].getsockname()[0]
     control.emit({
         "type": "listening", "host": host or sock_host, "port": gw.port, "open_files": open_files,
         "native": native.running_compiled(),

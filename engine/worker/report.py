@@ -1,6 +1,8 @@
 """What a replica tells the supervisor, and how a startup error reads for a person.
 
-Messages are one JSON object per line on the pipe named by MWTUI_READY_FD (stderr when run by hand):
+Messages are one JSON object per line on the pipe named by MWTUI_READY_FD (stderr when run by hand),
+each the wire form of one of the records below (`Starting`, `Ready`, `Failed`, `Retire`, `Beat`): the
+replica writes them with `Reporter`, the supervisor reads them back with `decode`.
 
     {"event": "starting", "doing": ..., "startup_timeout": ...}   as each startup step begins
     {"event": "ready", "pid": ..., "startup_ms": ..., "upstreams": {name: {"address", "dispatch"}}}
@@ -59,14 +61,8 @@ class StartupFailure(Exception):
         self.message = message
         self.traceback = traceback_text[-_MAX_TRACEBACK:]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "event": "failed",
-            "stage": self.stage,
-            "endpoint": self.endpoint,
-            "message": self.message,
-            "traceback": self.traceback,
-        }
+    def report(self) -> Failed:
+        return Failed(self.stage, self.endpoint, self.message, self.traceback)
 
 
 @dataclass(frozen=True)
@@ -83,6 +79,94 @@ class Upstream:
     def from_json(cls, d: dict[str, Any]) -> Upstream:
         """As the supervisor reads it back from the "ready" message."""
         return cls(str(d["address"]), d.get("dispatch"))
+
+
+# --- the records ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Starting:
+    """A startup step begins; once the app is imported it also carries the function's startup_timeout."""
+
+    doing: str
+    startup_timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Ready:
+    pid: int
+    startup_ms: float | None
+    upstreams: dict[str, Upstream]
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Why the replica cannot serve; it exits with FAILED_EXIT_CODE next."""
+
+    stage: str
+    endpoint: str | None
+    message: str
+    traceback: str = ""
+
+
+@dataclass(frozen=True)
+class Retire:
+    """A request's work could not be stopped at its timeout; it exits with RETIRED_EXIT_CODE next."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Beat:
+    """Its event loop ran: it is not blocked."""
+
+
+Report = Starting | Ready | Failed | Retire | Beat
+
+
+def encode(report: Report) -> str:
+    """The one JSON line for `report`."""
+    body: dict[str, Any]
+    match report:
+        case Starting(doing, timeout):
+            body = {"event": "starting", "doing": doing}
+            if timeout is not None:
+                body["startup_timeout"] = timeout
+        case Ready(pid, startup_ms, upstreams):
+            body = {"event": "ready", "pid": pid, "startup_ms": startup_ms,
+                    "upstreams": {name: u.to_json() for name, u in upstreams.items()}}
+        case Failed(stage, endpoint, message, tb):
+            body = {"event": "failed", "stage": stage, "endpoint": endpoint, "message": message, "traceback": tb}
+        case Retire(reason):
+            body = {"event": "retire", "reason": reason}
+        case Beat():
+            body = {"event": "beat"}
+    return json.dumps(body) + "\n"
+
+
+def decode(line: bytes | str) -> Report | None:
+    """The record on one line, or None for anything else (a stray print, a partial line)."""
+    try:
+        msg = json.loads(line)
+        event = msg.get("event")
+        if event == "starting":
+            timeout = msg.get("startup_timeout")
+            return Starting(str(msg.get("doing") or ""),
+                            float(timeout) if isinstance(timeout, (int, float)) else None)
+        if event == "ready":
+            ups = {str(name): Upstream.from_json(u) for name, u in msg["upstreams"].items()}
+            ms = msg.get("startup_ms")
+            return Ready(int(msg.get("pid") or 0), float(ms) if isinstance(ms, (int, float)) else None, ups)
+        if event == "failed":
+            return Failed(str(msg.get("stage") or ""), msg.get("endpoint"), str(msg.get("message") or ""),
+                          str(msg.get("traceback") or ""))
+        if event == "retire":
+            return Retire(str(msg.get("reason") or ""))
+        if event == "beat":
+            return Beat()
+    except (ValueError, TypeError, KeyError, AttributeError):
+        pass
+    return None
 
 
 class Reporter:
@@ -106,32 +190,24 @@ class Reporter:
         return cls(fd, started, os.environ.pop(STARTING_ENV, "") == "1")
 
     def ready(self, upstreams: dict[str, Upstream], pid: int | None = None) -> None:
-        self._send({
-            "event": "ready",
-            "pid": pid if pid is not None else os.getpid(),
-            "startup_ms": round((time.monotonic() - self.started) * 1000, 1),
-            "upstreams": {name: u.to_json() for name, u in upstreams.items()},
-        })
+        startup_ms = round((time.monotonic() - self.started) * 1000, 1)
+        self._send(Ready(pid if pid is not None else os.getpid(), startup_ms, upstreams))
 
     def starting(self, doing: str, startup_timeout: float | None = None) -> None:
-        if not self.report_starting:
-            return
-        message: dict[str, Any] = {"event": "starting", "doing": doing}
-        if startup_timeout is not None:
-            message["startup_timeout"] = startup_timeout
-        self._send(message)
+        if self.report_starting:
+            self._send(Starting(doing, startup_timeout))
 
     def failed(self, failure: StartupFailure) -> None:
-        self._send(failure.to_json())
+        self._send(failure.report())
 
     def beat(self) -> None:
-        self._send({"event": "beat"})
+        self._send(Beat())
 
     def retire(self, reason: str) -> None:
-        self._send({"event": "retire", "reason": reason})
+        self._send(Retire(reason))
 
-    def _send(self, message: dict[str, Any]) -> None:
-        line = json.dumps(message) + "\n"
+    def _send(self, report: Report) -> None:
+        line = encode(report)
         if self.fd is not None:
             data = memoryview(line.encode())
             try:
