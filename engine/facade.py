@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -33,6 +34,7 @@ from .params import query_of
 from .pool_group import PoolGroup, routed
 from .ports import DEFAULT_GATEWAY_PORT, stable_port
 from .reloader import Reloader, WatchRules
+from .snapshots import Snapshots
 from .spawner import Spawner, default_spawner
 from .status import LOG_LINES_KEPT, EndpointStatus, PoolBrief, ReloadStatus, RowMaker, Snapshot, label_url
 from .supervisor import Pool, Variant, process_children
@@ -70,6 +72,8 @@ class Engine:
         self._own_network = self.network[0] == "own"
         self._network_told = False
         self.spawner: Spawner = spawner or default_spawner()  # the zygote where os.fork exists
+        self.snapshots = Snapshots(  # a generation's replicas are forked from its snapshot
+            self.spawner, lambda g: self.groups[g].generations() if g in self.groups else set(), self._snapshot_log)
         self.host = host
         self.lifeline = Lifeline()
         self.gateway = GatewayLink(host, port, self.lifeline, self._on_gateway_event, limits=limits)
@@ -170,7 +174,7 @@ class Engine:
         pool = Pool(
             group.spec, self.ref, self._socket_dir, self.lifeline, self._emit, self.generation, self._routes_applied,
             self.spawner, {"MWTUI_WEB_URLS": self._web_urls()}, Variant.of(group.name, values) if group.parametrized
-            else None, own_network=self._own_network,
+            else None, own_network=self._own_network, spawner_for=functools.partial(self.snapshots.spawner, group.name),
         )
         group.add(key, pool, Autoscaler(self._scaling(group.spec), time.monotonic()))
         self.logs.setdefault(pool.name, deque(maxlen=LOG_LINES_KEPT))  # its log shows, even empty
@@ -192,6 +196,7 @@ class Engine:
             self._say(f"{pool.name}: scaled to zero, its pool is removed until a request asks for it again")
         if gone:
             self._publish_routes()
+            self.snapshots.sweep()
 
     def _lifeline_kwargs(self) -> dict[str, Any]:
         """So that discovery (and the zygote it may start) die with mwtui, however it dies."""
@@ -238,6 +243,7 @@ class Engine:
         )
         for pool, _, scaler in rolling:
             scaler.reconfigure(self._scaling(pool.spec))
+        self.snapshots.sweep()  # the old generation's, once no replica of it is left
         for name, spec in new.items():
             group = self.groups.get(name)
             if group is None:
@@ -247,6 +253,9 @@ class Engine:
         self.groups = {name: self.groups[name] for name in new}  # the file's order
         self._publish_routes()
         return [r for r in results if isinstance(r, str)], self.generation
+
+    def _snapshot_log(self, group: str, line: str) -> None:
+        self._emit(LogLine(group if group in self.pools else ENGINE_LOG, f"{group}.snapshot", line, time.time()))
 
     def _say(self, text: str) -> None:
         self._emit(LogLine(ENGINE_LOG, "mwtui", text, time.time()))
@@ -265,6 +274,7 @@ class Engine:
             self._status_task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)  # pools of parameter sets closing
         await asyncio.gather(*(p.close() for p in self.pools.values()), return_exceptions=True)
+        await self.snapshots.close()
         await self.spawner.close()
         await self.gateway.close()
         self.lifeline.close()
@@ -467,7 +477,7 @@ class Engine:
     # ----- snapshots
     def _rows(self) -> RowMaker:
         return RowMaker(self.gateway.port, self.gateway.endpoint_ports, self._metrics, self.load_error,
-                        self.generation, self._cap)
+                        self.generation, self._cap, self.snapshots.state)
 
     def snapshot(self) -> Snapshot:
         m = self.manifest
@@ -475,26 +485,12 @@ class Engine:
             self.reload_enabled, self.reloader.state, self.generation, self.reloader.last_ms, self.reloader.reloads,
             tuple(sorted(self.reloader.guard.silenced)),
         )
+        common = {"gateway_url": self.gateway.base_url, "reload": reload, "error": self.load_error,
+                  "mode": self.mode[0], "mode_why": self.mode[1], "network": self.network[0],
+                  "network_why": self.network[1]}
         if m is None:
-            return Snapshot(
-                app_name=self.ref.stem, file=self.ref.path, gateway_url=self.gateway.base_url, reload=reload,
-                error=self.load_error, mode=self.mode[0], mode_why=self.mode[1],
-                network=self.network[0], network_why=self.network[1],
-            )
+            return Snapshot(app_name=self.ref.stem, file=self.ref.path, **common)
         out = self._rows().endpoints(self.groups.values(), time.time())
-        return Snapshot(
-            app_name=m.app_name,
-            file=m.file,
-            gateway_url=self.gateway.base_url,
-            endpoints=out,
-            warnings=m.warnings,
-            error=self.load_error,
-            reload=reload,
-            mode=self.mode[0],
-            mode_why=self.mode[1],
-            network=self.network[0],
-            network_why=self.network[1],
-        )
-
+        return Snapshot(app_name=m.app_name, file=m.file, endpoints=out, warnings=m.warnings, **common)
 
 __all__ = ["AppRef", "Engine", "EndpointStatus", "GatewayError", "LoadFailed", "Snapshot", "label_url"]

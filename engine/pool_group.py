@@ -36,6 +36,10 @@ class PoolGroup:
     def parametrized(self) -> bool:
         return bool(self.spec.parameters)
 
+    def generations(self) -> set[int]:
+        """The generations its pools serve now."""
+        return {pool.generation for pool in self.sets.values()}
+
     def pools(self) -> list[Pool]:
         return list(self.sets.values())
 

@@ -27,7 +27,7 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from . import modal_env, scratch
@@ -190,11 +190,12 @@ class ZygoteChild:
             self._pidfd = None
 
 
-class _Zygote:
-    """One running zygote process and our end of its socket."""
+class ForkServer:
+    """One running zygote process and our end of its socket: the zygote itself, or a generation's
+    snapshot that the zygote forked (see snapshots.py), which speaks the same protocol."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, sock: socket.socket, workdir: str,
-                 interpreter_env: dict[str, str]) -> None:
+    def __init__(self, proc: ReplicaProcess, sock: socket.socket, workdir: str | None,
+                 interpreter_env: dict[str, str], on_output: Callable[[str], None] | None = None) -> None:
         self.proc = proc
         self.sock = sock
         self.workdir = workdir
@@ -202,6 +203,7 @@ class _Zygote:
         self.alive = True
         self.info: dict[str, Any] = {}
         self.output: deque[str] = deque(maxlen=40)  # its own stdout/stderr, for a failure message
+        self.on_output = on_output  # and to whom each line goes as it comes (a snapshot's prints)
         self.children: dict[int, ZygoteChild] = {}
         self._ids = itertools.count(1)
         loop = asyncio.get_running_loop()
@@ -216,7 +218,7 @@ class _Zygote:
         self._drain = loop.create_task(self._drain_output())
 
     @classmethod
-    async def start(cls, env: dict[str, str], pass_fds: tuple[int, ...], timeout: float) -> _Zygote:
+    async def start(cls, env: dict[str, str], pass_fds: tuple[int, ...], timeout: float) -> ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # Its lifeline is the first replica's: mwtui's, the same for every replica.
         raw = env.get(LIFELINE_ENV, "")
@@ -386,7 +388,10 @@ class _Zygote:
     async def _drain_output(self) -> None:
         assert self.proc.stdout is not None
         async for raw in self.proc.stdout:
-            self.output.append(raw.decode(errors="replace").rstrip())
+            line = raw.decode(errors="replace").rstrip()
+            self.output.append(line)
+            if self.on_output is not None:
+                self.on_output(line)
 
     async def close(self) -> None:
         self._died()  # closing our end is what tells it to exit
@@ -394,11 +399,14 @@ class _Zygote:
             await asyncio.wait_for(self.proc.wait(), 5.0)
         except asyncio.TimeoutError:
             with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
+                self.proc.send_signal(signal.SIGKILL)
             await self.proc.wait()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._drain, 1.0)
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if isinstance(self.proc, ZygoteChild):
+            self.proc.close_pipes()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -451,7 +459,7 @@ class ZygoteSpawner:
         self.fallback: Spawner = fallback or ColdSpawner()
         self.cold_reason: str | None = None  # set once we gave up on the zygote for good
         self.restarts = 0
-        self._zygote: _Zygote | None = None
+        self._zygote: ForkServer | None = None
         self._lock: asyncio.Lock | None = None
         self._announced = False
         self._closed = False
@@ -491,7 +499,39 @@ class ZygoteSpawner:
         except ZygoteUnavailable:
             return None
 
-    async def _running(self, env: dict[str, str], pass_fds: tuple[int, ...]) -> _Zygote | None:
+    async def fork_snapshot(
+        self, argv: list[str], env: dict[str, str], cwd: str, pass_fds: tuple[int, ...], timeout: float,
+        on_output: Callable[[str], None] | None = None,
+    ) -> tuple[ForkServer | None, dict[str, Any]]:
+        """Fork a generation's snapshot (`worker/snapshot.py` with ARGV) and wait for its hello. Returns
+        the snapshot, ready to fork replicas, and its hello; (None, hello) when it could not take one
+        (hello then says why: "failed", "unsafe"), or (None, {"error": ...}) when the zygote cannot."""
+        zygote = await self._running(env, pass_fds)
+        if zygote is None or not zygote.compatible(env):
+            return None, {"error": "no zygote"}
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            child = await zygote.spawn([*argv, "--fd", str(theirs.fileno())], env, cwd,
+                                       (*pass_fds, theirs.fileno()), main="snapshot")
+        except ZygoteUnavailable as e:
+            ours.close()
+            return None, {"error": str(e)}
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        snap = ForkServer(child, ours, None, zygote.interpreter_env, on_output)
+        try:
+            hello = await asyncio.wait_for(asyncio.shield(snap._hello), timeout)
+        except (asyncio.TimeoutError, ZygoteUnavailable) as e:
+            await snap.close()
+            return None, {"error": str(e) or f"no answer within {timeout:g} s"}
+        if "snapshot" not in hello:
+            await snap.close()
+            return None, hello
+        snap.info = hello
+        return snap, hello
+
+    async def _running(self, env: dict[str, str], pass_fds: tuple[int, ...]) -> ForkServer | None:
         if self.cold_reason is not None or self._closed:
             return None
         if self._zygote is not None and self._zygote.alive:
@@ -509,7 +549,7 @@ class ZygoteSpawner:
                     self.cold_reason = f"the zygote died {self.restarts} time{'s' if self.restarts > 1 else ''}"
                     return None
             try:
-                self._zygote = await _Zygote.start(env, pass_fds, self.start_timeout)
+                self._zygote = await ForkServer.start(env, pass_fds, self.start_timeout)
             except (OSError, ZygoteUnavailable) as e:
                 self.cold_reason = f"the zygote could not start ({e})"
                 return None

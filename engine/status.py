@@ -69,6 +69,9 @@ class EndpointStatus:
     # default where the app sets none) or "web_server" (one fixed port); None, None: no cap at all.
     max_replicas: int | None = None
     max_source: str | None = None
+    # Where its replicas come from: {"mode": "snapshot" | "fresh import" | "starting", "reason", "import_ms",
+    # "snap_enters", "generation"} for the generation it serves; None before its first replica.
+    snapshot: Mapping[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -128,6 +131,7 @@ class EndpointStatus:
             "parameters": list(self.parameters),
             "variant_of": self.variant_of,
             "params": self.values,
+            "snapshot": dict(self.snapshot) if self.snapshot is not None else None,
         }
 
 
@@ -202,6 +206,7 @@ class RowMaker:
     load_error: LoadError | None  # the latest save's, while it does not load
     generation: int
     cap: Callable[[PoolSpec], tuple[int | None, str | None]]  # a pool's replica cap, and where it comes from
+    snapshot: Callable[[str, int], Mapping[str, Any] | None] = lambda pool, generation: None  # see snapshots.py
 
     def endpoints(self, groups: Iterable[PoolGroup], now: float) -> tuple[EndpointStatus, ...]:
         """In the file's order: each endpoint of a plain pool; a parametrized class's endpoint, then a
@@ -268,6 +273,7 @@ class RowMaker:
             variant_of=base if v else None,
             values=dict(v.values) if v else None,
             **self._cap_fields(pool.spec),
+            snapshot=self.snapshot(pool.spec.name, pool.generation),
         )
 
     def class_row(self, group: PoolGroup, spec: EndpointSpec) -> EndpointStatus:

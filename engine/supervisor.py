@@ -203,6 +203,7 @@ class Pool:
         extra_env: dict[str, str] | None = None,
         variant: Variant | None = None,
         own_network: bool = False,
+        spawner_for: Callable[[int], Spawner] | None = None,
     ) -> None:
         self.spec = spec
         # Replicas of a pool with fixed ports (web_server) each get a network of their own: they may be
@@ -224,6 +225,8 @@ class Pool:
         self.version = 1
         self.before_drain = before_drain  # awaited after new routes are out, before old replicas stop
         self.spawner: Spawner = spawner or ColdSpawner()
+        # A generation's replicas are forked from its snapshot (snapshots.py), when there is one.
+        self.spawner_for = spawner_for
         # Start warm (one replica even when min_containers is 0) so that a broken factory shows at once;
         # the autoscaler takes the pool to zero after scaledown_window without traffic.
         self.desired = self._clamp(max(1, spec.knobs.min_containers))
@@ -534,8 +537,11 @@ class Pool:
         argv = [str(self.ref), "--pool", self.spec.name, "--socket-dir", self.socket_dir, "--replica", r.id]
         if self.variant:
             argv += ["--params", self.variant.key]
+        # A replica with a network of its own sets it up before the import: it cannot come from a snapshot.
+        own_net = self.own_network and bool(ports)
+        spawner = self.spawner_for(r.generation) if self.spawner_for is not None and not own_net else self.spawner
         try:
-            r.proc = await self.spawner.spawn(
+            r.proc = await spawner.spawn(
                 argv, env, self.ref.cwd, (ready_w, self.lifeline.child_fd)
             )
         except OSError as e:

@@ -27,9 +27,10 @@ spawner (see `_become_child`): own session, the received fds on 0/1/2 and nothin
 request's cwd, env, argv and sys.path[0], default signals, fresh stdio objects, a reseeded random, and
 no event loop (the worker creates its own).
 
-A request's "main" says what the child runs: "worker" (the default, a replica) or "discovery" (`python
+A request's "main" says what the child runs: "worker" (the default, a replica), "discovery" (`python
 -m mwtui.engine.import_child --fd N --job JOB <ref>`, which imports the user's file in the child and
-writes its JOB's JSON to fd N; see import_child.py). With "stderr" the child's stderr gets a pipe of its own
+writes its JOB's JSON to fd N; see import_child.py) or "snapshot" (a generation's snapshot, which
+imports the file and then forks replicas itself; see worker/snapshot.py). With "stderr" the child's stderr gets a pipe of its own
 instead of sharing stdout's. An argv value after "--fd" that names a passed fd is renumbered, as the env's
 *_FD variables are.
 """
@@ -61,7 +62,9 @@ from .proctree import become_subreaper, kill_all, kill_tree
 MAX_MESSAGE = 1 << 20  # a request is mostly its env; the spawner cold-starts anything bigger
 FDS_PER_REQUEST = 16
 CHILD_SETUP_FAILED = 70  # EX_SOFTWARE: the child died before the worker's own main ran
-MAINS = {"worker": "mwtui.engine.worker", "discovery": "mwtui.engine.import_child"}  # what a child may run
+# What a child may run.
+MAINS = {"worker": "mwtui.engine.worker", "discovery": "mwtui.engine.import_child",
+         "snapshot": "mwtui.engine.worker.snapshot"}
 
 # Imported once here so that no replica pays for them. None of them may start a thread or an event
 # loop at import; optional ones may be missing (the worker then reports what it needs). What FastAPI
@@ -170,7 +173,7 @@ class Zygote:
             kill_tree(os.getpid())  # the orphans of replicas that died meanwhile
         os._exit(0)
 
-    def serve(self) -> NoReturn:
+    def serve(self, idle_imports: bool = True) -> NoReturn:
         poller = select.poll()  # not epoll: no fd of its own that a forked child would inherit
         poller.register(self.sock.fileno(), select.POLLIN)
         poller.register(self.wake_r, select.POLLIN)
@@ -178,7 +181,7 @@ class Zygote:
             poller.register(self.lifeline, select.POLLIN)
         later: list[Callable[[], None]] = [
             *(functools.partial(_import, name) for name in PRELOAD_WHEN_IDLE), _warm_up_flask,
-        ]
+        ] if idle_imports else []
         while True:
             events = poller.poll(0 if later else None)
             if not events and later:
@@ -339,6 +342,10 @@ def _become_child(zygote: Zygote, request: dict[str, Any], fds: list[int]) -> No
     gc.enable()
     if main == "discovery":
         _run_discovery(argv)
+    if main == "snapshot":
+        from mwtui.engine.worker.snapshot import main as snapshot_main
+
+        snapshot_main(argv)
     from mwtui.engine.worker.__main__ import run
 
     run(argv, float(request.get("started") or time.monotonic()))
@@ -453,6 +460,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
     p.add_argument("--lifeline", type=int, help="read end of mwtui's lifeline: exit at its end-of-file")
     p.add_argument("--title-room", default="", help=argparse.SUPPRESS)  # padding: room for replicas' titles
     args = p.parse_args(argv)
+    # Run as `python -m`, this module is __main__: a snapshot (worker/snapshot.py) importing it by name
+    # must get this very module, whose title area and start folder are known, not a fresh copy.
+    sys.modules["mwtui.engine.zygote"] = sys.modules[__name__]
     global _start_dir
     _start_dir = os.getcwd()
     find_title_area()

@@ -226,7 +226,7 @@ def test_no_container_is_host_mode(no_host_paths: None, tmp_path: Path) -> None:
         served.wait_running()
         seen = _get(served, op="assets")
         assert not seen["ok"] and "FileNotFoundError" in seen["error"], seen
-        served.wait_for_line(r"web\.\d+ .*mwtui: host mode \(--no-container\)")
+        served.wait_for_line(r"web\.(\d+|snapshot) .*mwtui: host mode \(--no-container\)")
     finally:
         assert stop_serve(served) == 0
     assert not os.path.lexists("/assets") and not os.path.lexists("/data")

@@ -482,9 +482,10 @@ def mode(environ: dict[str, str] | os._Environ[str] = os.environ) -> tuple[str, 
 # --- the replica's entry ----------------------------------------------------------------------------
 
 
-def setup_from_env(environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
+def setup_from_env(environ: dict[str, str] | os._Environ[str] = os.environ, quiet: bool | None = None) -> str:
     """Before the app is imported: give this replica its container view from its pool's plan, or say
-    why it runs in host mode. Returns "container", "host" or "" (nothing to mount)."""
+    why it runs in host mode. Returns "container", "host" or "" (nothing to mount). `quiet`: keep the
+    view's problems to ourselves (under mwtui, the default, discovery told them once for every replica)."""
     raw = environ.get(POOL_PLAN_ENV)
     if not raw or not sys.platform.startswith("linux"):
         return ""
@@ -504,7 +505,7 @@ def setup_from_env(environ: dict[str, str] | os._Environ[str] = os.environ) -> s
         print(f"mwtui: host mode: cannot give this replica its own container view ({exc.strerror or exc}); "
               f"to enable it, {ENABLE_HINT}", file=sys.stderr)
         return "host"
-    if report.READY_FD_ENV not in environ:  # under mwtui, discovery told them once for every replica
+    if not (report.READY_FD_ENV in environ if quiet is None else quiet):
         for p in problems:
             print(f"mwtui: container view: {p}", file=sys.stderr)
     return "container"

@@ -105,6 +105,7 @@ class Pool:
         self.cls = cls  # sdk.Cls, for a class pool
         self.instance = instance
         self.entered = False
+        self.snapped = False  # its snap=True enters ran (in the snapshot it was forked from)
         self.env: dict[str, str] | None = None  # resolved by `prepare`
 
     @classmethod
@@ -194,12 +195,15 @@ class Pool:
             raise failure("import", self.failure_endpoint, self.subject,
                           "an import inside `with image.imports():` raised", exc, self.app_file) from exc
 
-    def enter(self, run_async: RunAsync, on_method: Callable[[str], None] | None = None) -> None:
-        """Run the `@enter` methods in order; `on_method(what)` as each begins (startup progress)."""
+    def enter(self, run_async: RunAsync, on_method: Callable[[str], None] | None = None, snap: bool = False) -> int:
+        """Run the `@enter` methods in order; `on_method(what)` as each begins (startup progress).
+        With `snap`, only the `snap=True` ones (a snapshot, before it forks replicas); without, the rest
+        (all of them, unless a snapshot ran those already). Returns how many ran."""
         if not self.is_class:
-            self.entered = True
-            return
-        for m in self.cls.enter_methods():
+            self.entered = not snap
+            return 0
+        methods = [m for m in self.cls.enter_methods() if (m.snap if snap else not (self.snapped and m.snap))]
+        for m in methods:
             if on_method is not None:
                 on_method(f"running @modal.enter method `{m.name}`")
             try:
@@ -207,7 +211,11 @@ class Pool:
             except (Exception, SystemExit) as exc:
                 raise failure("enter", None, self.subject, f"@modal.enter method `{m.name}` raised", exc,
                               self.app_file) from exc
-        self.entered = True
+        if snap:
+            self.snapped = True
+        else:
+            self.entered = True
+        return len(methods)
 
     def exit(self, run_async: RunAsync) -> bool:
         """Run the `@exit` methods (only once `@enter` has completed), each even if one before it

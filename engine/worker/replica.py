@@ -36,7 +36,8 @@ from .. import lifeline
 from ..labels import default_label
 from ..loader import AppNotFound, AppRef, load_app
 from ..proctree import TERM_GRACE_S, become_subreaper, kill_tree
-from . import container, network
+from ..sdk import runtime
+from . import container, network, snapshot
 from .dispatch import Dispatcher
 from .fastapi_app import FastAPIMissing, build_fastapi_app
 from .lifespan import ASGIApp, Lifespan, LifespanFailed, WithState
@@ -173,9 +174,11 @@ class Replica:
     # --- the whole life ---------------------------------------------------------------------------
 
     def run(self) -> int:
-        self.reporter.starting(f"importing {os.path.basename(self.ref.path)}")
+        taken = snapshot.taken(self.ref, self.pool_name)
+        self.reporter.starting("forked from its generation's snapshot" if taken else
+                               f"importing {os.path.basename(self.ref.path)}")
         try:
-            pool = self._load()
+            pool = self._from_snapshot(taken) if taken else self._load()
         except StartupFailure as f:
             self.reporter.failed(f)
             return FAILED_EXIT_CODE
@@ -187,6 +190,13 @@ class Replica:
         if pool.server() == "gunicorn":
             return self._run_gunicorn(pool)
         return self._run_in_process(pool)
+
+    def _from_snapshot(self, taken: snapshot.Taken) -> Pool:
+        """The app is in memory already (and a plain class's snap=True enters have run): only this
+        replica's own part is left."""
+        os.environ.pop(runtime.POOL_PLAN_ENV, None)  # applied in the snapshot; user code need not see it
+        self.app_name = getattr(taken.app, "name", None) or self.ref.stem
+        return taken.pool_for(self.params)
 
     def _load(self) -> Pool:
         before_import(self.pool_name, self.ref.path)  # raises StartupFailure for a missing secret
@@ -565,8 +575,11 @@ def main(argv: list[str] | None = None, started: float | None = None) -> NoRetur
     become_subreaper()  # before any user code: what it starts stays below us, whatever it does
     # Before any thread starts (a user namespace needs a single-threaded process) and any user code;
     # pasta's helper is forked before the first unshare, so that it stays in the host's namespaces.
-    net = network.prepare_from_env()
-    container.setup_from_env()
+    # A replica forked from a snapshot is in its container view already (and has no network of its own).
+    forked = snapshot.forked()
+    net = None if forked else network.prepare_from_env()
+    if not forked:
+        container.setup_from_env()
     own_network = network.enter(net)
     lifeline.watch_parent()
     stop = Stop()

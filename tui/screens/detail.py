@@ -165,7 +165,9 @@ class DetailScreen(Screen[None]):
                 table.add_row(*rows[rid], key=rid)
             idle = "each set of class parameters has its own replicas: see its row" if e.parameters else "no replica now"
             table.border_subtitle = "" if ids else idle
+            table.border_title = "replicas" + fmt.snapshot_text(e.snapshot)
             return
+        table.border_title = "replicas" + fmt.snapshot_text(e.snapshot)
         for rid, values in rows.items():
             for key, value in zip(REPLICA_COLUMNS, values, strict=True):
                 table.update_cell(rid, key, value, update_width=key == "state")  # "unresponsive" is long

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
+from typing import Any
 
 from mwtui.engine.manifest import EndpointSpec
 from mwtui.engine.status import CAP_DEFAULT, CAP_MAX_CONTAINERS, CAP_WEB_SERVER, EndpointStatus
@@ -84,6 +86,17 @@ def max_text(e: EndpointStatus) -> str:
     if e.max_source is None:  # made without it (by hand): the spec's own number, as it reads there
         return str(top)
     return f"{top} ({CAP_SOURCES.get(source or '', source)})"
+
+
+def snapshot_text(snapshot: Mapping[str, Any] | None) -> str:
+    """Where a pool's replicas come from, after "replicas" in the detail screen's title."""
+    if not snapshot or snapshot.get("mode") == "starting":
+        return ""
+    if snapshot.get("mode") == "snapshot":
+        enters = snapshot.get("snap_enters") or 0
+        snap = f", {enters} @enter(snap=True) run once" if enters else ""
+        return f" · forked from generation {snapshot.get('generation')}'s snapshot (import {ms(snapshot.get('import_ms'))}{snap})"
+    return f" · each imports the app itself: {snapshot.get('reason') or 'no snapshot'}"
 
 
 def first_line(text: str | None, width: int = 80) -> str:

@@ -1,0 +1,188 @@
+"""Generation snapshots, the engine's side: for each pool and generation, one process that imported the
+app (and ran a snapshot class's `@enter(snap=True)`) forks that pool's replicas (see worker/snapshot.py).
+
+`Snapshots.spawner(pool, generation)` is the spawner a replica of that generation is started with. The
+first spawn forks the snapshot from the zygote; later ones fork replicas from it, in parallel. When no
+snapshot can be taken (the zygote is not there, the import failed, or forking after it is unsafe), the
+generation's replicas start as before: each imports the app itself. Why (when it is not the import's own
+failure, which the replicas report) is said once in the pool's log and kept for the detail screen.
+
+A snapshot stays while its generation is the one its pool serves, so that scale-ups and restarts fork
+the code that is serving even while the file on disk is broken, and while replicas forked from it live
+(they are its children); then it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import modal_env
+from .sdk.runtime import POOL_PLAN_ENV
+from .spawner import READY_FD_ENV, ForkServer, ReplicaProcess, Spawner, ZygoteSpawner, ZygoteUnavailable
+
+SNAPSHOT_TIMEOUT_S = 300.0  # an import and its snap enters may take this long (then: fresh imports)
+
+
+@dataclass
+class SnapshotState:
+    """What the screen shows of a pool's snapshot."""
+
+    generation: int
+    mode: str = "starting"  # "snapshot" | "fresh import" | "starting"
+    reason: str = ""  # why fresh imports, when they are
+    import_ms: float | None = None
+    snap_enters: int = 0
+    pid: int | None = None
+    children: set[int] = field(default_factory=set)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": self.mode, "reason": self.reason or None, "import_ms": self.import_ms,
+                "snap_enters": self.snap_enters, "generation": self.generation}
+
+
+class _PoolSnapshot:
+    """One pool's snapshot of one generation, and the spawner its replicas are started with."""
+
+    def __init__(self, owner: Snapshots, pool: str, generation: int) -> None:
+        self.owner = owner
+        self.pool = pool
+        self.generation = generation
+        self.state = SnapshotState(generation)
+        self.snap: ForkServer | None = None
+        self.tried = False
+        self._lock = asyncio.Lock()
+
+    async def spawn(self, worker_argv: list[str], env: dict[str, str], cwd: str,
+                    pass_fds: tuple[int, ...]) -> ReplicaProcess:
+        snap = await self._snapshot(worker_argv, env, cwd, pass_fds)
+        if snap is not None and snap.alive:
+            try:
+                child = await snap.spawn(worker_argv, env, cwd, pass_fds)
+            except ZygoteUnavailable:
+                pass
+            else:
+                self.state.children.add(child.pid)
+                self.owner.background(self._reap(child))
+                return child
+        return await self.owner.base.spawn(worker_argv, env, cwd, pass_fds)
+
+    async def close(self) -> None:
+        if self.snap is not None:
+            await self.snap.close()
+            self.snap = None
+
+    async def _reap(self, child: ReplicaProcess) -> None:
+        await child.wait()
+        self.state.children.discard(child.pid)
+        if not self.state.children:
+            self.owner.sweep()
+
+    async def _snapshot(self, worker_argv: list[str], env: dict[str, str], cwd: str,
+                        pass_fds: tuple[int, ...]) -> ForkServer | None:
+        if self.tried:
+            return self.snap
+        async with self._lock:  # the first spawns of a rollout share one snapshot
+            if self.tried:
+                return self.snap
+            self.snap = await self._take(worker_argv, env, cwd, pass_fds)
+            self.tried = True
+            return self.snap
+
+    async def _take(self, worker_argv: list[str], env: dict[str, str], cwd: str,
+                    pass_fds: tuple[int, ...]) -> ForkServer | None:
+        base = self.owner.base
+        if not isinstance(base, ZygoteSpawner):
+            self._fresh("replicas start without a zygote here")
+            return None
+        argv = [worker_argv[0], "--pool", self.pool, "--generation", str(self.generation)]
+        # The replica's pipe to the supervisor is its own: the snapshot answers on its socket.
+        ready = env.get(READY_FD_ENV, "")
+        senv = {k: v for k, v in env.items() if k != READY_FD_ENV}
+        # A container of its own, as Modal's snapshot is taken in one: its own task id.
+        senv.update(modal_env.replica_env(env.get(POOL_PLAN_ENV, "")))
+        fds = tuple(fd for fd in pass_fds if str(fd) != ready)
+        started = time.monotonic()
+        snap, hello = await base.fork_snapshot(argv, senv, cwd, fds, SNAPSHOT_TIMEOUT_S,
+                                               lambda line: self.owner.log(self.pool, line))
+        if snap is None:
+            if "unsafe" in hello:
+                self._fresh(f"forking after its import is unsafe: {hello['unsafe']}", tell=True)
+            elif "failed" in hello:
+                self._fresh("its import failed")  # each replica imports it and reports the error
+            else:
+                self._fresh(f"no snapshot: {hello.get('error', 'the zygote refused')}", tell=True)
+            return None
+        info: dict[str, Any] = hello.get("snapshot") or {}
+        self.state.mode = "snapshot"
+        self.state.import_ms = info.get("import_ms", round((time.monotonic() - started) * 1000, 1))
+        self.state.snap_enters = int(info.get("snap_enters") or 0)
+        self.state.pid = snap.proc.pid
+        return snap
+
+    def _fresh(self, reason: str, tell: bool = False) -> None:
+        self.state.mode, self.state.reason = "fresh import", reason
+        if tell:
+            self.owner.log(self.pool, f"mwtui: generation {self.generation}: {reason}; each replica "
+                                      "imports the app itself (slower)")
+
+
+class _Bound:
+    """The Spawner protocol for one pool snapshot (what the supervisor holds)."""
+
+    def __init__(self, snapshot: _PoolSnapshot) -> None:
+        self.snapshot = snapshot
+
+    async def spawn(self, worker_argv: list[str], env: dict[str, str], cwd: str,
+                    pass_fds: tuple[int, ...]) -> ReplicaProcess:
+        return await self.snapshot.spawn(worker_argv, env, cwd, pass_fds)
+
+    async def close(self) -> None:
+        pass  # the engine closes snapshots (Snapshots.close), not each pool
+
+
+class Snapshots:
+    """Every pool's snapshots, by (pool, generation)."""
+
+    def __init__(self, base: Spawner, serving: Callable[[str], set[int]], log: Callable[[str, str], None]) -> None:
+        self.base = base
+        self.serving = serving  # pool name -> the generations its pools serve now
+        self.log = log  # (pool, line): a snapshot's output and what mwtui says of it
+        self.snapshots: dict[tuple[str, int], _PoolSnapshot] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawner(self, pool: str, generation: int) -> Spawner:
+        key = (pool, generation)
+        snap = self.snapshots.get(key)
+        if snap is None:
+            snap = self.snapshots[key] = _PoolSnapshot(self, pool, generation)
+        return _Bound(snap)
+
+    def state(self, pool: str, generation: int) -> dict[str, Any] | None:
+        snap = self.snapshots.get((pool, generation))
+        return snap.state.to_json() if snap is not None else None
+
+    def pids(self) -> list[int]:
+        """The snapshot processes running (for the memory of the app as a whole)."""
+        return [s.state.pid for s in self.snapshots.values() if s.snap is not None and s.state.pid]
+
+    def sweep(self) -> None:
+        """Close each snapshot that no pool serves and no replica of which is left."""
+        for key, snap in list(self.snapshots.items()):
+            pool, generation = key
+            if snap.state.children or generation in self.serving(pool) or snap._lock.locked():
+                continue
+            del self.snapshots[key]
+            self.background(snap.close())
+
+    def background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)  # the loop holds tasks weakly
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        snaps, self.snapshots = list(self.snapshots.values()), {}
+        await asyncio.gather(*(s.close() for s in snaps), *self._tasks, return_exceptions=True)
