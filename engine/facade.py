@@ -10,7 +10,6 @@ leaves the previous generation (and its manifest entries) in place.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import os
@@ -92,9 +91,6 @@ class Engine:
             apply=self._apply_manifest, starting=lambda: any(p.starting_replicas() for p in self.pools.values()),
             say=self._say, changed=self._notify,
         )
-        self._routes_seq = 0
-        self._routes_acked = 0
-        self._routes_event = asyncio.Event()
         self.hub = EventHub()  # subscribers, and each pool's recent log lines
         self._metrics: dict[str, dict[str, Any]] = {}
         self._socket_dir = scratch.make("sock", short=True)
@@ -127,8 +123,17 @@ class Engine:
         return self.snapshot()
 
     async def _discover(self) -> AppManifest:
-        """The app imported once more, in the isolated import child (it dies with mwtui)."""
-        return await discover_async(self.ref, spawner=self.spawner, **self._lifeline_kwargs())
+        """The app imported once more, in the isolated import child (it dies with mwtui); meanwhile each
+        pool's snapshot of it is taken, in case it loads."""
+        ahead = self.snapshots.prewarm(self.generation + 1) if self.manifest is not None else lambda: None
+        try:
+            manifest = await discover_async(self.ref, spawner=self.spawner, **self._lifeline_kwargs())
+        except BaseException:
+            ahead()  # superseded by a newer save: stop those imports now
+            raise
+        if manifest.error:
+            ahead()
+        return manifest
 
     @property
     def load_error(self) -> LoadError | None:
@@ -172,7 +177,7 @@ class Engine:
                       f"{query_of(values)} waits until one of them scales to zero")
             return None
         pool = Pool(
-            group.spec, self.ref, self._socket_dir, self.lifeline, self._emit, self.generation, self._routes_applied,
+            group.spec, self.ref, self._socket_dir, self.lifeline, self._emit, self.generation, self.gateway.routes_applied,
             self.spawner, {"MWTUI_WEB_URLS": self._web_urls()}, Variant.of(group.name, values) if group.parametrized
             else None, own_network=self._own_network, spawner_for=functools.partial(self.snapshots.spawner, group.name),
         )
@@ -402,9 +407,6 @@ class Engine:
                 m = self._metrics.setdefault(spec.name, {})
                 m["inflight"] = max(int(m.get("inflight", 0)), int(msg.get("queued", 1)))
                 self._autoscale(time.monotonic())
-        elif kind == "routes_applied":
-            self._routes_acked = max(self._routes_acked, int(msg.get("seq", 0)))
-            self._routes_event.set()
 
     def _wake_variant(self, msg: dict[str, Any]) -> None:
         """A request asks for a set of class parameters: give it a pool if it has none."""
@@ -434,22 +436,10 @@ class Engine:
             group.autoscale(now, self._metrics)
         self._reap_sets()
 
-    async def _routes_applied(self) -> None:
-        """Until the gateway runs on the routes sent so far, so that no request goes to a replica that
-        is about to stop. Bounded: a gateway that never answers must not block a reload."""
-        want = self._routes_seq
-        deadline = time.monotonic() + 2.0
-        while self._routes_acked < want and time.monotonic() < deadline:
-            self._routes_event.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._routes_event.wait(), max(0.0, deadline - time.monotonic()))
-
     def _publish_routes(self) -> None:
         if self.gateway.proc is None:
             return
-        routes = route_table.routes(self.groups.values(), self._own_port)
-        self._routes_seq += 1
-        self.gateway.send({"type": "routes", "seq": self._routes_seq, "endpoints": routes})
+        self.gateway.send_routes(route_table.routes(self.groups.values(), self._own_port))
         self._publish_status()  # so /api/endpoints never lags behind what is routed
 
     def _own_port(self, endpoint: str) -> int | None:

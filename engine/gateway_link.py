@@ -65,6 +65,9 @@ class GatewayLink:
         self._watcher: asyncio.Task[None] | None = None
         self._closing = False
         self._last: dict[str, dict[str, Any]] = {}  # type -> the latest routes / status message
+        self._routes_seq = 0  # routes tables sent, numbered; the gateway acknowledges each it applies
+        self._routes_acked = 0
+        self._routes_event = asyncio.Event()
 
     @property
     def base_url(self) -> str:
@@ -123,6 +126,9 @@ class GatewayLink:
                 listening.set_result(int(msg["port"]))
             elif kind == "ports":
                 self.endpoint_ports = {k: int(v) for k, v in msg.get("endpoints", {}).items()}
+            elif kind == "routes_applied":
+                self._routes_acked = max(self._routes_acked, int(msg.get("seq", 0)))
+                self._routes_event.set()
             elif kind == "error" and not listening.done():
                 listening.set_exception(GatewayError(msg.get("message", "the gateway failed")))
             self.on_event(msg)
@@ -165,6 +171,20 @@ class GatewayLink:
     def _warn(self, text: str) -> None:
         # Sent as a `ports` warning: the engine already shows those in its log.
         self.on_event({"type": "ports", "endpoints": dict(self.endpoint_ports), "warnings": [text]})
+
+    def send_routes(self, endpoints: list[dict[str, Any]]) -> None:
+        self._routes_seq += 1
+        self.send({"type": "routes", "seq": self._routes_seq, "endpoints": endpoints})
+
+    async def routes_applied(self, timeout: float = 2.0) -> None:
+        """Until the gateway runs on the routes sent so far, so that no request goes to a replica that
+        is about to stop. Bounded: a gateway that never answers must not block a reload."""
+        want = self._routes_seq
+        deadline = time.monotonic() + timeout
+        while self._routes_acked < want and time.monotonic() < deadline:
+            self._routes_event.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._routes_event.wait(), max(0.0, deadline - time.monotonic()))
 
     def send(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")

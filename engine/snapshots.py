@@ -55,9 +55,14 @@ class _PoolSnapshot:
         self.snap: ForkServer | None = None
         self.tried = False
         self._lock = asyncio.Lock()
+        # How it was (or is to be) started: the first replica's (argv, env, cwd, fds), its own pipe left out.
+        self.launch: tuple[list[str], dict[str, str], str, tuple[int, ...]] | None = None
+        self._ahead: asyncio.Task[Any] | None = None  # taking it ahead of its rollout (see prewarm)
 
     async def spawn(self, worker_argv: list[str], env: dict[str, str], cwd: str,
                     pass_fds: tuple[int, ...]) -> ReplicaProcess:
+        if self.launch is not None and self.launch[1].get(POOL_PLAN_ENV) != env.get(POOL_PLAN_ENV):
+            await self._forget()  # taken ahead (prewarm) for an environment the new version no longer has
         snap = await self._snapshot(worker_argv, env, cwd, pass_fds)
         if snap is not None and snap.alive:
             try:
@@ -74,6 +79,22 @@ class _PoolSnapshot:
         if self.snap is not None:
             await self.snap.close()
             self.snap = None
+
+    async def _forget(self) -> None:
+        async with self._lock:
+            await self.close()
+            self.tried, self.launch = False, None
+            self.state = SnapshotState(self.generation)
+
+    def take_ahead(self, launch: tuple[list[str], dict[str, str], str, tuple[int, ...]]) -> None:
+        """Start taking the snapshot now, as the previous generation's was started (see prewarm)."""
+        self._ahead = self.owner.background(self._snapshot(*launch))
+
+    def abandon(self) -> None:
+        """No rollout will use it: stop its import (at once, however stuck) and close it."""
+        if self._ahead is not None:
+            self._ahead.cancel()
+        self.owner.background(self.close())
 
     async def _reap(self, child: ReplicaProcess) -> None:
         await child.wait()
@@ -102,9 +123,10 @@ class _PoolSnapshot:
         # The replica's pipe to the supervisor is its own: the snapshot answers on its socket.
         ready = env.get(READY_FD_ENV, "")
         senv = {k: v for k, v in env.items() if k != READY_FD_ENV}
-        # A container of its own, as Modal's snapshot is taken in one: its own task id.
-        senv.update(modal_env.replica_env(env.get(POOL_PLAN_ENV, "")))
         fds = tuple(fd for fd in pass_fds if str(fd) != ready)
+        self.launch = (worker_argv, senv, cwd, fds)
+        # A container of its own, as Modal's snapshot is taken in one: its own task id.
+        senv = {**senv, **modal_env.replica_env(env.get(POOL_PLAN_ENV, ""))}
         started = time.monotonic()
         snap, hello = await base.fork_snapshot(argv, senv, cwd, fds, SNAPSHOT_TIMEOUT_S,
                                                lambda line: self.owner.log(self.pool, line))
@@ -152,7 +174,35 @@ class Snapshots:
         self.serving = serving  # pool name -> the generations its pools serve now
         self.log = log  # (pool, line): a snapshot's output and what mwtui says of it
         self.snapshots: dict[tuple[str, int], _PoolSnapshot] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.ahead = 0  # a generation being taken ahead of its rollout (prewarm): not swept meanwhile
+
+    def prewarm(self, generation: int) -> Callable[[], None]:
+        """A save is being imported (as `generation`, if it loads): take each pool's snapshot of it at the
+        same time, as its current one was taken, so that the rollout finds it ready. A pool whose
+        environment changes with the save takes it again then. Returns what abandons them (the save
+        did not load, or a newer one came)."""
+        self.ahead = generation
+        newest: dict[str, _PoolSnapshot] = {}
+        for (pool, gen), snap in self.snapshots.items():
+            if snap.launch is not None and gen < generation and (pool not in newest or gen > newest[pool].generation):
+                newest[pool] = snap
+        taken: list[_PoolSnapshot] = []
+        for pool, current in newest.items():
+            stale = self.snapshots.pop((pool, generation), None)
+            if stale is not None:  # taken ahead for a save that was superseded
+                stale.abandon()
+            assert current.launch is not None
+            ahead = self.snapshots[(pool, generation)] = _PoolSnapshot(self, pool, generation)
+            ahead.take_ahead(current.launch)
+            taken.append(ahead)
+
+        def abandon() -> None:
+            for snap in taken:
+                if self.snapshots.get((snap.pool, generation)) is snap and not snap.state.children:
+                    del self.snapshots[(snap.pool, generation)]
+                    snap.abandon()
+        return abandon
 
     def spawner(self, pool: str, generation: int) -> Spawner:
         key = (pool, generation)
@@ -173,15 +223,16 @@ class Snapshots:
         """Close each snapshot that no pool serves and no replica of which is left."""
         for key, snap in list(self.snapshots.items()):
             pool, generation = key
-            if snap.state.children or generation in self.serving(pool) or snap._lock.locked():
+            if snap.state.children or generation in self.serving(pool) or snap._lock.locked() or generation == self.ahead:
                 continue
             del self.snapshots[key]
             self.background(snap.close())
 
-    def background(self, coro: Coroutine[Any, Any, None]) -> None:
+    def background(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)  # the loop holds tasks weakly
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def close(self) -> None:
         snaps, self.snapshots = list(self.snapshots.values()), {}

@@ -525,6 +525,12 @@ class ZygoteSpawner:
         except (asyncio.TimeoutError, ZygoteUnavailable) as e:
             await snap.close()
             return None, {"error": str(e) or f"no answer within {timeout:g} s"}
+        except asyncio.CancelledError:
+            # Not wanted any more, its import perhaps stuck in a loop: its whole group goes now.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)
+            snap._died()
+            raise
         if "snapshot" not in hello:
             await snap.close()
             return None, hello

@@ -59,6 +59,9 @@ from typing import Any, NoReturn
 
 from .proctree import become_subreaper, kill_all, kill_tree
 
+# A new spare is forked once the zygote has been idle this long: not while the replica it just gave
+# away starts (they would share the CPU), nor in the middle of a burst (which forks directly).
+SPARE_AFTER_MS = 30
 MAX_MESSAGE = 1 << 20  # a request is mostly its env; the spawner cold-starts anything bigger
 FDS_PER_REQUEST = 16
 CHILD_SETUP_FAILED = 70  # EX_SOFTWARE: the child died before the worker's own main ran
@@ -146,10 +149,14 @@ def _warm_up_flask() -> None:
 
 
 class Zygote:
-    def __init__(self, sock: socket.socket, lifeline: int | None) -> None:
+    def __init__(self, sock: socket.socket, lifeline: int | None, spares: bool = False) -> None:
         self.sock = sock
         self.lifeline = lifeline
         self.children: set[int] = set()
+        # With spares (a snapshot), one child is always forked ahead, waiting for its request: a
+        # replica asked for skips the fork (2-3 ms for a process this size) and the shedding.
+        self.spares = spares
+        self.spare: tuple[int, socket.socket] | None = None  # its pid, our end of its socket
         # SIGCHLD wakes poll() through this pipe; the handler itself does nothing.
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -166,7 +173,7 @@ class Zygote:
     def exit(self) -> NoReturn:
         """mwtui is gone or done with us: no replica (nor anything it started) may outlive it. Each has
         its own lifeline too, but one stuck in user code holding the GIL would never act on it."""
-        for pid in list(self.children):
+        for pid in list(self.children) + ([self.spare[0]] if self.spare else []):
             with contextlib.suppress(Exception):
                 kill_tree(pid, include_root=True)
         with contextlib.suppress(Exception):
@@ -183,9 +190,13 @@ class Zygote:
             *(functools.partial(_import, name) for name in PRELOAD_WHEN_IDLE), _warm_up_flask,
         ] if idle_imports else []
         while True:
-            events = poller.poll(0 if later else None)
+            wants_spare = self.spares and self.spare is None
+            events = poller.poll(0 if later else SPARE_AFTER_MS if wants_spare else None)
             if not events and later:
                 later.pop(0)()  # one module at a time: a request waits for one import at most
+                continue
+            if not events and wants_spare:
+                self.fork_spare()
                 continue
             for fd, _ in events:
                 if fd == self.lifeline:
@@ -231,6 +242,8 @@ class Zygote:
             self._close(fds)
             self.send({"id": rid, "error": f"unknown main {request.get('main')!r}"})
             return
+        if self.spare is not None and self._hand_to_spare(request, fds):
+            return
         if threading.active_count() != 1:
             # Something started a thread in here: forking now could leave a child holding a lock forever.
             self._close(fds)
@@ -257,6 +270,45 @@ class Zygote:
         self._close(fds)  # the child has its own copies; ours would keep its pipes open
         self.send({"id": rid, "pid": pid})
 
+    def fork_spare(self) -> None:
+        """Have a spare child waiting (with spares, when none waits and forking is safe)."""
+        if not self.spares or self.spare is not None or threading.active_count() != 1:
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        gc.freeze()
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            return
+        if pid == 0:
+            try:
+                ours.close()
+                _wait_as_spare(self, theirs)
+            except BaseException:  # noqa: BLE001 - nothing may return into the zygote's loop
+                with contextlib.suppress(Exception):
+                    os.write(2, traceback.format_exc().encode(errors="replace"))
+            os._exit(CHILD_SETUP_FAILED)
+        theirs.close()
+        self.spare = (pid, ours)
+
+    def _hand_to_spare(self, request: dict[str, Any], fds: list[int]) -> bool:
+        """Give the request (and its fds) to the waiting spare; False if it is gone (then: fork)."""
+        assert self.spare is not None
+        pid, sock = self.spare
+        self.spare = None
+        try:
+            socket.send_fds(sock, [json.dumps(request).encode()], fds)
+        except OSError:
+            return False
+        finally:
+            sock.close()
+        self.children.add(pid)
+        self._close(fds)
+        self.send({"id": request.get("id"), "pid": pid})
+        return True  # the next spare is forked once no request has come for SPARE_AFTER_MS
+
     def reap(self) -> None:
         reaped = False
         while True:
@@ -272,6 +324,9 @@ class Zygote:
             if pid in self.children:  # else an orphan of a dead replica (see kill_orphans)
                 self.children.discard(pid)
                 self.send({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+            elif self.spare is not None and pid == self.spare[0]:
+                self.spare[1].close()  # the spare died waiting: the next request forks
+                self.spare = None
         if reaped:
             self.kill_orphans()
 
@@ -282,7 +337,8 @@ class Zygote:
         with contextlib.suppress(Exception):
             import psutil
 
-            kill_all([p for p in psutil.Process().children() if p.pid not in self.children])
+            ours = self.children | ({self.spare[0]} if self.spare else set())
+            kill_all([p for p in psutil.Process().children() if p.pid not in ours])
 
     @staticmethod
     def _close(fds: list[int]) -> None:
@@ -294,8 +350,8 @@ class Zygote:
 # ------------------------------------------------------------------------------------------- the child
 
 
-def _become_child(zygote: Zygote, request: dict[str, Any], fds: list[int]) -> NoReturn:
-    """In the forked child: shed everything of the zygote, then run the worker's (or discovery's) main."""
+def _shed(zygote: Zygote) -> None:
+    """What every child sheds of the zygote, whatever it is asked to run."""
     # Signals first: the zygote's SIGCHLD handler and wakeup fd must not fire in here.
     signal.set_wakeup_fd(-1)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
@@ -303,7 +359,29 @@ def _become_child(zygote: Zygote, request: dict[str, Any], fds: list[int]) -> No
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as in a fresh interpreter, until the worker's Stop
     signal.signal(signal.SIGINT, signal.default_int_handler)
     zygote.sock.detach()  # the number is closed below; the object must never close it again later
+    if zygote.spare is not None:
+        zygote.spare[1].detach()  # a sibling's: closed below too
     os.setsid()  # its own session and process group, killed as one (as ColdSpawner's start_new_session)
+
+
+def _wait_as_spare(zygote: Zygote, sock: socket.socket) -> NoReturn:
+    """A spare: shed now, then wait for a request (the zygote's end closing means: exit)."""
+    _shed(zygote)
+    _close_all_but({0, 1, 2, sock.fileno()})
+    try:
+        data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, FDS_PER_REQUEST)
+    except OSError:
+        os._exit(0)
+    if not data:
+        os._exit(0)
+    sock.close()
+    _become_child(zygote, json.loads(data), fds, shed=False)
+
+
+def _become_child(zygote: Zygote, request: dict[str, Any], fds: list[int], shed: bool = True) -> NoReturn:
+    """In the forked child: shed everything of the zygote, then run the worker's (or discovery's) main."""
+    if shed:
+        _shed(zygote)
 
     separate_stderr = bool(request.get("stderr"))
     stdout_w = fds[0]
@@ -324,8 +402,12 @@ def _become_child(zygote: Zygote, request: dict[str, Any], fds: list[int]) -> No
     env: dict[str, str] = {
         k: renumber.get(v, v) if k.endswith("_FD") else v for k, v in request["env"].items()
     }
-    os.environ.clear()
-    os.environ.update(env)
+    # Only what differs: each change is a putenv/unsetenv, and most of a replica's env is ours already.
+    for key in [k for k in os.environ if k not in env]:
+        del os.environ[key]
+    for key, value in env.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
     argv = [
         renumber.get(a, a) if i > 0 and request["argv"][i - 1] == "--fd" else a
         for i, a in enumerate(request["argv"])

@@ -63,14 +63,22 @@ def counts(path: Path) -> dict[str, int]:
 
 
 def snapshot_pids(served: Served) -> set[int]:
-    out = set()
+    """The snapshot processes (not the spare child each keeps forked ahead, which looks the same)."""
+    found = set()
     for pid in served.tree_pids():
         try:
             if "mwtui.engine.worker.snapshot" in " ".join(psutil.Process(pid).cmdline()):
-                out.add(pid)
+                found.add(pid)
         except psutil.Error:
             pass
-    return out
+    return {pid for pid in found if _parent(pid) not in found}
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return psutil.Process(pid).ppid()
+    except psutil.Error:
+        return None
 
 
 def serve_counted(tmp_path: Path, extra: str = "") -> tuple[Served, Path, Path]:

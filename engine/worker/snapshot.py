@@ -56,6 +56,7 @@ class Taken:
     generation: str
     app: Any
     pool: Pool | None  # the prepared pool with its snap=True enters run; None for a parametrized class
+    prebuilt: dict[str, Any]  # endpoint -> its fastapi_endpoint wrapper, built here for every replica
 
     def pool_for(self, params: dict[str, Any] | None) -> Pool:
         if self.pool is not None and not params:
@@ -131,6 +132,26 @@ def _snap_enters(pool: Pool | None) -> int:
         asyncio.set_event_loop(None)
 
 
+def _prebuild(pool: Pool | None) -> dict[str, Any]:
+    """What every replica would build alike and runs no user code: the FastAPI wrapper of each
+    fastapi_endpoint, its middleware stack made too. Anything that fails is left to the replicas."""
+    from .fastapi_app import build_fastapi_app
+    from .replica import _parser
+
+    _parser()
+    out: dict[str, Any] = {}
+    for ep in pool.endpoints if pool is not None else ():
+        if ep.web.kind != "fastapi":
+            continue
+        try:
+            app = build_fastapi_app(ep.target, ep.web.method, ep.web.docs)
+            app.middleware_stack = app.build_middleware_stack()
+        except Exception:  # noqa: BLE001 - the replica builds it itself and reports what goes wrong
+            continue
+        out[ep.name] = app
+    return out
+
+
 def main(argv: list[str]) -> NoReturn:
     global _taken
     p = argparse.ArgumentParser(prog="mwtui snapshot")
@@ -163,18 +184,19 @@ def main(argv: list[str]) -> NoReturn:
         if reason is not None:
             hello["unsafe"] = reason
         else:
-            _taken = Taken(ref, args.pool, args.generation, app, pool)
+            _taken = Taken(ref, args.pool, args.generation, app, pool, _prebuild(pool))
             hello["snapshot"] = {"import_ms": round((time.monotonic() - started) * 1000, 1), "snap_enters": ran}
     from ..zygote import Zygote
 
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    zygote = Zygote(sock, life)
+    zygote = Zygote(sock, life, spares=True)
     zygote.send(hello)
     if _taken is None:
         zygote.exit()  # nothing to fork from: the engine's replicas import for themselves
     # As the zygote: no collection from here on (it would write to pages the children share).
     gc.collect()
     gc.disable()
+    zygote.fork_spare()
     zygote.serve(idle_imports=False)
