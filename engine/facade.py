@@ -458,6 +458,7 @@ class Engine:
                 for pool in self.pools.values():
                     for r in pool.replicas:
                         r.sample(children)
+                self.snapshots.sample()
                 self._publish_status()
                 self.reloader.expire()
             except Exception:  # noqa: BLE001 - a bug here must not freeze the status for good

@@ -20,6 +20,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
+
 from . import modal_env
 from .sdk.runtime import POOL_PLAN_ENV
 from .spawner import READY_FD_ENV, ForkServer, ReplicaProcess, Spawner, ZygoteSpawner, ZygoteUnavailable
@@ -38,10 +40,24 @@ class SnapshotState:
     snap_enters: int = 0
     pid: int | None = None
     children: set[int] = field(default_factory=set)
+    rss_bytes: int = 0  # the snapshot process's own memory (its replicas share most of it)
+    cpu_percent: float = 0.0
+    _ps: psutil.Process | None = None
+
+    def sample(self) -> None:
+        try:
+            if self._ps is None or self._ps.pid != self.pid:
+                self._ps = psutil.Process(self.pid)
+                self._ps.cpu_percent(None)
+            self.cpu_percent = self._ps.cpu_percent(None)
+            self.rss_bytes = self._ps.memory_info().rss
+        except (psutil.Error, ValueError):
+            self.cpu_percent, self.rss_bytes = 0.0, 0
 
     def to_json(self) -> dict[str, Any]:
         return {"mode": self.mode, "reason": self.reason or None, "import_ms": self.import_ms,
-                "snap_enters": self.snap_enters, "generation": self.generation}
+                "snap_enters": self.snap_enters, "generation": self.generation, "pid": self.pid,
+                "rss_bytes": self.rss_bytes, "cpu_percent": round(self.cpu_percent, 1)}
 
 
 class _PoolSnapshot:
@@ -132,11 +148,11 @@ class _PoolSnapshot:
                                                lambda line: self.owner.log(self.pool, line))
         if snap is None:
             if "unsafe" in hello:
-                self._fresh(f"forking after its import is unsafe: {hello['unsafe']}", tell=True)
+                self._fresh(str(hello["unsafe"]), tell="forking after its import is unsafe")
             elif "failed" in hello:
                 self._fresh("its import failed")  # each replica imports it and reports the error
             else:
-                self._fresh(f"no snapshot: {hello.get('error', 'the zygote refused')}", tell=True)
+                self._fresh(str(hello.get("error", "the zygote refused")), tell="no snapshot")
             return None
         info: dict[str, Any] = hello.get("snapshot") or {}
         self.state.mode = "snapshot"
@@ -145,10 +161,12 @@ class _PoolSnapshot:
         self.state.pid = snap.proc.pid
         return snap
 
-    def _fresh(self, reason: str, tell: bool = False) -> None:
+    def _fresh(self, reason: str, tell: str = "") -> None:
+        """No snapshot for this generation: say why (in the log too, after `tell`, unless the replicas
+        will say it themselves)."""
         self.state.mode, self.state.reason = "fresh import", reason
         if tell:
-            self.owner.log(self.pool, f"mwtui: generation {self.generation}: {reason}; each replica "
+            self.owner.log(self.pool, f"mwtui: generation {self.generation}: {tell}: {reason}; each replica "
                                       "imports the app itself (slower)")
 
 
@@ -215,9 +233,11 @@ class Snapshots:
         snap = self.snapshots.get((pool, generation))
         return snap.state.to_json() if snap is not None else None
 
-    def pids(self) -> list[int]:
-        """The snapshot processes running (for the memory of the app as a whole)."""
-        return [s.state.pid for s in self.snapshots.values() if s.snap is not None and s.state.pid]
+    def sample(self) -> None:
+        """CPU and memory of each snapshot process (once a second, with the replicas')."""
+        for s in self.snapshots.values():
+            if s.snap is not None and s.state.pid:
+                s.state.sample()
 
     def sweep(self) -> None:
         """Close each snapshot that no pool serves and no replica of which is left."""

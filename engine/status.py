@@ -243,6 +243,7 @@ class RowMaker:
 
     def pool_row(self, pool: Pool, spec: EndpointSpec, now: float) -> EndpointStatus:
         v = pool.variant
+        snap = self.snapshot(pool.spec.name, pool.generation)
         base = spec.name.partition("?")[0]
         own_port = self.endpoint_ports.get(base)  # a parameter set is reached through its parent's
         replicas = tuple(
@@ -266,14 +267,15 @@ class RowMaker:
                 f"{time.strftime('%H:%M:%S', time.localtime(t))} {text}" for t, text in pool.scale_events
             ),
             **self._traffic(spec.name),
-            cpu_percent=sum(r.cpu_percent for r in replicas),
-            rss_bytes=sum(r.rss_bytes for r in replicas),
+            # The snapshot's own process counts with its pool (not with each set of a class's values).
+            cpu_percent=sum(r.cpu_percent for r in replicas) + (0.0 if v or not snap else snap.get("cpu_percent", 0.0)),
+            rss_bytes=sum(r.rss_bytes for r in replicas) + (0 if v or not snap else snap.get("rss_bytes", 0)),
             last_error=self._last_error(pool),
             replicas=replicas,
             variant_of=base if v else None,
             values=dict(v.values) if v else None,
             **self._cap_fields(pool.spec),
-            snapshot=self.snapshot(pool.spec.name, pool.generation),
+            snapshot=snap,
         )
 
     def class_row(self, group: PoolGroup, spec: EndpointSpec) -> EndpointStatus:

@@ -119,7 +119,7 @@ def test_a_thread_started_at_import_falls_back_to_fresh_imports(tmp_path: Path) 
     served, _, count = serve_counted(tmp_path, extra=thread)
     try:
         status = served.by_name()["Model.predict"]["snapshot"]
-        assert status["mode"] == "fresh import" and "thread" in status["reason"] and "poller" in status["reason"]
+        assert status["mode"] == "fresh import" and "1 thread(s)" in status["reason"] and "poller" in status["reason"]
         served.wait_for_line(r"forking after its import is unsafe: the app started 1 thread\(s\).*poller")
         # Discovery, the snapshot that gave up, and each replica's own import; @enter(snap=True) per replica.
         assert counts(count) == {"import": 5, "snap": 3, "enter": 3}

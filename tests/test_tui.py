@@ -252,7 +252,11 @@ async def test_enter_shows_details_with_replicas_urls_and_a_working_curl(tmp_pat
         await until(pilot, lambda: status(app, "echo").own_url is not None, "echo's own port")
         await pilot.pause(1.2)  # one tick: the screen follows the snapshots
         replicas = screen.query_one("#detail-replicas")
-        assert [str(k.value) for k in replicas.rows] == [r.id for r in status(app, "echo").replicas]  # type: ignore[attr-defined]
+        echo = status(app, "echo")  # type: ignore[attr-defined]
+        # Its replicas, then the snapshot process they are forked from (its memory is the app's too).
+        forked = ["snapshot"] if (echo.snapshot or {}).get("mode") == "snapshot" else []
+        assert [str(k.value) for k in replicas.rows] == [r.id for r in echo.replicas] + forked
+        assert forked, echo.snapshot
         pid = next(iter(pids(app, "echo")))
         assert str(pid) in str(replicas.get_row_at(0))  # type: ignore[attr-defined]
         whats = [w for w, _, _ in screen._urls]

@@ -158,6 +158,14 @@ class DetailScreen(Screen[None]):
             )
             for r in e.replicas
         }
+        snap = e.snapshot or {}
+        if snap.get("mode") == "snapshot" and snap.get("pid") and e.variant_of is None:
+            # The process its replicas are forked from: its memory is the app's too.
+            ids.append("snapshot")
+            rows["snapshot"] = (
+                Text("snapshot", style="grey70"), str(snap["pid"]), "forks", str(snap.get("generation", "")), "-",
+                fmt.ms(snap.get("import_ms")), fmt.cpu(snap.get("cpu_percent", 0.0)), fmt.mem(snap.get("rss_bytes", 0)),
+            )
         if ids != self._replica_ids:
             self._replica_ids = ids
             table.clear()

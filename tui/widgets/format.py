@@ -96,7 +96,7 @@ def snapshot_text(snapshot: Mapping[str, Any] | None) -> str:
         enters = snapshot.get("snap_enters") or 0
         snap = f", {enters} @enter(snap=True) run once" if enters else ""
         return f" · forked from generation {snapshot.get('generation')}'s snapshot (import {ms(snapshot.get('import_ms'))}{snap})"
-    return f" · each imports the app itself: {snapshot.get('reason') or 'no snapshot'}"
+    return f" · each imports the app itself, no snapshot: {snapshot.get('reason') or 'none taken'}"
 
 
 def first_line(text: str | None, width: int = 80) -> str:
