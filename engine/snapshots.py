@@ -74,6 +74,7 @@ class _PoolSnapshot:
         # How it was (or is to be) started: the first replica's (argv, env, cwd, fds), its own pipe left out.
         self.launch: tuple[list[str], dict[str, str], str, tuple[int, ...]] | None = None
         self._ahead: asyncio.Task[Any] | None = None  # taking it ahead of its rollout (see prewarm)
+        self.spares = 1  # children it forks ahead at first: as many as its rollout will ask for at once
 
     async def spawn(self, worker_argv: list[str], env: dict[str, str], cwd: str,
                     pass_fds: tuple[int, ...]) -> ReplicaProcess:
@@ -135,7 +136,7 @@ class _PoolSnapshot:
         if not isinstance(base, ZygoteSpawner):
             self._fresh("replicas start without a zygote here")
             return None
-        argv = [worker_argv[0], "--pool", self.pool, "--generation", str(self.generation)]
+        argv = [worker_argv[0], "--pool", self.pool, "--generation", str(self.generation), "--spares", str(self.spares)]
         # The replica's pipe to the supervisor is its own: the snapshot answers on its socket.
         ready = env.get(READY_FD_ENV, "")
         senv = {k: v for k, v in env.items() if k != READY_FD_ENV}
@@ -212,6 +213,7 @@ class Snapshots:
                 stale.abandon()
             assert current.launch is not None
             ahead = self.snapshots[(pool, generation)] = _PoolSnapshot(self, pool, generation)
+            ahead.spares = max(1, len(current.state.children))  # the rollout replaces each replica running
             ahead.take_ahead(current.launch)
             taken.append(ahead)
 

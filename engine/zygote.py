@@ -149,14 +149,15 @@ def _warm_up_flask() -> None:
 
 
 class Zygote:
-    def __init__(self, sock: socket.socket, lifeline: int | None, spares: bool = False) -> None:
+    def __init__(self, sock: socket.socket, lifeline: int | None, spares: int = 0) -> None:
         self.sock = sock
         self.lifeline = lifeline
         self.children: set[int] = set()
-        # With spares (a snapshot), one child is always forked ahead, waiting for its request: a
-        # replica asked for skips the fork (2-3 ms for a process this size) and the shedding.
+        # With spares (a snapshot), children are forked ahead, waiting for their requests: a replica
+        # asked for skips the fork (2-3 ms for a process this size) and the shedding. At first as many
+        # as a rollout will ask for at once; one from then on.
         self.spares = spares
-        self.spare: tuple[int, socket.socket] | None = None  # its pid, our end of its socket
+        self.spare: list[tuple[int, socket.socket]] = []  # each one's pid, our end of its socket
         # SIGCHLD wakes poll() through this pipe; the handler itself does nothing.
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -173,7 +174,7 @@ class Zygote:
     def exit(self) -> NoReturn:
         """mwtui is gone or done with us: no replica (nor anything it started) may outlive it. Each has
         its own lifeline too, but one stuck in user code holding the GIL would never act on it."""
-        for pid in list(self.children) + ([self.spare[0]] if self.spare else []):
+        for pid in list(self.children) + [pid for pid, _ in self.spare]:
             with contextlib.suppress(Exception):
                 kill_tree(pid, include_root=True)
         with contextlib.suppress(Exception):
@@ -190,7 +191,7 @@ class Zygote:
             *(functools.partial(_import, name) for name in PRELOAD_WHEN_IDLE), _warm_up_flask,
         ] if idle_imports else []
         while True:
-            wants_spare = self.spares and self.spare is None
+            wants_spare = len(self.spare) < self.spares
             events = poller.poll(0 if later else SPARE_AFTER_MS if wants_spare else None)
             if not events and later:
                 later.pop(0)()  # one module at a time: a request waits for one import at most
@@ -242,8 +243,9 @@ class Zygote:
             self._close(fds)
             self.send({"id": rid, "error": f"unknown main {request.get('main')!r}"})
             return
-        if self.spare is not None and self._hand_to_spare(request, fds):
-            return
+        while self.spare:
+            if self._hand_to_spare(request, fds):
+                return
         if threading.active_count() != 1:
             # Something started a thread in here: forking now could leave a child holding a lock forever.
             self._close(fds)
@@ -271,8 +273,8 @@ class Zygote:
         self.send({"id": rid, "pid": pid})
 
     def fork_spare(self) -> None:
-        """Have a spare child waiting (with spares, when none waits and forking is safe)."""
-        if not self.spares or self.spare is not None or threading.active_count() != 1:
+        """One more spare child waiting (with fewer than wanted, when forking is safe)."""
+        if len(self.spare) >= self.spares or threading.active_count() != 1:
             return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         gc.freeze()
@@ -291,13 +293,12 @@ class Zygote:
                     os.write(2, traceback.format_exc().encode(errors="replace"))
             os._exit(CHILD_SETUP_FAILED)
         theirs.close()
-        self.spare = (pid, ours)
+        self.spare.append((pid, ours))
 
     def _hand_to_spare(self, request: dict[str, Any], fds: list[int]) -> bool:
-        """Give the request (and its fds) to the waiting spare; False if it is gone (then: fork)."""
-        assert self.spare is not None
-        pid, sock = self.spare
-        self.spare = None
+        """Give the request (and its fds) to the spare waiting longest; False if it is gone."""
+        pid, sock = self.spare.pop(0)
+        self.spares = max(1, self.spares - 1)  # the first rollout's are handed out: one from now on
         try:
             socket.send_fds(sock, [json.dumps(request).encode()], fds)
         except OSError:
@@ -324,9 +325,10 @@ class Zygote:
             if pid in self.children:  # else an orphan of a dead replica (see kill_orphans)
                 self.children.discard(pid)
                 self.send({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
-            elif self.spare is not None and pid == self.spare[0]:
-                self.spare[1].close()  # the spare died waiting: the next request forks
-                self.spare = None
+            else:
+                for spare in [s for s in self.spare if s[0] == pid]:
+                    spare[1].close()  # a spare died waiting: it is forked again when idle
+                    self.spare.remove(spare)
         if reaped:
             self.kill_orphans()
 
@@ -337,7 +339,7 @@ class Zygote:
         with contextlib.suppress(Exception):
             import psutil
 
-            ours = self.children | ({self.spare[0]} if self.spare else set())
+            ours = self.children | {pid for pid, _ in self.spare}
             kill_all([p for p in psutil.Process().children() if p.pid not in ours])
 
     @staticmethod
@@ -359,8 +361,8 @@ def _shed(zygote: Zygote) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as in a fresh interpreter, until the worker's Stop
     signal.signal(signal.SIGINT, signal.default_int_handler)
     zygote.sock.detach()  # the number is closed below; the object must never close it again later
-    if zygote.spare is not None:
-        zygote.spare[1].detach()  # a sibling's: closed below too
+    for _, sibling in zygote.spare:
+        sibling.detach()  # a sibling's socket: closed below too
     os.setsid()  # its own session and process group, killed as one (as ColdSpawner's start_new_session)
 
 

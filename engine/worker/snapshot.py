@@ -37,6 +37,8 @@ from . import container
 from .pool import Pool, before_import, subject_before_import
 from .report import StartupFailure, failure, format_traceback
 
+MAX_SPARES = 16  # children forked ahead at most (each holds little of its own: its page tables)
+
 # Libraries whose state does not survive a fork (threads, device handles, connections made at import).
 FORK_UNSAFE_MODULES = {
     "grpc": "gRPC keeps threads and connections that a forked child cannot use",
@@ -159,6 +161,7 @@ def main(argv: list[str]) -> NoReturn:
     p.add_argument("--pool", required=True)
     p.add_argument("--generation", default="")
     p.add_argument("--fd", type=int, required=True)
+    p.add_argument("--spares", type=int, default=1, help="children to fork ahead at first (a rollout's)")
     args = p.parse_args(argv)
     started = time.monotonic()
     become_subreaper()  # the replicas it forks, and what they leave behind, stay below it
@@ -191,12 +194,13 @@ def main(argv: list[str]) -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    zygote = Zygote(sock, life, spares=True)
+    zygote = Zygote(sock, life, spares=max(1, min(args.spares, MAX_SPARES)))
     zygote.send(hello)
     if _taken is None:
         zygote.exit()  # nothing to fork from: the engine's replicas import for themselves
     # As the zygote: no collection from here on (it would write to pages the children share).
     gc.collect()
     gc.disable()
-    zygote.fork_spare()
+    for _ in range(zygote.spares):
+        zygote.fork_spare()
     zygote.serve(idle_imports=False)
