@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
+import pytest
 
 from .conftest import Served, alive_pids, start_serve, stop_serve
 from .eventually import eventually
@@ -27,7 +28,7 @@ note("import")
 app = modal.App("snaps")
 
 
-@app.cls(enable_memory_snapshot=True, min_containers=3)
+@app.cls(enable_memory_snapshot=True, min_containers={n})
 class Model:
     @modal.enter(snap=True)
     def load(self):
@@ -81,19 +82,21 @@ def _parent(pid: int) -> int | None:
         return None
 
 
-def serve_counted(tmp_path: Path, extra: str = "") -> tuple[Served, Path, Path]:
+def serve_counted(tmp_path: Path, extra: str = "", n: int = 3) -> tuple[Served, Path, Path]:
     app, count = tmp_path / "snaps.py", tmp_path / "count.txt"
-    app.write_text(COUNTED.format(v=1, extra=extra))
+    app.write_text(COUNTED.format(v=1, extra=extra, n=n))
     served = start_serve(app, env={"COUNT_FILE": str(count)})
-    served.wait_status("3 replicas ready", lambda e: e["Model.predict"]["replicas"]["ready"] == 3)
+    served.wait_status(f"{n} replicas ready", lambda e: e["Model.predict"]["replicas"]["ready"] == n)
     return served, app, count
 
 
-def test_one_import_per_generation_and_snap_enter_once(tmp_path: Path) -> None:
-    served, app, count = serve_counted(tmp_path)
+@pytest.mark.parametrize("n", [1, 3])
+def test_one_import_per_generation_and_snap_enter_once(tmp_path: Path, n: int) -> None:
+    served, app, count = serve_counted(tmp_path, n=n)
     try:
-        # Discovery's import, the snapshot's; then @enter(snap=True) once, the other @enter per replica.
-        assert counts(count) == {"import": 2, "snap": 1, "enter": 3}
+        # Discovery's import, the snapshot's, whatever the replica count; then @enter(snap=True) once,
+        # the other @enter once per replica.
+        assert counts(count) == {"import": 2, "snap": 1, "enter": n}
         status = served.by_name()["Model.predict"]
         assert status["snapshot"]["mode"] == "snapshot" and status["snapshot"]["snap_enters"] == 1
         pids = {served.get("snaps-model-predict").json()["pid"] for _ in range(6)}
@@ -102,11 +105,11 @@ def test_one_import_per_generation_and_snap_enter_once(tmp_path: Path) -> None:
         first = snapshot_pids(served)
         assert len(first) == 1
 
-        app.write_text(COUNTED.format(v=2, extra=""))
+        app.write_text(COUNTED.format(v=2, extra="", n=n))
         served.wait_status("the new version served", lambda e: e["Model.predict"]["generation"] == 2
-                           and e["Model.predict"]["replicas"]["ready"] == 3)
+                           and e["Model.predict"]["replicas"]["ready"] == n)
         assert served.get("snaps-model-predict").json()["v"] == "v2"
-        assert counts(count) == {"import": 4, "snap": 2, "enter": 6}
+        assert counts(count) == {"import": 4, "snap": 2, "enter": 2 * n}
         # The old generation's snapshot exits with its last replica; the new one is its own process.
         eventually(lambda: len(snapshot_pids(served)) == 1 and not (snapshot_pids(served) & first) or None,
                    20, lambda: f"snapshots: {snapshot_pids(served)} (first: {first})")
