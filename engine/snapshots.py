@@ -25,6 +25,7 @@ import psutil
 from . import modal_env
 from .sdk.runtime import POOL_PLAN_ENV
 from .spawner import READY_FD_ENV, ForkServer, ReplicaProcess, Spawner, ZygoteSpawner, ZygoteUnavailable
+from .worker.network import NETWORK_ENV
 
 SNAPSHOT_TIMEOUT_S = 300.0  # an import and its snap enters may take this long (then: fresh imports)
 
@@ -78,6 +79,10 @@ class _PoolSnapshot:
 
     async def spawn(self, worker_argv: list[str], env: dict[str, str], cwd: str,
                     pass_fds: tuple[int, ...]) -> ReplicaProcess:
+        if NETWORK_ENV in env:
+            # Its network is made before the import, from the host's namespaces: no fork of a snapshot.
+            self._fresh("a web_server with a network of its own makes it before the import")
+            return await self.owner.base.spawn(worker_argv, env, cwd, pass_fds)
         if self.launch is not None and self.launch[1].get(POOL_PLAN_ENV) != env.get(POOL_PLAN_ENV):
             await self._forget()  # taken ahead (prewarm) for an environment the new version no longer has
         snap = await self._snapshot(worker_argv, env, cwd, pass_fds)

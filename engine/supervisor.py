@@ -537,9 +537,7 @@ class Pool:
         argv = [str(self.ref), "--pool", self.spec.name, "--socket-dir", self.socket_dir, "--replica", r.id]
         if self.variant:
             argv += ["--params", self.variant.key]
-        # A replica with a network of its own sets it up before the import: it cannot come from a snapshot.
-        own_net = self.own_network and bool(ports)
-        spawner = self.spawner_for(r.generation) if self.spawner_for is not None and not own_net else self.spawner
+        spawner = self.spawner_for(r.generation) if self.spawner_for is not None else self.spawner
         try:
             r.proc = await spawner.spawn(
                 argv, env, self.ref.cwd, (ready_w, self.lifeline.child_fd)

@@ -167,6 +167,8 @@ def test_two_replicas_on_a_port_a_host_process_holds(net_served: Served, fixed: 
     srv = rows["srv"]
     assert srv["state"] == "running" and srv["replicas"]["ready"] == 2
     assert srv["replicas"]["max_source"] != "web_server"  # no one-replica cap
+    # Its network is made before the import: each replica imports the app, and the screen says why.
+    assert srv["snapshot"]["mode"] == "fresh import" and "network of its own" in srv["snapshot"]["reason"]
     tasks = {r["id"] for r in srv["replica_list"]}
     assert len(tasks) == 2
     # Each replica answers on its own port 8000-alike; the host's process on that port is untouched.
