@@ -1,0 +1,106 @@
+"""The ASGI app through which a function's (or a class's) replica takes calls from other pools.
+
+One POST is one call (see sdk/call_wire.py for what travels): the function, or the named method of the
+class's one instance, runs with the arguments sent; a synchronous one in a thread of its own (so that
+`max_inputs` of them run at once, as the gateway lets them through), an async one on the replica's loop.
+Its result or exception goes back in the reply. The function's `timeout` is the gateway's to enforce,
+as it is for web endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import traceback
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..sdk.call_wire import CONTENT_TYPE, BadCall, decode_call, encode_error, encode_value
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_HEADERS = [(b"content-type", CONTENT_TYPE.encode())]
+
+
+class CallApp:
+    def __init__(self, targets: Mapping[str | None, Callable[..., Any]], name: str, max_inputs: int = 1) -> None:
+        self.targets = dict(targets)  # None: the function itself; a name: a method of the instance
+        self.name = name  # the pool, for messages
+        # Synchronous calls each get a thread: as many as the gateway lets in at once, a few spare.
+        self.threads = ThreadPoolExecutor(max(4, max_inputs), thread_name_prefix=f"call-{name}")
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        if scope["method"] != "POST":
+            await _reply(send, 405, f"mwtui: {self.name} takes calls (POST), not {scope['method']}\n".encode(), text=True)
+            return
+        body = await _body(receive)
+        try:
+            call = decode_call(body)
+        except BadCall as exc:
+            await _reply(send, 400, f"mwtui: {self.name}: {exc}\n".encode(), text=True)
+            return
+        target = self.targets.get(call.method)
+        if target is None:
+            what = f"method `{call.method}`" if call.method else "a function call"
+            await _reply(send, 404, f"mwtui: {self.name} has no {what}\n".encode(), text=True)
+            return
+        try:
+            value = await _run(target, call.args, call.kwargs, self.threads)
+        except Exception as exc:  # noqa: BLE001 - the caller's to handle, as on Modal
+            await _reply(send, 200, encode_error(exc, _user_traceback(exc)))
+            return
+        await _reply(send, 200, encode_value(value))
+
+
+async def _run(target: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+               threads: ThreadPoolExecutor) -> Any:
+    if inspect.iscoroutinefunction(target):
+        return await target(*args, **kwargs)
+    # In a thread, with this request's context (the input being served, for the call graph).
+    loop = asyncio.get_running_loop()
+    ctx = contextvars.copy_context()
+    return await loop.run_in_executor(threads, functools.partial(ctx.run, target, *args, **kwargs))
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback from the called function down: our frames and the thread pool's are not the user's."""
+    tb = exc.__traceback__
+    ours = (__file__, "concurrent/futures/")
+    while tb is not None and tb.tb_next is not None and any(p in tb.tb_frame.f_code.co_filename for p in ours):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+async def _body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _reply(send: Send, status: int, body: bytes, text: bool = False) -> None:
+    headers = [(b"content-type", b"text/plain; charset=utf-8")] if text else _HEADERS
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
