@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-EndpointKind = Literal["fastapi", "asgi", "wsgi", "web_server"]
+EndpointKind = Literal["fastapi", "asgi", "wsgi", "web_server", "call"]
 PoolServer = Literal["uvicorn", "gunicorn", "web_server"]
 
 

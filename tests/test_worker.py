@@ -22,6 +22,9 @@ from typing import Any
 
 import httpx
 import psutil
+import pytest
+from mwtui.engine.loader import install_sdk
+from mwtui.engine.sdk.call_wire import CONTENT_TYPE, Call, decode_reply, encode_call
 
 from .eventually import eventually
 
@@ -570,7 +573,7 @@ def test_unknown_pool() -> None:
     msg, code = failed("worker_fastapi.py", "nope")
     assert code == 3
     assert msg["stage"] == "import"
-    assert re.match(r"`nope` is not defined in worker_fastapi.py; its web functions and classes are: .*hello",
+    assert re.match(r"`nope` is not defined in worker_fastapi.py; its functions and classes are: .*hello",
                     msg["message"])
 
 
@@ -606,3 +609,39 @@ def test_lifeline_takes_gunicorn_worker_down() -> None:
     finally:
         w.lifeline_w = -1
         w.close()
+
+
+# --- pools that other pools call (issue 18): the replica takes calls on its socket ----------------------
+
+
+def _call(client: httpx.Client, method: str | None, *args: Any, endpoint: str | None = None) -> Any:
+    headers = {"content-type": CONTENT_TYPE, **({"x-mwtui-endpoint": endpoint} if endpoint else {})}
+    r = client.post("/", content=encode_call(Call(method, args, {})), headers=headers)
+    assert r.status_code == 200, r.text
+    return decode_reply(r.content)
+
+
+def test_a_function_without_a_web_decorator_takes_calls() -> None:
+    install_sdk()  # as in a calling replica: Modal's exceptions come back as modal.exception's
+    with replica("worker_calls.py", "square") as w:
+        assert w.message["upstreams"]["square"]["dispatch"] is None
+        with w.client("square") as c:
+            assert _call(c, None, 7) == 49
+    with replica("worker_calls.py", "fails") as w:
+        with w.client("fails") as c, pytest.raises(KeyError, match="missing") as info:
+            _call(c, None)
+        assert "in fails" in "".join(info.value.__notes__)
+
+
+def test_a_class_takes_calls_to_its_methods_beside_its_web_method_with_one_instance() -> None:
+    with replica("worker_calls.py", "Counter") as w:
+        assert set(w.message["upstreams"]) == {"Counter.web", "Counter"}
+        assert w.message["upstreams"]["Counter"]["dispatch"] == "Counter"
+        with w.client("Counter") as c:
+            first = _call(c, "add", 2, endpoint="Counter")
+            second = _call(c, "add", 3, endpoint="Counter")
+            assert (first["n"], second["n"], second["entered"]) == (2, 5, 1)  # @enter once per container
+            assert _call(c, "peek", endpoint="Counter") == 5  # an async method, on the replica's loop
+            assert c.get("/", headers={"x-mwtui-endpoint": "Counter.web"}).json() == {"n": 5}
+            r = c.post("/", content=encode_call(Call("start", (), {})), headers={"x-mwtui-endpoint": "Counter"})
+            assert r.status_code == 404  # @enter is not a @modal.method: not callable from outside

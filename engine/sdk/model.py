@@ -10,7 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-WebKind = Literal["fastapi", "asgi", "wsgi", "web_server"]
+# "call": not a web decorator, the way other pools call a function or a class's @modal.method (see
+# worker/call_app.py); the worker gives such a pool an endpoint of this kind.
+WebKind = Literal["fastapi", "asgi", "wsgi", "web_server", "call"]
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from ..sdk.model import Options, WebConfig
 from .report import StartupFailure, failure
 
 RunAsync = Callable[[Awaitable[Any]], Any]
+CALLS = WebConfig(kind="call", decorator="method")  # how other pools reach a function or a class's methods
 
 
 @dataclass
@@ -81,6 +82,11 @@ def before_import(pool_name: str, app_file: str) -> None:
     _say(problems, subject)
 
 
+def callable_methods(klass: Any) -> dict[str, Any]:
+    """A class's methods other pools may call (`@modal.method`), by name: what its call endpoint serves."""
+    return {m.name: m for m in klass.methods.values() if m.is_method and m.web is None}
+
+
 def _call(fn: Callable[..., Any], run_async: RunAsync, *args: Any) -> Any:
     result = fn(*args)
     if inspect.isawaitable(result):
@@ -114,14 +120,14 @@ class Pool:
         (stage "import") if it is not there or its secrets cannot be provided. `params` are the
         parameter values of a parametrized class, in JSON form (see `mwtui.engine.params`)."""
         fn = app._functions.get(name)
-        if fn is not None and fn.web is not None:
+        if fn is not None:
             if params:
                 raise StartupFailure("import", name, f"endpoint `{name}` is a function: it takes no --params")
-            pool = cls(name, app_file, fn.options, [Endpoint(name, fn.web, fn.raw_f)])
+            pool = cls(name, app_file, fn.options, [Endpoint(name, fn.web or CALLS, fn.raw_f)])
             pool.prepare()
             return pool
         klass = app._classes.get(name)
-        if klass is not None and klass.web_methods():
+        if klass is not None and (klass.web_methods() or callable_methods(klass)):
             try:
                 values = decode(klass.parameter_specs(), params or {})
             except ParamError as exc:
@@ -138,15 +144,16 @@ class Pool:
                 for m in klass.web_methods()
                 if m.web is not None
             ]
+            if callable_methods(klass):  # its @modal.methods, called by other pools: one endpoint for all
+                endpoints.append(Endpoint(name, CALLS, instance))
             pool = cls(name, app_file, klass.options, endpoints, klass, instance)
             pool.prepare()
             return pool
-        known = sorted([t for t, f in app._functions.items() if f.web] +
-                       [t for t, c in app._classes.items() if c.web_methods()])
-        what = "is not a web endpoint" if (fn or klass) else "is not defined"
+        known = sorted([*app._functions, *(t for t, c in app._classes.items() if c.web_methods() or callable_methods(c))])
+        what = "has no web endpoint nor @modal.method" if klass else "is not defined"
         raise StartupFailure(
             "import", None,
-            f"`{name}` {what} in {os.path.basename(app_file)}; its web functions and classes are: "
+            f"`{name}` {what} in {os.path.basename(app_file)}; its functions and classes are: "
             f"{', '.join(known) or 'none'}",
         )
 

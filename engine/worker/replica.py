@@ -29,6 +29,7 @@ import socket
 import sys
 import time
 import traceback
+import types
 import warnings
 from collections.abc import Awaitable, Iterator
 from typing import Any, NoReturn
@@ -43,7 +44,7 @@ from .dispatch import Dispatcher
 from .fastapi_app import FastAPIMissing, build_fastapi_app
 from .lifespan import ASGIApp, Lifespan, LifespanFailed, WithState
 from .listen import GRACEFUL_SECONDS, KEEPALIVE_SECONDS, Listen, bind_tcp, bind_unix
-from .pool import Endpoint, Pool, before_import, params_arg, subject_before_import
+from .pool import Endpoint, Pool, before_import, callable_methods, params_arg, subject_before_import
 from .report import (
     FAILED_EXIT_CODE,
     HEARTBEAT_S,
@@ -264,7 +265,7 @@ class Replica:
                                        f"waiting for port {ep.web.port}")
                 self._start_web_server(ep)
             else:
-                self.reporter.starting(f"building {ep.subject}" if ep.web.kind == "fastapi" else
+                self.reporter.starting(f"building {ep.subject}" if ep.web.kind in ("fastapi", "call") else
                                        f"calling the @modal.{ep.web.decorator} factory of {ep.subject}")
                 self.apps[ep.name] = self._build(ep, pool)
             self._check_stop()
@@ -277,6 +278,12 @@ class Replica:
 
     def _build(self, ep: Endpoint, pool: Pool) -> ASGIApp:
         kind = ep.web.kind
+        if kind == "call":
+            from .call_app import CallApp
+
+            targets = ({m.name: types.MethodType(m.raw_f, pool.instance) for m in callable_methods(pool.cls).values()}
+                       if pool.is_class else {None: ep.target})
+            return CallApp(targets, ep.name, pool.options.max_inputs)
         try:
             if kind == "fastapi":
                 return build_fastapi_app(ep.target, ep.web.method, ep.web.docs)
@@ -445,7 +452,8 @@ class Replica:
             self.upstreams[name] = Upstream(address, name if pool.is_class else None)
         overruns = Overruns(self.timeout, self._retire)
         kinds = {ep.name: ep.web.kind for ep in pool.endpoints}
-        self.apps = {name: Timeout(app, name, overruns, threaded=kinds[name] == "wsgi")
+        # WSGI apps and synchronous calls work in threads: past their timeout they cannot be cancelled.
+        self.apps = {name: Timeout(app, name, overruns, threaded=kinds[name] in ("wsgi", "call"))
                      for name, app in self.apps.items()}
         app: ASGIApp = self._dispatcher(pool) if pool.is_class else next(iter(self.apps.values()))
         from .uvicorn_server import make_server  # imported only by the pools that use it: startup time
