@@ -47,6 +47,7 @@ PoolState = Literal["starting", "running", "idle", "stopped", "failed"]
 UNRESPONSIVE_S = 3.0  # a ready replica's loop silent this long is blocked (it beats every second)
 STOP_GRACE_S = 10.0  # in-flight requests get this long to finish when a replica stops
 RETIRE_GRACE_S = 2.0  # a retiring replica kills itself; past this, the supervisor does it
+WEB_SERVER_SETTLE_S = 0.25  # out of the routes, a web_server replica is stopped this much later
 
 
 @dataclass(frozen=True)
@@ -661,6 +662,10 @@ class Pool:
             self.emit(PoolChanged(self.name))  # take it out of the routes before it stops accepting
             if self.before_drain:
                 await self.before_drain()
+            if r.ports:
+                # A web_server cannot drain itself (its SIGTERM goes to the user's server): give the
+                # requests the gateway sent it just before the switch a moment to be answered.
+                await asyncio.sleep(WEB_SERVER_SETTLE_S)
         r.startup_news.set()  # a replica being stopped is no longer timed for its startup
         with contextlib.suppress(ProcessLookupError):
             r.proc.send_signal(signal.SIGTERM)

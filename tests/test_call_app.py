@@ -7,14 +7,17 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 from mwtui.engine.loader import install_sdk
+from mwtui.engine.sdk.call_client import call as call_through
 from mwtui.engine.sdk.call_wire import CONTENT_TYPE, REMOTE_TRACEBACK, Call, decode_reply, encode_call
-from mwtui.engine.sdk.exception import ExecutionError, RemoteError, SerializationError
+from mwtui.engine.sdk.exception import ExecutionError, FunctionTimeoutError, RemoteError, SerializationError
 
 from .eventually import eventually
+from .fixtures.gateway_harness import Upstream, running_gateway
 
 SERVER = '''
 import asyncio, threading, time
@@ -51,8 +54,9 @@ def returns_a_lock():
 
 
 def slow(seconds):
+    start = time.monotonic()  # CLOCK_MONOTONIC: the same clock in the caller's process
     time.sleep(seconds)
-    return threading.current_thread().name
+    return threading.current_thread().name, start, time.monotonic()
 
 
 async def twice(x):
@@ -66,20 +70,25 @@ app = CallApp({None: square, "fails": fails, "server_only": server_only, "holds_
 
 
 @pytest.fixture(scope="module")
-def replica(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+def callee(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
     folder = tmp_path_factory.mktemp("calls")
     (folder / "callee.py").write_text(SERVER)
     sock = folder / "calls.sock"
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "callee:app", "--app-dir", str(folder),
                              "--uds", str(sock), "--log-level", "warning", "--lifespan", "on"])
-    client = httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://replica", timeout=10)
     try:
         eventually(lambda: sock.exists() or None, 20, "uvicorn on its socket")
-        yield client
+        yield Upstream(f"unix:{sock}", proc)  # type: ignore[arg-type]
     finally:
-        client.close()
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def replica(callee: Upstream) -> Iterator[httpx.Client]:
+    """Straight to the callee's socket."""
+    with callee.client() as client:
+        yield client
 
 
 install_sdk()  # as in a calling replica: what comes back as `modal.exception.X` is ours
@@ -115,14 +124,19 @@ def test_what_cannot_travel_reads_as_modal_says_it(replica: httpx.Client) -> Non
         call(replica, "returns_a_lock")
 
 
+def at_once(runs: list[Any]) -> int:
+    """The most of the (name, start, end) runs that overlapped."""
+    return max(sum(1 for _, s, e in runs if s <= start < e) for _, start, _ in runs)
+
+
 def test_synchronous_calls_run_side_by_side(replica: httpx.Client) -> None:
-    names: list[object] = []
-    threads = [threading.Thread(target=lambda: names.append(call(replica, "slow", 0.3))) for _ in range(4)]
+    runs: list[Any] = []
+    threads = [threading.Thread(target=lambda: runs.append(call(replica, "slow", 0.3))) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(10)
-    assert len(set(names)) == 4 and all(str(n).startswith("call-calls") for n in names), names
+    assert len(runs) == 4 and at_once(runs) == 4 and all(n.startswith("call-calls") for n, _, _ in runs), runs
 
 
 def test_what_is_not_a_call_is_told_so(replica: httpx.Client) -> None:
@@ -131,3 +145,36 @@ def test_what_is_not_a_call_is_told_so(replica: httpx.Client) -> None:
     r = replica.post("/", content=encode_call(Call("nope", (), {})))
     assert r.status_code == 404 and "no method `nope`" in r.text
     assert replica.get("/").status_code == 405
+
+
+# --- through the gateway, as a replica calls another pool ------------------------------------------
+
+
+def test_calls_through_the_gateway_wait_their_turn_at_max_inputs(callee: Upstream) -> None:
+    with running_gateway(upstreams=[callee], max_inputs=2) as g:
+        where = ("127.0.0.1", g.port)
+        assert call_through("demo-hello.localhost", Call(None, (9,), {}), address=where) == 81
+        with pytest.raises(ValueError, match="through"):
+            call_through("demo-hello.localhost", Call("fails", ("through",), {}), address=where)
+        # Six calls of 0.3 s from six threads: the gateway lets two at a time through (max_inputs=2),
+        # the others wait their turn; none fails.
+        runs: list[Any] = []
+        threads = [threading.Thread(target=lambda: runs.append(call_through(
+            "demo-hello.localhost", Call("slow", (0.3,), {}), address=where))) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert len(runs) == 6 and at_once(runs) == 2, runs
+
+
+def test_a_call_past_its_timeout_is_modals_function_timeout(callee: Upstream) -> None:
+    with running_gateway(upstreams=[callee], timeout=1) as g:
+        with pytest.raises(FunctionTimeoutError, match="hit its timeout of 1s"):
+            call_through("demo-hello.localhost", Call("slow", (3,), {}), address=("127.0.0.1", g.port), timeout_s=1)
+
+
+def test_a_stopped_pool_says_so(callee: Upstream) -> None:
+    with running_gateway(upstreams=[], state="stopped") as g:
+        with pytest.raises(RemoteError, match="stopped"):
+            call_through("demo-hello.localhost", Call(None, (1,), {}), address=("127.0.0.1", g.port))
