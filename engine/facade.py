@@ -248,7 +248,7 @@ class Engine:
         )
         for pool, _, scaler in rolling:
             scaler.reconfigure(self._scaling(pool.spec))
-        self.snapshots.sweep()  # the old generation's, once no replica of it is left
+        self.snapshots.sweep(rolled_out=True)  # the old generation's, once no replica of it is left
         for name, spec in new.items():
             group = self.groups.get(name)
             if group is None:

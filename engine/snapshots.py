@@ -246,8 +246,11 @@ class Snapshots:
             if s.snap is not None and s.state.pid:
                 s.state.sample()
 
-    def sweep(self) -> None:
-        """Close each snapshot that no pool serves and no replica of which is left."""
+    def sweep(self, rolled_out: bool = False) -> None:
+        """Close each snapshot that no pool serves and no replica of which is left. `rolled_out`: the
+        generation taken ahead is out now, so what no pool took of it (a pool the save removed) goes too."""
+        if rolled_out:
+            self.ahead = 0
         for key, snap in list(self.snapshots.items()):
             pool, generation = key
             if snap.state.children or generation in self.serving(pool) or snap._lock.locked() or generation == self.ahead:
