@@ -25,6 +25,7 @@ import psutil
 import pytest
 from mwtui.engine.loader import install_sdk
 from mwtui.engine.sdk.call_wire import CONTENT_TYPE, Call, decode_reply, encode_call
+from mwtui.engine.worker.report import RETIRED_EXIT_CODE
 
 from .eventually import eventually
 
@@ -645,3 +646,19 @@ def test_a_class_takes_calls_to_its_methods_beside_its_web_method_with_one_insta
             assert c.get("/", headers={"x-mwtui-endpoint": "Counter.web"}).json() == {"n": 5}
             r = c.post("/", content=encode_call(Call("start", (), {})), headers={"x-mwtui-endpoint": "Counter"})
             assert r.status_code == 404  # @enter is not a @modal.method: not callable from outside
+
+
+def test_an_async_call_past_its_timeout_is_cancelled_and_the_replica_serves_on() -> None:
+    with replica("worker_calls.py", "Sleeper") as w, w.client("Sleeper") as c:
+        r = c.post("/", content=encode_call(Call("nap", (30,), {})), headers={"x-mwtui-endpoint": "Sleeper"})
+        assert r.status_code == 504  # its timeout of 1 s, as for a web request
+        after = _call(c, "naps_cancelled", endpoint="Sleeper")
+        assert after["cancelled"] == [30] and after["pid"] == w.proc.pid  # cancelled, not retired
+        assert _call(c, "nap", 0, endpoint="Sleeper") == "woke"
+
+
+def test_a_synchronous_call_past_its_timeout_retires_the_replica() -> None:
+    with replica("worker_calls.py", "Sleeper") as w, w.client("Sleeper") as c:
+        r = c.post("/", content=encode_call(Call("snooze", (30,), {})), headers={"x-mwtui-endpoint": "Sleeper"})
+        assert r.status_code == 504
+        assert w.proc.wait(EXIT_TIMEOUT) == RETIRED_EXIT_CODE  # its thread ran on: the replica went

@@ -53,6 +53,9 @@ class CallApp:
             what = f"method `{call.method}`" if call.method else "a function call"
             await _reply(send, 404, f"mwtui: {self.name} has no {what}\n".encode(), text=True)
             return
+        # As a router does: the timeout middleware reads it to tell work in a thread (which cannot be
+        # cancelled: the replica retires if it runs on) from a coroutine (cancelled at the timeout).
+        scope["endpoint"] = target
         try:
             value = await _run(target, call.args, call.kwargs, self.threads)
         except Exception as exc:  # noqa: BLE001 - the caller's to handle, as on Modal

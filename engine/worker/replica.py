@@ -452,8 +452,8 @@ class Replica:
             self.upstreams[name] = Upstream(address, name if pool.is_class else None)
         overruns = Overruns(self.timeout, self._retire)
         kinds = {ep.name: ep.web.kind for ep in pool.endpoints}
-        # WSGI apps and synchronous calls work in threads: past their timeout they cannot be cancelled.
-        self.apps = {name: Timeout(app, name, overruns, threaded=kinds[name] in ("wsgi", "call"))
+        # WSGI apps work in threads: past their timeout they cannot be cancelled (a call says per call).
+        self.apps = {name: Timeout(app, name, overruns, threaded=kinds[name] == "wsgi")
                      for name, app in self.apps.items()}
         app: ASGIApp = self._dispatcher(pool) if pool.is_class else next(iter(self.apps.values()))
         from .uvicorn_server import make_server  # imported only by the pools that use it: startup time
