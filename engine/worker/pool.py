@@ -13,22 +13,25 @@ replica with a clear message when a secret cannot be provided.
 from __future__ import annotations
 
 import ast
+import contextlib
 import inspect
 import json
 import os
 import sys
 import traceback
 import types
-from collections.abc import Awaitable, Callable
+import warnings
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..loader import AppNotFound, AppRef, load_app
 from ..manifest import EndpointSpec, PoolServer, pool_server
 from ..params import ParamError, decode
 from ..sdk import environment, runtime
 from ..sdk.exception import Error as ModalError
 from ..sdk.model import Options, WebConfig
-from .report import StartupFailure, failure
+from .report import StartupFailure, failure, format_traceback
 
 RunAsync = Callable[[Awaitable[Any]], Any]
 CALLS = WebConfig(kind="call", decorator="method")  # how other pools reach a function or a class's methods
@@ -85,6 +88,37 @@ def before_import(pool_name: str, app_file: str) -> None:
 def callable_methods(klass: Any) -> dict[str, Any]:
     """A class's methods other pools may call (`@modal.method`), by name: what its call endpoint serves."""
     return {m.name: m for m in klass.methods.values() if m.is_method and m.web is None}
+
+
+@contextlib.contextmanager
+def import_warnings_told_once(supervised: bool) -> Iterator[None]:
+    """Under mwtui's supervisor (`supervised`: it reports to mwtui), the warnings the app's import raises (a deprecated decorator, say) were
+    told once for this generation by discovery, which imported the same file; a replica importing it
+    again must not repeat them once per replica and again on every restart. Run by hand (`mwtui
+    worker`, a container) nothing else tells them: they show as usual."""
+    if not supervised:
+        yield
+        return
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        yield
+
+
+def import_app(ref: AppRef, pool_name: str, supervised: bool) -> Any:
+    """Import the app file for pool `pool_name`, its environment put in place first (`before_import`);
+    any failure is a StartupFailure that says, for a person, what went wrong and where."""
+    before_import(pool_name, ref.path)  # raises StartupFailure for a missing secret
+    try:
+        with import_warnings_told_once(supervised):
+            _, app = load_app(ref)
+    except AppNotFound as exc:
+        raise StartupFailure("import", None, str(exc), format_traceback(exc)) from exc
+    except (Exception, SystemExit) as exc:
+        subject = subject_before_import(ref.path, pool_name)
+        endpoint = pool_name if subject.startswith("endpoint") else None
+        lead = f"importing {os.path.basename(ref.path)} raised"
+        raise failure("import", endpoint, subject, lead, exc, ref.path) from exc
+    return app
 
 
 def _call(fn: Callable[..., Any], run_async: RunAsync, *args: Any) -> Any:

@@ -30,13 +30,12 @@ import sys
 import time
 import traceback
 import types
-import warnings
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from typing import Any, NoReturn
 
 from .. import lifeline
 from ..labels import default_label
-from ..loader import AppNotFound, AppRef, load_app
+from ..loader import AppRef
 from ..proctree import TERM_GRACE_S, become_subreaper, kill_tree
 from ..sdk import runtime
 from . import container, network, snapshot
@@ -44,7 +43,7 @@ from .dispatch import Dispatcher
 from .fastapi_app import FastAPIMissing, build_fastapi_app
 from .lifespan import ASGIApp, Lifespan, LifespanFailed, WithState
 from .listen import GRACEFUL_SECONDS, KEEPALIVE_SECONDS, Listen, bind_tcp, bind_unix
-from .pool import Endpoint, Pool, before_import, callable_methods, params_arg, subject_before_import
+from .pool import Endpoint, Pool, callable_methods, import_app, params_arg
 from .report import (
     FAILED_EXIT_CODE,
     HEARTBEAT_S,
@@ -75,7 +74,7 @@ class _Stopped(Exception):
 
 
 @functools.cache
-def _parser() -> argparse.ArgumentParser:
+def worker_parser() -> argparse.ArgumentParser:
     """Made once (in a snapshot, before it forks: making one costs a forked replica about 1 ms)."""
     p = argparse.ArgumentParser(prog="python -m mwtui.engine.worker", description="Run one replica of a pool.")
     p.add_argument("app_ref", help="path/to/app.py or path/to/app.py::app_variable")
@@ -92,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = _parser()
+    p = worker_parser()
     args = p.parse_args(argv)
     try:
         args.listen = Listen.parse(args.listen)
@@ -127,20 +126,6 @@ def _new_loop() -> asyncio.AbstractEventLoop:
         loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)  # so sync user code asking for "the" loop gets ours
     return loop
-
-
-@contextlib.contextmanager
-def import_warnings_told_once(supervised: bool) -> Iterator[None]:
-    """Under mwtui's supervisor (`supervised`: it reports to mwtui), the warnings the app's import raises (a deprecated decorator, say) were
-    told once for this generation by discovery, which imported the same file; a replica importing it
-    again must not repeat them once per replica and again on every restart. Run by hand (`mwtui
-    worker`, a container) nothing else tells them: they show as usual."""
-    if not supervised:
-        yield
-        return
-    with warnings.catch_warnings(record=True):
-        warnings.simplefilter("always")
-        yield
 
 
 # The kernel's limit on a Unix socket's path (sun_path: 108 bytes with its terminating NUL).
@@ -179,11 +164,12 @@ class Replica:
         self.bridges: list[tuple[str, Any]] = []  # (socket path, handoff.Handoff)
         self.timeout = 300.0  # the function's `timeout`, once imported
         self.master_pid: int | None = None  # under gunicorn: this process, its master
+        self.taken: snapshot.Taken | None = None  # what the snapshot it was forked from holds, if any
 
     # --- the whole life ---------------------------------------------------------------------------
 
     def run(self) -> int:
-        taken = snapshot.taken(self.ref, self.pool_name)
+        taken = self.taken = snapshot.taken(self.ref, self.pool_name)
         self.reporter.starting("forked from its generation's snapshot" if taken else
                                f"importing {os.path.basename(self.ref.path)}")
         try:
@@ -208,17 +194,7 @@ class Replica:
         return taken.pool_for(self.params)
 
     def _load(self) -> Pool:
-        before_import(self.pool_name, self.ref.path)  # raises StartupFailure for a missing secret
-        try:
-            with import_warnings_told_once(supervised=self.reporter.fd is not None):
-                _, app = load_app(self.ref)
-        except AppNotFound as exc:
-            raise StartupFailure("import", None, str(exc), format_traceback(exc)) from exc
-        except (Exception, SystemExit) as exc:
-            subject = subject_before_import(self.ref.path, self.pool_name)
-            endpoint = self.pool_name if subject.startswith("endpoint") else None
-            lead = f"importing {os.path.basename(self.ref.path)} raised"
-            raise failure("import", endpoint, subject, lead, exc, self.ref.path) from exc
+        app = import_app(self.ref, self.pool_name, supervised=self.reporter.fd is not None)
         self.app_name = getattr(app, "name", None) or self.ref.stem
         pool = Pool.resolve(app, self.pool_name, self.ref.path, self.params)
         pool.check_image_imports()
@@ -255,7 +231,7 @@ class Replica:
         pool.enter(self._run_async, self.reporter.starting)
         self._check_stop()
         # FastAPI wrappers a snapshot built (no user code in them, and no lifespan to run).
-        taken = snapshot.taken(self.ref, self.pool_name)
+        taken = self.taken
         prebuilt = taken.prebuilt if taken is not None and taken.pool is pool else {}
         for ep in pool.endpoints:
             if ep.name in prebuilt:

@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from .. import lifeline
-from ..loader import AppRef, load_app
+from ..loader import AppRef
 from ..proctree import become_subreaper
 from . import container
-from .pool import Pool, before_import, subject_before_import
-from .report import StartupFailure, failure, format_traceback
+from .pool import Pool, import_app
+from .report import StartupFailure, format_traceback
 
 MAX_SPARES = 16  # children forked ahead at most (each holds little of its own: its page tables)
 
@@ -104,16 +104,7 @@ def unsafe_reason() -> str | None:
 
 def _import(ref: AppRef, pool_name: str) -> tuple[Any, Pool | None]:
     """Import the app and prepare the pool (None for a parametrized class: each set makes its own)."""
-    from .replica import import_warnings_told_once  # (replica imports this module)
-
-    before_import(pool_name, ref.path)
-    try:
-        with import_warnings_told_once(supervised=True):  # discovery told them, once for the generation
-            _, app = load_app(ref)
-    except (Exception, SystemExit) as exc:
-        subject = subject_before_import(ref.path, pool_name)
-        raise failure("import", pool_name if subject.startswith("endpoint") else None, subject,
-                      f"importing {os.path.basename(ref.path)} raised", exc, ref.path) from exc
+    app = import_app(ref, pool_name, supervised=True)  # discovery told its warnings, once for the generation
     klass = app._classes.get(pool_name)
     if klass is not None and klass.parameters:
         return app, None
@@ -138,9 +129,9 @@ def _prebuild(pool: Pool | None) -> dict[str, Any]:
     """What every replica would build alike and runs no user code: the FastAPI wrapper of each
     fastapi_endpoint, its middleware stack made too. Anything that fails is left to the replicas."""
     from .fastapi_app import build_fastapi_app
-    from .replica import _parser
+    from .replica import worker_parser
 
-    _parser()
+    worker_parser()
     out: dict[str, Any] = {}
     for ep in pool.endpoints if pool is not None else ():
         if ep.web.kind != "fastapi":
