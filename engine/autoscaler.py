@@ -22,9 +22,10 @@ The policy, each `decide`:
 - The pool is *active* while a request is in flight or one arrived within the last `scaledown_window`.
   Idle for `scaledown_window`, it goes straight to `min_containers` (to zero when that is 0).
 - While active: want = ceil(stable average / target), at least 1, and at least enough replicas for
-  the panic-window average at `max_inputs` each, so that a step below the panic threshold does not
-  leave requests queued for most of a stable window (Knative leans on its 70 % target utilisation
-  for this). Then `+ buffer_containers`.
+  the panic-window average (and the latest sample) at `max_inputs` each, so that a step below the
+  panic threshold does not leave requests queued for most of a stable window (Knative leans on its
+  70 % target utilisation for this), and a burst that wakes a pool gets its replicas in one step.
+  Then `+ buffer_containers`.
 - Panic: when ceil(panic average / target) >= `panic_threshold` x max(1, current), use the larger of
   the stable and panic counts and never go down; leave panic once a full stable window passes without
   the condition (Knative's rule). `current` counts as at least 1 there, as Knative counts ready pods,
@@ -233,9 +234,11 @@ class Autoscaler:
             want, load = self._max_panic, burst
         else:
             want, load = want_stable, stable
-        room = _replicas(burst, cfg.max_inputs)  # replicas so that nothing waits at max_inputs
+        # Replicas so that nothing waits at max_inputs: from the latest sample, not an average, so a
+        # burst that wakes a pool (4 calls of a .map() at once) gets its replicas in one step.
+        room = max(_replicas(burst, cfg.max_inputs), _replicas(self._level, cfg.max_inputs))
         if room > want:
-            want, load = room, burst
+            want, load = room, max(burst, self._level)
         want = max(want, 1) + cfg.buffer_containers
 
         # Scale-down delay: the largest count wanted over the last scaledown_window.

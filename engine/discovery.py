@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import import_child
-from .labels import default_label, find_conflicts, label_warning
+from .labels import call_label, default_label, find_conflicts, label_warning
 from .loader import AppNotFound, AppRef, load_app
 from .manifest import AppManifest, EndpointSpec, LoadError
 
@@ -419,7 +419,15 @@ def describe(app: Any, ref: AppRef, found_warnings: Sequence[str] = ()) -> AppMa
     out_warnings = list(found_warnings)
     specs: list[EndpointSpec] = []
 
-    def add(name: str, pool: str, web: Any, options: Any, source: Any) -> None:
+    def add(name: str, pool: str, web: Any, options: Any, source: Any, schedule: Any = None) -> None:
+        if web is None:  # called by other pools: an internal label, no URL
+            kind = "cls" if "." not in name and name in app._classes else "function"
+            specs.append(EndpointSpec(
+                name=name, pool=pool, kind=kind, label=call_label(app_name, pool), **knobs(options),
+                source=f"{_rel(source.file, folder)}:{source.line}", schedule=schedule_json(schedule),
+                retries=max_retries(options),
+            ))
+            return
         if web.label:
             label = web.label
             warning = label_warning(name, label)
@@ -439,27 +447,22 @@ def describe(app: Any, ref: AppRef, found_warnings: Sequence[str] = ()) -> AppMa
             port=web.port if web.kind == "web_server" else None,
             startup_timeout=web.startup_timeout if web.kind == "web_server" else None,
             deprecated_alias=web.deprecated_alias,
-            min_containers=options.min_containers,
-            max_containers=options.max_containers,
-            buffer_containers=options.buffer_containers,
-            scaledown_window=options.scaledown_window,
-            timeout=options.timeout,
-            max_inputs=options.max_inputs,
-            target_inputs=options.target_inputs,
+            **knobs(options),
             source=f"{_rel(source.file, folder)}:{source.line}",
         ))
 
     for tag, fn in app._functions.items():
-        if fn.web is not None:
-            add(tag, tag, fn.web, fn.options, fn.source)
+        add(tag, tag, fn.web, fn.options, fn.source, fn.schedule)
     for tag, cls in app._classes.items():
         for m in cls.web_methods():
             add(f"{tag}.{m.name}", tag, m.web, cls.options, m.source or cls.source)
+        if cls.call_methods():  # one endpoint takes calls to all of them; listed where the first is
+            first = next(iter(cls.call_methods().values()))
+            add(tag, tag, None, cls.options, first.source or cls.source)
     specs.sort(key=lambda s: _sort_key(s, main_rel))
     if not specs:
         out_warnings.append(
-            f"{main_rel}: the app defines no web endpoints (@modal.fastapi_endpoint, @modal.asgi_app, "
-            "@modal.wsgi_app or @modal.web_server under @app.function or on an @app.cls method)"
+            f"{main_rel}: the app defines no functions (@app.function) and no classes with methods (@app.cls)"
         )
     from .sdk.environment import app_report  # what this machine cannot give the "containers", and plans
 
@@ -482,6 +485,34 @@ def describe(app: Any, ref: AppRef, found_warnings: Sequence[str] = ()) -> AppMa
         error=error,
         pool_plans=tuple(plans.items()),
     )
+
+
+def knobs(options: Any) -> dict[str, Any]:
+    """The pool-level knobs every endpoint of a pool repeats (see EndpointSpec)."""
+    return {
+        "min_containers": options.min_containers, "max_containers": options.max_containers,
+        "buffer_containers": options.buffer_containers, "scaledown_window": options.scaledown_window,
+        "timeout": options.timeout, "max_inputs": options.max_inputs, "target_inputs": options.target_inputs,
+    }
+
+
+def max_retries(options: Any) -> int:
+    retries = options.extra.get("retries")
+    return int(retries if isinstance(retries, int) else getattr(retries, "max_retries", 0) or 0)
+
+
+def schedule_json(schedule: Any) -> dict[str, Any] | None:
+    """`modal.Period(...)` as its length in seconds (a month as 30 days, a year as 365), `modal.Cron`
+    as its string and time zone; None for no schedule."""
+    from .sdk.resources import Cron, Period
+
+    if isinstance(schedule, Cron):
+        return {"cron": schedule.cron_string, "timezone": schedule.timezone}
+    if isinstance(schedule, Period):
+        days = schedule.years * 365 + schedule.months * 30 + schedule.weeks * 7 + schedule.days
+        seconds = ((days * 24 + schedule.hours) * 60 + schedule.minutes) * 60 + schedule.seconds
+        return {"period_s": float(seconds)}
+    return None
 
 
 def _module_files() -> tuple[str, ...]:

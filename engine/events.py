@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 if TYPE_CHECKING:
     from .manifest import EndpointSpec
@@ -40,13 +41,47 @@ class PoolChanged:
 Event = LogLine | PoolChanged
 
 
-def access_lines(msg: dict[str, Any], spec_of: Callable[[str], EndpointSpec | None]) -> list[LogLine]:
-    """The gateway's "access" event as log lines, each in the log of the pool that served it."""
+CALLERS_WINDOW_S = 60.0  # a row lists the pools that called it this recently
+
+
+class Callers:
+    """Which pools called each function or class, and when last: from the call path's access lines."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, dict[str, float]] = {}  # endpoint -> caller -> time.time() of the last call
+
+    def note(self, endpoint: str, caller: str, t: float) -> None:
+        self._seen.setdefault(endpoint, {})[caller] = t
+
+    def recent(self, endpoint: str, now: float | None = None) -> tuple[str, ...]:
+        """The pools that called `endpoint` in the last minute, most recent first."""
+        since = (now if now is not None else time.time()) - CALLERS_WINDOW_S
+        seen = self._seen.get(endpoint, {})
+        return tuple(c for c, t in sorted(seen.items(), key=lambda kv: -kv[1]) if t >= since)
+
+
+def call_of(path: str) -> tuple[str, str] | None:
+    """(caller, callee) of a call's path, `/from/<caller pool>/<callee>[?values]` (see sdk/call_route.py)."""
+    parts = path.partition("?")[0].split("/")
+    if len(parts) != 4 or parts[1] != "from":
+        return None
+    return unquote(parts[2]), unquote(parts[3])
+
+
+def access_lines(msg: dict[str, Any], spec_of: Callable[[str], EndpointSpec | None],
+                 callers: Callers | None = None) -> list[LogLine]:
+    """The gateway's "access" event as log lines, each in the log of the pool that served it. A call
+    from another pool reads `call Model.predict from api 200 3.1ms`, and its caller is noted."""
     out = []
     for line in msg.get("lines", []):
         spec = spec_of(line.get("endpoint", ""))
         if spec is not None:
             text = f"{line['method']} {line['path']} {line['status']} {line['ms']:.1f}ms"
+            call = call_of(line["path"]) if spec.is_call else None
+            if call is not None:
+                text = f"call {call[1]} from {call[0]} {line['status']} {line['ms']:.1f}ms"
+                if callers is not None:
+                    callers.note(spec.name, call[0], line.get("t", time.time()))
             out.append(LogLine(spec.pool, line.get("upstream") or spec.pool, text, line.get("t", time.time()), spec.name))
     for name, count in (msg.get("dropped") or {}).items():
         # Past 2000 a second the gateway counts requests instead of listing them: say so.

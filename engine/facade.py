@@ -13,6 +13,7 @@ import asyncio
 import functools
 import json
 import os
+import secrets
 import shutil
 import time
 import traceback
@@ -20,10 +21,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from . import caps, route_table, scratch
+from . import caps, replica_env, route_table, scratch
 from .autoscaler import DEFAULT_MAX_REPLICAS, Autoscaler, ScalingConfig
 from .discovery import discover_async
-from .events import ENGINE_LOG, Event, EventHub, LogLine, PoolChanged, access_lines
+from .events import ENGINE_LOG, Callers, Event, EventHub, LogLine, PoolChanged, access_lines
 from .gateway.limits import Limits
 from .gateway_link import GatewayError, GatewayLink
 from .lifeline import Lifeline
@@ -33,6 +34,7 @@ from .params import query_of
 from .pool_group import PoolGroup, routed
 from .ports import DEFAULT_GATEWAY_PORT, stable_port
 from .reloader import Reloader, WatchRules
+from .scheduler import Scheduler
 from .snapshots import Snapshots
 from .spawner import Spawner, default_spawner
 from .status import LOG_LINES_KEPT, EndpointStatus, PoolBrief, ReloadStatus, RowMaker, Snapshot, label_url
@@ -93,6 +95,9 @@ class Engine:
         )
         self.hub = EventHub()  # subscribers, and each pool's recent log lines
         self._metrics: dict[str, dict[str, Any]] = {}
+        self._call_token = secrets.token_hex(16)  # replicas send it with each call to another pool
+        self.callers = Callers()  # who called each function or class lately
+        self.scheduler = Scheduler(self._call_address, self._call_token, self._say, self._stopped)
         self._socket_dir = scratch.make("sock", short=True)
         self._status_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -117,6 +122,8 @@ class Engine:
             for spec in manifest.pools():
                 self._add_group(spec)
         self._publish_routes()
+        self.scheduler.update(self.manifest.endpoints if self.manifest else ())
+        self.scheduler.start()
         loop = asyncio.get_running_loop()
         self._status_task = loop.create_task(self._status_loop())
         self.reloader.start()
@@ -178,7 +185,7 @@ class Engine:
             return None
         pool = Pool(
             group.spec, self.ref, self._socket_dir, self.lifeline, self._emit, self.generation, self.gateway.routes_applied,
-            self.spawner, {"MWTUI_WEB_URLS": self._web_urls()}, Variant.of(group.name, values) if group.parametrized
+            self.spawner, self._replica_env(), Variant.of(group.name, values) if group.parametrized
             else None, own_network=self._own_network, spawner_for=functools.partial(self.snapshots.spawner, group.name),
         )
         group.add(key, pool, Autoscaler(self._scaling(group.spec), time.monotonic()))
@@ -207,6 +214,32 @@ class Engine:
         """So that discovery (and the zygote it may start) die with mwtui, however it dies."""
         return {"env": {**os.environ, **self.lifeline.env()}, "pass_fds": (self.lifeline.child_fd,)}
 
+    def _replica_env(self) -> dict[str, str]:
+        """What every replica is told of mwtui: the endpoints' URLs (`get_web_url()`), and where and
+        how its calls to other pools go (through the gateway, with this run's token)."""
+        host, port = self._call_address() or ("127.0.0.1", 0)
+        return {replica_env.WEB_URLS: self._web_urls(), replica_env.GATEWAY: f"{host}:{port}",
+                replica_env.CALL_TOKEN: self._call_token,
+                replica_env.APP: self.manifest.app_name if self.manifest else self.ref.stem}
+
+    def _call_address(self) -> tuple[str, int] | None:
+        """Where calls between pools go: the gateway, by a loopback address when it listens on all."""
+        if not self.gateway.port:
+            return None
+        host = self.host if self.host not in ("0.0.0.0", "", "localhost") else "127.0.0.1"
+        return ("::1" if host == "::" else host), self.gateway.port
+
+    def _stopped(self, name: str) -> bool:
+        group = self.groups.get(name)
+        return group is None or group.stopped
+
+    def run_function(self, name: str) -> None:
+        """Run function `name` once now, with no arguments (a scheduled one's "run now")."""
+        spec = self.endpoint_spec(name)
+        if spec is None or spec.kind != "function":
+            raise KeyError(f"no function named {name!r}")
+        self.scheduler.run_now(spec)
+
     def _web_urls(self) -> str:
         """What `Function.get_web_url()` answers inside replicas: every endpoint's label URL."""
         m = self.manifest
@@ -224,7 +257,7 @@ class Engine:
         self.manifest = manifest  # so that new replicas learn the new URLs
         self._tell_network(manifest)
         for pool in self.pools.values():
-            pool.extra_env["MWTUI_WEB_URLS"] = self._web_urls()
+            pool.extra_env.update(self._replica_env())
         new = {spec.name: spec for spec in manifest.pools()}
         removed: list[Pool] = []
         rolling: list[tuple[Pool, PoolSpec, Autoscaler]] = []
@@ -257,6 +290,7 @@ class Engine:
                 self._add_set(group, values)  # every set was dropped: start the default one warm
         self.groups = {name: self.groups[name] for name in new}  # the file's order
         self._publish_routes()
+        self.scheduler.update(manifest.endpoints)
         return [r for r in results if isinstance(r, str)], self.generation
 
     def _snapshot_log(self, group: str, line: str) -> None:
@@ -275,6 +309,7 @@ class Engine:
             return
         self._closed = True
         self.reloader.close()
+        await self.scheduler.close()
         if self._status_task:
             self._status_task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)  # pools of parameter sets closing
@@ -393,7 +428,7 @@ class Engine:
             self._metrics = msg.get("endpoints", {})
             self._on_metrics(time.time())
         elif kind == "access":
-            for line in access_lines(msg, self.endpoint_spec):
+            for line in access_lines(msg, self.endpoint_spec, self.callers):
                 self._emit(line)
         elif kind == "ports":
             for warning in msg.get("warnings", []):
@@ -468,7 +503,9 @@ class Engine:
     # ----- snapshots
     def _rows(self) -> RowMaker:
         return RowMaker(self.gateway.port, self.gateway.endpoint_ports, self._metrics, self.load_error,
-                        self.generation, self._cap, self.snapshots.state)
+                        self.generation, self._cap, self.snapshots.state,
+                        self.manifest.app_name if self.manifest else self.ref.stem, self.callers.recent,
+                        self.scheduler.next_run)
 
     def snapshot(self) -> Snapshot:
         m = self.manifest

@@ -49,6 +49,12 @@ def default_label(app_name: str, tag: str) -> str:
     return truncate(normalize(f"{app_name}-{tag}"))
 
 
+def call_label(app_name: str, pool: str) -> str:
+    """The internal label other pools call a function or class by: `<pool>.<app>.call` (served as
+    `<pool>.<app>.call.localhost`, never listed, no URL): ("demo", "Model") -> "model.demo.call"."""
+    return f"{truncate(normalize(pool))}.{truncate(normalize(app_name))}.call"
+
+
 def is_dns_safe(label: str) -> bool:
     """Modal's (unused) client check: lowercase a-z0-9-, at most 63, no '-' at either end, not all digits."""
     return len(label) <= MAX_LABEL_LENGTH and bool(_DNS_LABEL.match(label)) and not label.isdigit()

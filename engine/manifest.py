@@ -10,7 +10,10 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-EndpointKind = Literal["fastapi", "asgi", "wsgi", "web_server", "call"]
+# "function" and "cls": a function or class that other pools call (`.remote()`, `.spawn()`, `.map()`,
+# `Cls().method.remote()`), reached through the gateway on an internal host, never on a URL of its own.
+EndpointKind = Literal["fastapi", "asgi", "wsgi", "web_server", "function", "cls"]
+CALL_KINDS = frozenset({"function", "cls"})
 PoolServer = Literal["uvicorn", "gunicorn", "web_server"]
 
 
@@ -38,6 +41,14 @@ class EndpointSpec:
     max_inputs: int = 1
     target_inputs: int = 1
     source: str = ""  # "path/app.py:12", where the function or method is defined
+    # A function's `schedule=`: {"period_s": 5.0} or {"cron": "0 9 * * *", "timezone": "UTC"} (see schedules.py).
+    schedule: dict[str, Any] | None = None
+    retries: int = 0  # function or class `retries=` (its max_retries): shown; the caller retries
+
+    @property
+    def is_call(self) -> bool:
+        """Reached by calls from other pools, not by a URL."""
+        return self.kind in CALL_KINDS
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -66,6 +77,11 @@ class PoolSpec:
     @property
     def knobs(self) -> EndpointSpec:
         return self.endpoints[0]
+
+    @property
+    def serves_web(self) -> bool:
+        """Has a URL: starts warm. A pool only called by others starts at min_containers (0 by default)."""
+        return any(not e.is_call for e in self.endpoints)
 
     @property
     def fixed_ports(self) -> tuple[int, ...]:

@@ -94,7 +94,7 @@ class PoolGroup:
                 continue
             # The pool starts warm so that a broken factory shows at once; the autoscaler may only
             # grow it until one scaledown_window has passed without traffic.
-            warm = now - pool.started_monotonic < scaler.config.scaledown_window
+            warm = pool.spec.serves_web and now - pool.started_monotonic < scaler.config.scaledown_window
             if decision.desired < pool.desired and warm:
                 continue
             pool.set_desired(decision.desired, decision.why or f"{inflight} in flight, target {scaler.config.target:g}")

@@ -18,6 +18,8 @@ HOLD_EXTRA_S = 30.0  # a request waits for a replica this long beyond the functi
 
 
 def _entry(spec: EndpointSpec, name: str, state: str, upstreams: list[dict[str, Any]], port: int | None) -> dict[str, Any]:
+    if spec.is_call:
+        port = None
     return {
         "name": name,
         "label": spec.label,
@@ -29,6 +31,8 @@ def _entry(spec: EndpointSpec, name: str, state: str, upstreams: list[dict[str, 
         "max_inputs": spec.max_inputs,  # per replica, Modal's @concurrent (default 1)
         "timeout": spec.timeout,  # per request, seconds: over it the gateway answers 504
         "upstreams": upstreams,
+        # Called by other pools only: never listed, no own port (the label is `<pool>.<app>.call`).
+        **({"internal": True} if spec.is_call else {}),
     }
 
 

@@ -72,6 +72,11 @@ class EndpointStatus:
     # Where its replicas come from: {"mode": "snapshot" | "fresh import" | "starting", "reason", "import_ms",
     # "snap_enters", "generation"} for the generation it serves; None before its first replica.
     snapshot: Mapping[str, Any] | None = None
+    app: str = ""  # the app it belongs to
+    # A function or class called by other pools: who called it in the last minute (their pools), and
+    # for a scheduled function, when it runs next (time.time()).
+    callers: tuple[str, ...] = ()
+    next_run: float | None = None
 
     @property
     def name(self) -> str:
@@ -95,7 +100,8 @@ class EndpointStatus:
             "label": s.label,
             "kind": s.kind,
             "method": s.method,
-            "url": self.url,
+            "app": self.app,
+            "url": self.url or None,  # none for a function or class called by other pools
             "own_url": self.own_url,
             "custom_domains": list(s.custom_domains),
             "requires_proxy_auth": s.requires_proxy_auth,
@@ -132,6 +138,10 @@ class EndpointStatus:
             "variant_of": self.variant_of,
             "params": self.values,
             "snapshot": dict(self.snapshot) if self.snapshot is not None else None,
+            "callers": list(self.callers),
+            "schedule": s.schedule,
+            "next_run": self.next_run,
+            "retries": s.retries,
         }
 
 
@@ -207,6 +217,9 @@ class RowMaker:
     generation: int
     cap: Callable[[PoolSpec], tuple[int | None, str | None]]  # a pool's replica cap, and where it comes from
     snapshot: Callable[[str, int], Mapping[str, Any] | None] = lambda pool, generation: None  # see snapshots.py
+    app_name: str = ""
+    callers: Callable[[str], tuple[str, ...]] = lambda endpoint: ()  # who called it in the last minute
+    next_run: Callable[[str], float | None] = lambda endpoint: None  # a scheduled function's next run
 
     def endpoints(self, groups: Iterable[PoolGroup], now: float) -> tuple[EndpointStatus, ...]:
         """In the file's order: each endpoint of a plain pool; a parametrized class's endpoint, then a
@@ -253,8 +266,11 @@ class RowMaker:
         )
         return EndpointStatus(
             spec=spec,
-            url=label_url(spec.label, self.gateway_port) + (f"/{v.suffix}" if v else ""),
+            url="" if spec.is_call else label_url(spec.label, self.gateway_port) + (f"/{v.suffix}" if v else ""),
             own_url=f"http://127.0.0.1:{own_port}" + (f"/{v.suffix}" if v else "") if own_port else None,
+            app=self.app_name,
+            callers=self.callers(spec.name),
+            next_run=self.next_run(spec.name),
             state=pool.state,
             ready=len(pool.ready_replicas()),
             starting=len(pool.starting_replicas()),
@@ -285,8 +301,10 @@ class RowMaker:
         failing = next((p for p in group.pools() if p.last_error), None)
         return EndpointStatus(
             spec=spec,
-            url=label_url(spec.label, self.gateway_port),
+            url="" if spec.is_call else label_url(spec.label, self.gateway_port),
             own_url=f"http://127.0.0.1:{own_port}" if own_port else None,
+            app=self.app_name,
+            callers=self.callers(spec.name),
             state=group.state(),
             ready=0,
             starting=0,

@@ -228,9 +228,11 @@ class Pool:
         self.spawner: Spawner = spawner or ColdSpawner()
         # A generation's replicas are forked from its snapshot (snapshots.py), when there is one.
         self.spawner_for = spawner_for
-        # Start warm (one replica even when min_containers is 0) so that a broken factory shows at once;
-        # the autoscaler takes the pool to zero after scaledown_window without traffic.
-        self.desired = self._clamp(max(1, spec.knobs.min_containers))
+        # A web pool starts warm (one replica even when min_containers is 0) so that a broken factory
+        # shows at once; the autoscaler takes it to zero after scaledown_window without traffic. A pool
+        # only called by others starts at min_containers, as on Modal: its first call wakes it.
+        floor = 1 if spec.serves_web else 0
+        self.desired = self._clamp(max(floor, spec.knobs.min_containers))
         self.pinned: int | None = None  # set from the screen (+/-): the autoscaler stands aside
         self.panic = False  # the autoscaler's panic mode, shown on screen
         self.started_monotonic = time.monotonic()
@@ -339,7 +341,8 @@ class Pool:
             self.desired = self._clamp(max(1, self.desired))
             self.resume()
             return None
-        count = max(1, len(old)) if not (self.stopped or self.failed) else self.desired
+        floor = 1 if spec.serves_web else 0  # a called pool at zero stays there: its next call wakes it
+        count = max(floor, len(old)) if not (self.stopped or self.failed) else self.desired
         news = [self._spawn(generation, version, spec) for _ in range(count)]
         await asyncio.gather(*(r.settled.wait() for r in news))
         broken = [r for r in news if r.state != "ready"]

@@ -140,9 +140,12 @@ def test_synchronous_calls_run_side_by_side(replica: httpx.Client) -> None:
 
 
 def test_what_is_not_a_call_is_told_so(replica: httpx.Client) -> None:
-    assert replica.post("/", content=b"hello").status_code == 400
-    assert "not a call" in replica.post("/", content=b"hello").text
-    r = replica.post("/", content=encode_call(Call("nope", (), {})))
+    # Only a call's own content type: a browser cannot send it to another site without asking first.
+    assert replica.post("/", content=b"hello", headers={"content-type": "text/plain"}).status_code == 415
+    call_type = {"content-type": CONTENT_TYPE}
+    assert replica.post("/", content=b"hello", headers=call_type).status_code == 400
+    assert "not a call" in replica.post("/", content=b"hello", headers=call_type).text
+    r = replica.post("/", content=encode_call(Call("nope", (), {})), headers=call_type)
     assert r.status_code == 404 and "no method `nope`" in r.text
     assert replica.get("/").status_code == 405
 

@@ -61,6 +61,10 @@ def _expected_every_kind() -> tuple[EndpointSpec, ...]:
         EndpointSpec(name="MyAPI.process", pool="MyAPI", kind="fastapi", label="every-kind-myapi-process",
                      method="POST", requires_proxy_auth=True, min_containers=2, max_inputs=5, target_inputs=5,
                      source=f"{src}:68"),
+        # Called by other pools, not by URL: its @modal.method, and a plain function.
+        EndpointSpec(name="MyAPI", pool="MyAPI", kind="cls", label="myapi.every-kind.call", min_containers=2,
+                     max_inputs=5, target_inputs=5, source=f"{src}:72"),
+        EndpointSpec(name="plain", pool="plain", kind="function", label="plain.every-kind.call", source=f"{src}:77"),
     )
 
 
@@ -75,7 +79,8 @@ def test_every_kind_exact_manifest() -> None:
         ("create_asgi", "uvicorn", ["create_asgi"]),
         ("flask_app", "gunicorn", ["flask_app"]),
         ("file_server", "web_server", ["file_server"]),
-        ("MyAPI", "uvicorn", ["MyAPI.health", "MyAPI.process"]),
+        ("MyAPI", "uvicorn", ["MyAPI.health", "MyAPI.process", "MyAPI"]),
+        ("plain", "uvicorn", ["plain"]),
     ]
     assert AppManifest.from_json(m.to_json()) == m
 
@@ -87,7 +92,7 @@ async def test_discover_async() -> None:
 
 async def test_blocking_discover_inside_a_running_loop() -> None:
     m = discover(EVERY_KIND)
-    assert m.error is None and len(m.endpoints) == 7
+    assert m.error is None and len(m.endpoints) == 9
 
 
 def test_app_name_defaults_to_the_file_stem(tmp_path: Path) -> None:
@@ -169,7 +174,7 @@ def test_no_endpoints_is_a_warning(tmp_path: Path) -> None:
     ref = _write(tmp_path, "import modal\napp = modal.App('x')\n")
     m = discover(ref)
     assert m.error is None and m.endpoints == ()
-    assert len(m.warnings) == 1 and m.warnings[0].startswith("app.py: the app defines no web endpoints")
+    assert len(m.warnings) == 1 and m.warnings[0].startswith("app.py: the app defines no functions")
 
 
 def test_swallowed_image_import_is_reported(tmp_path: Path) -> None:

@@ -675,7 +675,8 @@ def test_plain_functions_called_from_web_code(calls_served: Served) -> None:
     assert first["entered_at"] == second["entered_at"]  # one instance per parameter values, entered once
     assert body == {
         "local": 16, "remote": 16, "map": [0, 1, 4, 9], "map_unordered": [0, 1, 4, 9], "starmap": [3, 8],
-        "gen": [0, 1, 2, 3], "async_remote": 8, "callee_env": "callee", "caller_env": "callee",
+        # The callee runs in its own pool: its secret is never the caller's.
+        "gen": [0, 1, 2, 3], "async_remote": 8, "callee_env": "callee", "caller_env": None,
         "is_local": False, "url": url,  # the gateway's label URL, as get_web_url() gives on Modal
         "refused": "A webhook function cannot be invoked for remote execution with `.remote`. Invoke this "
                    f"function via its web url '{url}' or call it locally: compute.local()",

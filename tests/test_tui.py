@@ -567,3 +567,32 @@ def test_snapshot_reload_error_and_filter_160x45(frozen_app: Callable[..., Mwtui
                          "reload": ReloadStatus(enabled=True, state="error", generation=3)})
     assert snap_compare(frozen_app(snap=broken), terminal_size=(160, 45), run_before=_ready,
                         press=["slash", *"name=you1", "enter"])
+
+
+async def test_a_function_has_a_row_without_a_url_and_n_runs_it_once(tmp_path: Path) -> None:
+    app_file = tmp_path / "funcs.py"
+    app_file.write_text(
+        "import os, modal\n"
+        "app = modal.App('funcs')\n\n"
+        "@app.function()\n"
+        "def job():\n"
+        f"    open({str(tmp_path / 'ran')!r}, 'a').write('x')\n\n"
+        "@app.function()\n"
+        "@modal.fastapi_endpoint()\n"
+        "def web():\n"
+        "    return job.remote()\n"
+    )
+    app = make_app(tmp_path, app_file=str(app_file))
+    seen = record_notices(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.engine_ready and app.table.row_count == 2, "two rows")
+        assert status(app, "job").state == "idle" and status(app, "job").desired == 0  # starts on its first call
+        assert app.table.get_cell("job", "kind").plain == "function"
+        assert app.table.get_cell("job", "url").plain == "not called yet"
+        app.table.move_cursor(row=row_order(app.table).index("job"))
+        await pilot.press("o")
+        assert any("has no URL" in n for n in seen)
+        await pilot.press("n")
+        await until(pilot, lambda: (tmp_path / "ran").exists(), "the function to run once")
+        await until(pilot, lambda: app.table.get_cell("job", "url").plain == "← mwtui", "its caller on its row")
+        assert status(app, "job").ready == 1

@@ -644,13 +644,14 @@ def test_a_class_takes_calls_to_its_methods_beside_its_web_method_with_one_insta
             assert (first["n"], second["n"], second["entered"]) == (2, 5, 1)  # @enter once per container
             assert _call(c, "peek", endpoint="Counter") == 5  # an async method, on the replica's loop
             assert c.get("/", headers={"x-mwtui-endpoint": "Counter.web"}).json() == {"n": 5}
-            r = c.post("/", content=encode_call(Call("start", (), {})), headers={"x-mwtui-endpoint": "Counter"})
+            r = c.post("/", content=encode_call(Call("start", (), {})),
+                       headers={"x-mwtui-endpoint": "Counter", "content-type": CONTENT_TYPE})
             assert r.status_code == 404  # @enter is not a @modal.method: not callable from outside
 
 
 def test_an_async_call_past_its_timeout_is_cancelled_and_the_replica_serves_on() -> None:
     with replica("worker_calls.py", "Sleeper") as w, w.client("Sleeper") as c:
-        r = c.post("/", content=encode_call(Call("nap", (30,), {})), headers={"x-mwtui-endpoint": "Sleeper"})
+        r = c.post("/", content=encode_call(Call("nap", (30,), {})), headers={"x-mwtui-endpoint": "Sleeper", "content-type": CONTENT_TYPE})
         assert r.status_code == 504  # its timeout of 1 s, as for a web request
         after = _call(c, "naps_cancelled", endpoint="Sleeper")
         assert after["cancelled"] == [30] and after["pid"] == w.proc.pid  # cancelled, not retired
@@ -659,6 +660,6 @@ def test_an_async_call_past_its_timeout_is_cancelled_and_the_replica_serves_on()
 
 def test_a_synchronous_call_past_its_timeout_retires_the_replica() -> None:
     with replica("worker_calls.py", "Sleeper") as w, w.client("Sleeper") as c:
-        r = c.post("/", content=encode_call(Call("snooze", (30,), {})), headers={"x-mwtui-endpoint": "Sleeper"})
+        r = c.post("/", content=encode_call(Call("snooze", (30,), {})), headers={"x-mwtui-endpoint": "Sleeper", "content-type": CONTENT_TYPE})
         assert r.status_code == 504
         assert w.proc.wait(EXIT_TIMEOUT) == RETIRED_EXIT_CODE  # its thread ran on: the replica went

@@ -59,6 +59,7 @@ class EngineLike(Protocol):
     async def reload(self, reason: str = ...) -> bool: ...
     def scale(self, name: str, replicas: int) -> int: ...
     def unpin(self, name: str) -> None: ...
+    def run_function(self, name: str) -> None: ...
 
 
 # Actions that act on the selected endpoint: they need a started engine and a row.
@@ -112,6 +113,7 @@ class MwtuiApp(App[int]):
         Binding("minus", "scale(-1)", "fewer", key_display="-", tooltip="pin one replica fewer (0: idle)"),
         Binding("a", "autoscale", "auto", tooltip="back to autoscaling (for now: max(1, min_containers) replicas)"),
         Binding("R", "reload", "reload", key_display="R", tooltip="load the app file again and roll every pool"),
+        Binding("n", "run_now", "run now", tooltip="run the selected function once now, with no arguments"),
         Binding("o", "open", "open", tooltip="open the label URL in a browser"),
         Binding("c", "copy_url", "copy", tooltip="copy the label URL to the clipboard"),
         Binding("l", "toggle_logs", "logs", tooltip="show or hide the logs of the selected endpoint"),
@@ -403,8 +405,23 @@ class MwtuiApp(App[int]):
         else:
             self.post_message(CommandDone("reload incomplete: the previous version keeps serving (see logs)", "warning"))
 
+    def action_run_now(self) -> None:
+        if not (e := self._need()):
+            return
+        if e.spec.kind != "function":
+            self.notify(f"{e.name} is not a function: n runs a function once", severity="warning")
+            return
+        self.engine.run_function(e.name)
+        self.notify(f"{e.name}: running once now (see its log)", timeout=3)
+
+    def _no_url(self, e: EndpointStatus) -> bool:
+        if e.spec.is_call:
+            self.notify(f"{e.name} has no URL: the app's code calls it (.remote(), .spawn(), .map())",
+                        severity="warning")
+        return e.spec.is_call
+
     def action_open(self) -> None:
-        if e := self._need():
+        if (e := self._need()) and not self._no_url(e):
             self.notify(f"opening {e.url}", timeout=3)
             self._open_url(e.url)
 
@@ -415,7 +432,7 @@ class MwtuiApp(App[int]):
             self.post_message(CommandDone(f"{problem}; c copies the URL", "warning"))
 
     def action_copy_url(self) -> None:
-        if e := self._need():
+        if (e := self._need()) and not self._no_url(e):
             self.copy_to_clipboard(e.url)
             self.notify(e.url, title="copied", timeout=3)
 

@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 from mwtui.engine.events import Event, LogLine, PoolChanged
 from mwtui.engine.facade import AppRef, Engine, GatewayError, LoadFailed
+from mwtui.engine.manifest import EndpointSpec
 from mwtui.engine.status import Snapshot
 
 WIDTH = 16  # of the prefix column: replica id or `mwtui`
@@ -85,6 +86,9 @@ def print_endpoints(snap: Snapshot, say: Callable[..., None]) -> None:
     for e in snap.endpoints:
         s = e.spec
         kind = f"{s.kind} {s.method}" if s.kind == "fastapi" else s.kind
+        if s.is_call:  # no URL: reached by .remote(), .spawn(), .map() from the app's code
+            say(f"  {e.name:<{width}}  {kind:<12}    {call_note(s)}")
+            continue
         auth = "  (proxy auth)" if s.requires_proxy_auth else ""
         say(f"  {e.name:<{width}}  {kind:<12} => {e.url}{auth}")
         port = e.url.rsplit(":", 1)[1]
@@ -92,6 +96,15 @@ def print_endpoints(snap: Snapshot, say: Callable[..., None]) -> None:
             say(f"  {'':<{width}}  {'':<12}    custom domain: http://{domain}:{port}")
     for w in snap.warnings:
         say(f"warning: {w}", err=True)
+
+
+def call_note(s: EndpointSpec) -> str:
+    """How a function or class without a URL is reached, for `serve`'s list."""
+    from mwtui.engine.schedules import describe
+
+    if s.schedule:
+        return f"runs {describe(s.schedule)}, and on calls"
+    return "called by the app's code"
 
 
 async def serve(ref: AppRef, options: dict[str, Any]) -> int:

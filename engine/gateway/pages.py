@@ -126,10 +126,11 @@ def index_html(view: View) -> bytes:
         desired = replicas.get("desired")
         err = obj.get("last_error") or ""
         lock = " 🔑" if obj.get("requires_proxy_auth") else ""
+        url_cell = f'<a href="{e(url)}/">{e(url)}</a>' if url else ""  # a function called by others has none
         rows.append(
             f"<tr><td>{e(str(name))}{lock}</td><td>{e(str(obj.get('kind') or ''))}</td>"
             f"<td class=s-{e(str(obj.get('state')))}>{e(str(obj.get('state')))}</td>"
-            f'<td><a href="{e(url)}/">{e(url)}</a></td><td>{domains}</td><td>{own_cell}</td>'
+            f"<td>{url_cell}</td><td>{domains}</td><td>{own_cell}</td>"
             f"<td>{e(str(ready))}{'' if desired is None else '/' + e(str(desired))}</td>"
             f"<td>{obj.get('rps', 0):.1f}</td><td>{obj.get('requests_total', 0)}</td>"
             f"<td>{e(str(err))}</td></tr>"
@@ -219,7 +220,7 @@ def unknown_host(view: View, host: bytes) -> bytes:
     if view.table.endpoints:
         out.append("Known endpoints:")
         for ep in view.table.endpoints.values():
-            if ep.parent is not None:  # a parameter set: its parent's line names the host
+            if ep.parent is not None or ep.internal:  # a parameter set (its parent's line names the host), a call path
                 continue
             extra = [f"http://{d}:{view.port}" for d in ep.domains]
             own = view.own_ports.get(ep.name)

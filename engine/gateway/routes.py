@@ -41,7 +41,7 @@ class Upstream:
 class Endpoint:
     __slots__ = (
         "name", "label", "domains", "port", "requires_proxy_auth", "state", "hold_s", "upstreams", "stats",
-        "max_inputs", "timeout", "params", "parent", "values", "max_variants", "plain",
+        "max_inputs", "timeout", "params", "parent", "values", "max_variants", "plain", "internal",
     )
 
     def __init__(
@@ -81,6 +81,7 @@ class Endpoint:
         self.max_variants = max_variants
         # Nothing to check before picking a replica: Gateway.route takes its short path.
         self.plain = not requires_proxy_auth and params is None and state != "stopped"
+        self.internal = False  # a function or class other pools call: not listed to people
 
     def pick(self) -> Upstream | None:
         """The upstream whose replica has the fewest requests in flight (the first on a tie), or None
@@ -271,10 +272,12 @@ def _endpoint(raw: Any, metrics: Metrics) -> Endpoint:
     max_variants = raw.get("max_variants", MAX_VARIANTS)
     if isinstance(max_variants, bool) or not isinstance(max_variants, int) or max_variants < 1:
         raise RouteError(f"{name}: bad max_variants {max_variants!r}")
-    return Endpoint(
+    ep = Endpoint(
         name, label, domains, port, bool(raw.get("requires_proxy_auth")), state, float(hold_s), ups,
         metrics.endpoint(name), max_inputs or 0, float(timeout or 0), params, parent, values, max_variants,
     )
+    ep.internal = bool(raw.get("internal"))
+    return ep
 
 
 def build_table(message: dict[str, Any], metrics: Metrics) -> tuple[RouteTable, list[str]]:

@@ -16,10 +16,13 @@ import os
 import threading
 from typing import Any
 
-from .call_wire import CONTENT_TYPE, Call, decode_reply, encode_call
-from .exception import FunctionTimeoutError, RemoteError
+from ..replica_env import APP as APP_ENV
+from ..replica_env import CALL_TOKEN as TOKEN_ENV
+from ..replica_env import GATEWAY as GATEWAY_ENV
+from .call_wire import CONTENT_TYPE, TOKEN_HEADER, Call, decode_reply, encode_call
+from .exception import FunctionTimeoutError, NotFoundError, RemoteError
 
-GATEWAY_ENV = "MWTUI_GATEWAY"  # "127.0.0.1:PORT": where a replica's calls go
+__all__ = ["APP_ENV", "GATEWAY_ENV", "available", "call", "gateway_address"]
 
 _local = threading.local()
 
@@ -30,30 +33,38 @@ def gateway_address() -> tuple[str, int] | None:
     return (host, int(port)) if host and port.isdigit() else None
 
 
-def call(host: str, request: Call, *, address: tuple[str, int] | None = None, timeout_s: float | None = None) -> Any:
+def available() -> bool:
+    """Calls go to the target's own pool: this process is a replica that mwtui's engine started."""
+    return gateway_address() is not None and bool(os.environ.get(TOKEN_ENV))
+
+
+def call(host: str, request: Call, *, address: tuple[str, int] | None = None, timeout_s: float | None = None,
+         path: str = "/") -> Any:
     """Send `request` to the pool the gateway serves as `host`; its result, or its exception raised.
     `timeout_s` is the target's own `timeout`, for the message when the gateway stops it there."""
     where = address or gateway_address()
     if where is None:
         raise RemoteError(f"no gateway to call `{host}` through (${GATEWAY_ENV} is not set)")
     body = encode_call(request)
-    status, content_type, reply = _post(where, host, body)
+    status, content_type, reply = _post(where, host, body, path)
     if status == 200 and content_type == CONTENT_TYPE:
         return decode_reply(reply)
     text = reply.decode("utf-8", "replace").strip()
     if status == 504:
         raise FunctionTimeoutError(f"Task's current input hit its timeout of {timeout_s:g}s" if timeout_s else text)
+    if status == 404 and text.startswith("mwtui: no endpoint answers to host"):
+        raise NotFoundError(f"nothing served answers calls for `{host}`")
     raise RemoteError(text or f"the call to `{host}` failed with HTTP {status}")
 
 
-def _post(where: tuple[str, int], host: str, body: bytes) -> tuple[int, str, bytes]:
+def _post(where: tuple[str, int], host: str, body: bytes, path: str = "/") -> tuple[int, str, bytes]:
     """One POST on this thread's kept connection; once more on a fresh one if the kept one had been
     closed by the gateway meanwhile (its keep-alive timeout)."""
-    headers = {"Host": host, "Content-Type": CONTENT_TYPE}
+    headers = {"Host": host, "Content-Type": CONTENT_TYPE, TOKEN_HEADER: os.environ.get(TOKEN_ENV, "")}
     for attempt in (0, 1):
         conn = _connection(where, fresh=attempt > 0)
         try:
-            conn.request("POST", "/", body=body, headers=headers)
+            conn.request("POST", path, body=body, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
         except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine) as exc:

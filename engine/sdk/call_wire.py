@@ -4,8 +4,10 @@ Arguments, results and exceptions are serialized with cloudpickle, as Modal seri
 what works there (lambdas, local classes, dataclasses of the app's own module) works here. Both sides
 are Python in the same project with the same packages: a pickle is trusted as Modal trusts its own.
 
-    request: POST, content-type CONTENT_TYPE, body = cloudpickle of {"method", "args", "kwargs"}
-             ("method": None for a function, the method's name for a class)
+    request: POST, content-type CONTENT_TYPE, header TOKEN_HEADER (the engine's call token), body =
+             cloudpickle of {"method", "args", "kwargs", "input_id", "function_call_id", "recorded"}
+             ("method": None for a function, the method's name for a class); the path names the
+             caller and the callee (`/from/<pool>/<callee>`, for the callee's log and its callers)
     reply:   200, the same content type, body = pickle of {"value": ...}, or of {"error": cloudpickle of
              the exception or None, "exception": its repr, "traceback": text}; 400 with a text body
              when the request itself cannot be read (a bug of ours, or a caller of another version)
@@ -26,7 +28,8 @@ import cloudpickle
 
 from .exception import ExecutionError, RemoteError, SerializationError
 
-CONTENT_TYPE = "application/x-mwtui-call"
+CONTENT_TYPE = "application/x-mwtui-call"  # no browser sends it cross-site without asking first (CORS)
+TOKEN_HEADER = "x-mwtui-call-token"
 REMOTE_TRACEBACK = "Traceback in the called function's replica:\n"
 
 
@@ -35,6 +38,11 @@ class Call:
     method: str | None  # None: the function itself; else a method of the class's instance
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+    # The input this call is, as the caller made it (modal.current_input_id() in the callee, and the
+    # parent of the calls it makes); "" for none. `recorded`: the caller wrote it in the store.
+    input_id: str = ""
+    function_call_id: str = ""
+    recorded: bool = False
 
 
 class BadCall(Exception):
@@ -42,7 +50,9 @@ class BadCall(Exception):
 
 
 def encode_call(call: Call) -> bytes:
-    return cloudpickle.dumps({"method": call.method, "args": tuple(call.args), "kwargs": dict(call.kwargs)})
+    return cloudpickle.dumps({"method": call.method, "args": tuple(call.args), "kwargs": dict(call.kwargs),
+                              "input_id": call.input_id, "function_call_id": call.function_call_id,
+                              "recorded": call.recorded})
 
 
 def decode_call(body: bytes) -> Call:
@@ -53,7 +63,8 @@ def decode_call(body: bytes) -> Call:
         raise BadCall(f"not a call: {type(exc).__name__}: {exc}") from exc
     if (method is not None and not isinstance(method, str)) or not isinstance(args, tuple) or not isinstance(kwargs, dict):
         raise BadCall("not a call: method, args or kwargs of the wrong type")
-    return Call(method, args, kwargs)
+    ids = (str(raw.get("input_id") or ""), str(raw.get("function_call_id") or ""))
+    return Call(method, args, kwargs, *ids, bool(raw.get("recorded")))
 
 
 def encode_value(value: Any) -> bytes:

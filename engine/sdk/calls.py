@@ -168,7 +168,8 @@ def _module_of_function(name: str) -> str:
 
 
 def _module_of(target: Callable[..., Any]) -> str:
-    return getattr(target, "__module__", None) or ""
+    # A call to another pool (sdk/call_route.py) names the module of the function it reaches.
+    return getattr(target, "target_module", None) or getattr(target, "__module__", None) or ""
 
 
 @contextlib.contextmanager
@@ -183,6 +184,28 @@ def _current(inp: Input) -> Iterator[Input]:
         FUNCTION_CALL_ID.reset(t2)
         INPUT_ID.reset(t1)
         _SERVING.reset(t0)
+
+
+def current() -> Input | None:
+    """The input being served in this context, if any."""
+    return _SERVING.get()
+
+
+@contextlib.contextmanager
+def called(input_id: str, function_call_id: str, function_name: str, recorded: bool) -> Iterator[Input]:
+    """Serve a call from another pool as the input its caller made (ids "" when it made none). If the
+    caller did not record it and it makes calls itself (so it is recorded here), it is finished here."""
+    inp = Input(input_id or new_id("in-"), function_call_id or new_id("fc-"), function_name, recorded=recorded)
+    ok = False
+    try:
+        with _current(inp):
+            yield inp
+        ok = True
+    finally:
+        if inp.recorded and not recorded:
+            from ..store import calls as store
+
+            _finish_input(inp, store.DONE if ok else store.FAILED)
 
 
 def _parent_input_id() -> str | None:

@@ -14,6 +14,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .call_route import CallRoute, app_name_of
 from .exception import InvalidError, NotFoundError
 from .functions import Invocable, run_async, run_sync, source_of
 from .model import MISSING, PARAMETER_TYPES, MethodInfo, Options, ParameterInfo, WebConfig
@@ -157,6 +158,10 @@ class Cls:
 
     def web_methods(self) -> list[MethodInfo]:
         return [m for m in self.methods.values() if m.web is not None]
+
+    def call_methods(self) -> dict[str, MethodInfo]:
+        """Its `@modal.method`s, which other pools call (`Model().predict.remote()`), by name."""
+        return {m.name: m for m in self.methods.values() if m.is_method and m.web is None}
 
     def enter_methods(self) -> list[MethodInfo]:
         # Modal runs snap=True enters (before the snapshot) ahead of the others.
@@ -323,8 +328,18 @@ class BoundMethod(Invocable):
     def _target(self) -> Callable[..., Any]:
         return _method_caller(self._obj, self._info.raw_f)
 
+    def _call_route(self) -> CallRoute | None:
+        cls = self._obj._cls
+        from ..params import to_json_value
+
+        values = {k: to_json_value(v) for k, v in self._obj._params.items()} if cls.parameters else {}
+        return CallRoute(app_name_of(cls.app), cls.tag, self._info.name, values, cls.options.timeout,
+                         cls.options.extra.get("retries"), cls.user_cls.__module__)
+
     def _remote_target(self, how: str) -> Callable[..., Any]:
-        super()._remote_target(how)  # checks and environment
+        target = super()._remote_target(how)  # checks, and the call route or the environment
+        if isinstance(target, CallRoute):
+            return target
         return _method_caller(shared_obj(self._obj), self._info.raw_f)
 
     def local(self, *args: Any, **kwargs: Any) -> Any:

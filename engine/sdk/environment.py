@@ -225,7 +225,7 @@ def apply_plan(data: dict[str, Any], needed_by: str | None = None) -> list[str]:
 
 def app_report(app: Any) -> tuple[list[str], dict[str, str]]:
     """For the manifest: warnings about what this machine cannot provide (mount paths, secrets not in
-    the store), and each web pool's plan as JSON."""
+    the store), and each pool's plan as JSON."""
     import json
 
     from .exception import Error
@@ -244,8 +244,8 @@ def app_report(app: Any) -> tuple[list[str], dict[str, str]]:
                     secret.resolve()
                 except Error as e:
                     secret_users.setdefault((secret.name or "", str(e)), []).append(tag)
-        is_web_pool = (klass.web_methods() if klass is not None else app._functions[tag].web is not None)
-        if is_web_pool:
+        is_pool = klass is None or bool(klass.web_methods() or klass.call_methods())  # see discovery.describe
+        if is_pool:
             params = klass.parameter_specs() if klass is not None else None
             plans[tag] = json.dumps(plan(options, params), sort_keys=True)
     for (_name, problem), users in secret_users.items():

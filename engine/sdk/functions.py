@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from . import calls, runtime
+from . import call_client, calls, runtime
+from .call_route import CallRoute, app_name_of
 from .calls import FunctionCall, gather
 from .context import is_local
 from .exception import ExecutionError, InvalidError, NotFoundError
@@ -116,10 +117,18 @@ class Invocable:
                 "A non-generator function cannot be called with `.remote_gen(...)`. Use `.remote(...)` instead."
             )
 
+    def _call_route(self) -> CallRoute | None:
+        """Where its "remote" calls go under mwtui (its own pool); None: they run in this process."""
+        return None
+
     def _remote_target(self, how: str) -> Callable[..., Any]:
-        """The callable a "remote" call runs, once the checks pass and its environment is in place."""
+        """The callable a "remote" call runs, once the checks pass: a call to its own pool under mwtui,
+        else the function itself, here, its environment put in place first."""
         self._refuse_if_web(how)
         self._check_generator(how)
+        route = self._call_route() if call_client.available() else None
+        if route is not None:
+            return route
         options = self._options()
         if options is not None:
             runtime.prepare_call(self.tag, options)
@@ -249,6 +258,10 @@ class Function(Invocable):
     def _options(self) -> Options | None:
         return self.options
 
+    def _call_route(self) -> CallRoute | None:
+        return CallRoute(app_name_of(self.app), self.tag, timeout_s=self.options.timeout,
+                         retries=self.options.extra.get("retries"), target_module=self.raw_f.__module__)
+
     def local(self, *args: Any, **kwargs: Any) -> Any:
         """Call the Python function directly (an async one returns its coroutine), as Modal does."""
         if is_local() and self.options.volumes:
@@ -308,6 +321,8 @@ class FunctionRef(Invocable):
         )
 
     def _remote_target(self, how: str) -> Callable[..., Any]:
+        if call_client.available():
+            return CallRoute(self.app_name, self.tag)
         return self.resolve()._remote_target(how)
 
     def get_web_url(self) -> str | None:

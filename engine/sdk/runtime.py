@@ -21,11 +21,12 @@ import sys
 import threading
 from typing import Any
 
+from .. import replica_env
 from .context import is_local
 from .exception import Error, ExecutionError
 
 POOL_PLAN_ENV = "MWTUI_POOL_PLAN"
-WEB_URLS_ENV = "MWTUI_WEB_URLS"
+WEB_URLS_ENV = replica_env.WEB_URLS
 
 _pool: str | None = None
 _prepared: set[str] = set()

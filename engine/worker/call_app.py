@@ -12,13 +12,25 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import hmac
 import inspect
+import os
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..sdk.call_wire import CONTENT_TYPE, BadCall, decode_call, encode_error, encode_value
+from ..replica_env import CALL_TOKEN as TOKEN_ENV
+from ..sdk import calls
+from ..sdk.call_wire import (
+    CONTENT_TYPE,
+    TOKEN_HEADER,
+    BadCall,
+    Call,
+    decode_call,
+    encode_error,
+    encode_value,
+)
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -32,6 +44,10 @@ class CallApp:
         self.name = name  # the pool, for messages
         # Synchronous calls each get a thread: as many as the gateway lets in at once, a few spare.
         self.threads = ThreadPoolExecutor(max(4, max_inputs), thread_name_prefix=f"call-{name}")
+        # Only the engine's replicas may call (a pickle runs code): they send the run's token. Run by
+        # hand (`mwtui worker`, no token in the environment), anyone on the socket may.
+        token = os.environ.get(TOKEN_ENV, "")
+        self.token = token.encode() if token else None
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -41,6 +57,13 @@ class CallApp:
             return
         if scope["method"] != "POST":
             await _reply(send, 405, f"mwtui: {self.name} takes calls (POST), not {scope['method']}\n".encode(), text=True)
+            return
+        headers = dict(scope.get("headers") or ())
+        if self.token is not None and not hmac.compare_digest(headers.get(TOKEN_HEADER.encode(), b""), self.token):
+            await _reply(send, 403, f"mwtui: {self.name} takes calls only from mwtui's replicas\n".encode(), text=True)
+            return
+        if headers.get(b"content-type", b"").split(b";")[0].strip() != CONTENT_TYPE.encode():
+            await _reply(send, 415, f"mwtui: {self.name} takes calls ({CONTENT_TYPE}) only\n".encode(), text=True)
             return
         body = await _body(receive)
         try:
@@ -57,21 +80,34 @@ class CallApp:
         # cancelled: the replica retires if it runs on) from a coroutine (cancelled at the timeout).
         scope["endpoint"] = target
         try:
-            value = await _run(target, call.args, call.kwargs, self.threads)
+            with calls.called(call.input_id, call.function_call_id, _tag(self.name, call), call.recorded):
+                value = await _run(target, call.args, call.kwargs, self.threads)
         except Exception as exc:  # noqa: BLE001 - the caller's to handle, as on Modal
             await _reply(send, 200, encode_error(exc, _user_traceback(exc)))
             return
         await _reply(send, 200, encode_value(value))
 
 
+def _tag(pool: str, call: Call) -> str:
+    return f"{pool}.{call.method}" if call.method else pool
+
+
 async def _run(target: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                threads: ThreadPoolExecutor) -> Any:
-    if inspect.iscoroutinefunction(target):
-        return await target(*args, **kwargs)
+    if inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target):
+        result = target(*args, **kwargs)
+        if inspect.isasyncgen(result):  # `.remote_gen()`: its items travel as one list
+            return [item async for item in result]
+        return await result
     # In a thread, with this request's context (the input being served, for the call graph).
     loop = asyncio.get_running_loop()
     ctx = contextvars.copy_context()
-    return await loop.run_in_executor(threads, functools.partial(ctx.run, target, *args, **kwargs))
+    return await loop.run_in_executor(threads, functools.partial(ctx.run, _sync_call, target, args, kwargs))
+
+
+def _sync_call(target: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    result = target(*args, **kwargs)
+    return list(result) if inspect.isgenerator(result) else result
 
 
 def _user_traceback(exc: BaseException) -> str:

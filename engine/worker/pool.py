@@ -87,7 +87,7 @@ def before_import(pool_name: str, app_file: str) -> None:
 
 def callable_methods(klass: Any) -> dict[str, Any]:
     """A class's methods other pools may call (`@modal.method`), by name: what its call endpoint serves."""
-    return {m.name: m for m in klass.methods.values() if m.is_method and m.web is None}
+    return klass.call_methods()  # type: ignore[no-any-return]
 
 
 @contextlib.contextmanager

@@ -144,7 +144,8 @@ class DetailScreen(Screen[None]):
         for what, url, curl in urls:
             # Two lines a row: the URL, then the curl line that `enter` copies.
             cell = Text.assemble((url, "bold"))
-            cell.append(f"\n$ {curl}", style="cyan")
+            if curl:
+                cell.append(f"\n$ {curl}", style="cyan")
             table.add_row(Text(what, style="grey70"), cell, height=2)
         table.move_cursor(row=min(row, len(urls) - 1), animate=False)
 

@@ -65,6 +65,8 @@ def cell(col: str, e: EndpointStatus, history: RateHistory, error_in: str = "rps
     if col == "kind":
         return Text(fmt.kind(s))
     if col == "url":
+        if s.is_call:  # no URL: how it is reached instead
+            return Text(fmt.reach(e), style="grey50")
         return Text(e.url, style="grey70" if e.state in ("stopped", "idle") else "")
     if col == "repl":
         return Text(f"{e.ready}/{e.desired}", justify="right", style="yellow" if e.ready < e.desired else "")
@@ -90,7 +92,7 @@ def column_widths(snap: Snapshot) -> dict[str, int]:
     for e in snap.endpoints:
         widths["name"] = max(widths["name"], len(e.name))
         widths["kind"] = max(widths["kind"], len(fmt.kind(e.spec)))
-        widths["url"] = min(URL_MAX, max(widths["url"], len(e.url)))
+        widths["url"] = min(URL_MAX, max(widths["url"], len(fmt.reach(e) if e.spec.is_call else e.url)))
     return widths
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +33,22 @@ def state_text(state: str) -> Text:
 
 def kind(spec: EndpointSpec) -> str:
     return f"{spec.kind} {spec.method}" if spec.kind == "fastapi" and spec.method else spec.kind
+
+
+def reach(e: EndpointStatus) -> str:
+    """How a function or class without a URL is reached, for its URL cell: its schedule and next run,
+    and the pools that called it in the last minute (`every 5 s, next 10:00:05 ← api`)."""
+    from mwtui.engine.schedules import describe
+
+    parts = []
+    if e.spec.schedule:
+        parts.append(describe(e.spec.schedule))
+        if e.next_run is not None:
+            parts.append(f"next {time.strftime('%H:%M:%S', time.localtime(e.next_run))}")
+    text = ", ".join(parts)
+    if e.callers:
+        text += (" " if text else "") + "← " + ", ".join(e.callers)
+    return text or "not called yet"
 
 
 def ms(v: float | None) -> str:
@@ -132,6 +149,8 @@ def curl(spec: EndpointSpec, url: str, host: str | None = None) -> str:
 def endpoint_urls(e: EndpointStatus) -> list[tuple[str, str, str]]:
     """Every way to reach an endpoint: (what, url, curl)."""
     s = e.spec
+    if s.is_call:  # no URL: how the app reaches it instead (no curl line to copy)
+        return [("reached", reach(e), "")]
     out = [("label", e.url, curl(s, e.url))]
     port = port_of(e.url)
     query = e.url.partition("?")[2]

@@ -1,0 +1,200 @@
+"""Every function and class of an app is a pool, and `.remote()`, `.map()`, `.spawn()` and
+`Cls().method.remote()` from a web endpoint go to it through the gateway: its own process, secrets,
+`@enter` state, timeout and retries; its row in /api/endpoints (kind, no URL, callers, replicas).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import Served, start_serve, stop_serve
+from .eventually import eventually
+
+pytestmark = pytest.mark.timeout(120)
+
+APP = '''
+import os, time
+import modal
+
+app = modal.App("calls")
+
+
+@app.function(secrets=[modal.Secret.from_dict({"ONLY_HERE": "sesame"})])
+def holder(x):
+    return {"pid": os.getpid(), "secret": os.environ.get("ONLY_HERE"), "x": x}
+
+
+@app.function(max_containers=4)
+def nap(x):
+    start = time.monotonic()
+    time.sleep(0.5)
+    return {"x": x, "pid": os.getpid(), "start": start, "end": time.monotonic()}
+
+
+@app.function(timeout=1)
+def too_slow():
+    time.sleep(3)
+
+
+@app.function(retries=modal.Retries(max_retries=2, initial_delay=0.0))
+def flaky(path):
+    with open(path, "a") as f:
+        f.write("x")
+    if len(open(path).read()) < 3:
+        raise RuntimeError("not yet")
+    return len(open(path).read())
+
+
+@app.function()
+def fails():
+    raise KeyError("no such thing")
+
+
+@app.function()
+def fetch(call_id):
+    return {"pid": os.getpid(), "result": modal.FunctionCall.from_id(call_id).get(timeout=30)}
+
+
+@app.function()
+def never_called():
+    return 1
+
+
+@app.function(schedule=modal.Period(seconds=1))
+def tick():
+    with open(os.environ["TICKS"], "a") as f:
+        f.write(f"{os.getpid()} ")
+
+
+@app.cls()
+class Model:
+    @modal.enter()
+    def load(self):
+        self.loaded = getattr(self, "loaded", 0) + 1
+
+    @modal.method()
+    def predict(self, x):
+        return {"y": x * 2, "loaded": self.loaded, "pid": os.getpid()}
+
+
+@app.function()
+@modal.fastapi_endpoint()
+def api(what: str, arg: str = ""):
+    if what == "secret":
+        return {"pid": os.getpid(), "secret": os.environ.get("ONLY_HERE"), "callee": holder.remote(3)}
+    if what == "map":
+        return list(nap.map(range(4)))
+    if what == "timeout":
+        try:
+            too_slow.remote()
+        except modal.exception.FunctionTimeoutError as e:
+            return {"type": type(e).__name__, "message": str(e)}
+    if what == "retries":
+        return flaky.remote(arg)
+    if what == "raises":
+        try:
+            fails.remote()
+        except KeyError as e:
+            return {"type": type(e).__name__, "args": list(e.args), "notes": getattr(e, "__notes__", [])}
+    if what == "model":
+        m = Model()
+        return [m.predict.remote(i) for i in range(3)]
+    if what == "spawn":
+        return {"id": holder.spawn(5).object_id, "pid": os.getpid()}
+    if what == "fetch":
+        return fetch.remote(arg)
+    return None
+'''
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    folder = tmp_path_factory.mktemp("calls")
+    app = folder / "calls.py"
+    app.write_text(APP)
+    s = start_serve(app, "--no-reload", env={"MWTUI_HOME": str(folder / "home"), "TICKS": str(folder / "ticks")})
+    s.ticks = folder / "ticks"  # type: ignore[attr-defined]
+    try:
+        s.wait_status("the web endpoint running", lambda rows: rows["api"]["state"] == "running")
+        yield s
+    finally:
+        stop_serve(s)
+
+
+def api(served: Served, what: str, arg: str = "") -> object:
+    r = served.get("calls-api", "/", params={"what": what, "arg": arg})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_functions_are_pools_without_a_url_and_start_at_zero(served: Served) -> None:
+    rows = served.by_name()
+    assert rows["holder"]["kind"] == "function" and rows["Model"]["kind"] == "cls"
+    never = rows["never_called"]
+    assert never["url"] is None and never["own_url"] is None
+    assert never["replicas"]["desired"] == 0 and never["replicas"]["min"] == 0 and never["state"] == "idle"
+    assert never["app"] == "calls"
+    # The call path is not for people: no label page lists it, and a stranger's call is refused.
+    index = httpx.get(f"http://127.0.0.1:{served.port}/nowhere", headers={"Host": "x.localhost"}).text
+    assert "never_called" not in index
+    r = served.post("never-called.calls.call", "/", content=b"x", headers={"content-type": "application/x-mwtui-call"})
+    assert r.status_code == 403, r.text
+
+
+def test_a_remote_call_runs_in_the_callees_process_with_its_own_secret(served: Served) -> None:
+    out = api(served, "secret")
+    assert out["secret"] is None  # the caller never sees the callee's secret
+    assert out["callee"]["secret"] == "sesame" and out["callee"]["x"] == 3
+    assert out["callee"]["pid"] != out["pid"]
+    rows = served.wait_status("holder's caller listed", lambda rows: "api" in rows["holder"]["callers"])
+    assert rows["holder"]["replicas"]["ready"] == 1 and rows["holder"]["requests_total"] >= 1
+
+
+def test_a_class_enters_once_across_calls(served: Served) -> None:
+    results = api(served, "model")
+    assert [r["y"] for r in results] == [0, 2, 4]
+    assert {r["loaded"] for r in results} == {1} and len({r["pid"] for r in results}) == 1
+
+
+def test_map_spreads_inputs_over_replicas_that_run_at_once(served: Served) -> None:
+    results = api(served, "map")
+    assert [r["x"] for r in results] == [0, 1, 2, 3]
+    assert len({r["pid"] for r in results}) == 4  # max_containers=4, one input each (max_inputs=1)
+    # All four ran side by side: each started before any of them ended.
+    assert max(r["start"] for r in results) < min(r["end"] for r in results)
+
+
+def test_a_call_past_its_timeout_raises_function_timeout_error(served: Served) -> None:
+    out = api(served, "timeout")
+    assert out == {"type": "FunctionTimeoutError", "message": "Task's current input hit its timeout of 1s"}
+
+
+def test_retries_send_a_failed_call_again(served: Served, tmp_path: Path) -> None:
+    attempts = tmp_path / "attempts"
+    assert api(served, "retries", str(attempts)) == 3  # two failures, then the third attempt returns
+
+
+def test_an_exception_keeps_its_type_and_the_callees_traceback(served: Served) -> None:
+    out = api(served, "raises")
+    assert out["type"] == "KeyError" and out["args"] == ["no such thing"]
+    assert any('raise KeyError("no such thing")' in note for note in out["notes"])
+
+
+def test_a_spawned_call_is_found_from_another_pools_replica(served: Served) -> None:
+    spawned = api(served, "spawn")
+    fetched = api(served, "fetch", spawned["id"])
+    assert fetched["result"]["x"] == 5 and fetched["result"]["secret"] == "sesame"
+    assert fetched["pid"] != spawned["pid"]
+
+
+def test_a_scheduled_function_runs_on_its_schedule(served: Served) -> None:
+    ticks: Path = served.ticks  # type: ignore[attr-defined]
+    eventually(lambda: ticks.exists() and len(ticks.read_text().split()) >= 2, 20, "two scheduled runs")
+    row = served.by_name()["tick"]
+    assert row["schedule"] == {"period_s": 1.0} and "schedule" in row["callers"]
+    assert row["next_run"] is not None
+    assert any("tick: runs every 1 s" in line for line in served.lines)
