@@ -18,7 +18,8 @@ import shutil
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from . import caps, replica_env, route_table, scratch
@@ -33,6 +34,7 @@ from .manifest import AppManifest, EndpointSpec, LoadError, PoolSpec
 from .params import query_of
 from .pool_group import PoolGroup, routed
 from .ports import DEFAULT_GATEWAY_PORT, stable_port
+from .project import ServedApp, clashes, local_name, owned_by, scope_manifest, scope_of, scopes, without
 from .reloader import Reloader, WatchRules
 from .scheduler import Scheduler
 from .snapshots import Snapshots
@@ -53,7 +55,7 @@ class LoadFailed(Exception):
 class Engine:
     def __init__(
         self,
-        ref: AppRef,
+        ref: AppRef | Sequence[AppRef],
         *,
         host: str = "127.0.0.1",
         port: int = DEFAULT_GATEWAY_PORT,
@@ -65,7 +67,8 @@ class Engine:
         limits: Limits | None = None,
         max_replicas: int = DEFAULT_MAX_REPLICAS,
     ) -> None:
-        self.ref = ref
+        refs = [ref] if isinstance(ref, AppRef) else list(ref)
+        self.ref = refs[0]  # the first app file (the screen's title)
         self.max_replicas = max_replicas  # per pool, where the app sets no max_containers; 0: none
         self.mode = container.mode()  # what replicas run in (each replica still says if it cannot)
         # Whether web_server replicas get a network of their own (many replicas on one fixed port).
@@ -79,8 +82,9 @@ class Engine:
         self.lifeline = Lifeline()
         self.gateway = GatewayLink(host, port, self.lifeline, self._on_gateway_event, limits=limits)
         self.own_ports = own_ports
-        self.manifest: AppManifest | None = None  # the last one that loaded
-        # One group per function or class, in the file's order: its pools, one per set of parameter
+        # The app files served, each with its scope (see project.py), the manifest it serves and its reloader.
+        self.apps = [ServedApp(r, scope) for r, scope in zip(refs, scopes(refs), strict=True)]
+        # One group per function or class, in the files' order: its pools, one per set of parameter
         # values (a plain one has one set; a parametrized class's are made as requests ask for them).
         self.groups: dict[str, PoolGroup] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -88,11 +92,13 @@ class Engine:
         self.reload_enabled = reload
         # A file that does not load at start is fatal, unless we may wait for a good save.
         self.wait_for_fix = wait_for_fix
-        self.reloader = Reloader(
-            ref.path, enabled=reload, rules=watch_rules or WatchRules(), discover=self._discover,
-            apply=self._apply_manifest, starting=lambda: any(p.starting_replicas() for p in self.pools.values()),
-            say=self._say, changed=self._notify,
-        )
+        for app in self.apps:
+            app.reloader = Reloader(
+                app.ref.path, enabled=reload, rules=watch_rules or WatchRules(), discover=partial(self._discover, app),
+                apply=partial(self._apply_manifest, app), say=self._say, changed=self._notify,
+                starting=lambda: any(p.starting_replicas() for p in self.pools.values()),
+                mine=owned_by(self.apps, app) if len(self.apps) > 1 else None,
+            )
         self.hub = EventHub()  # subscribers, and each pool's recent log lines
         self._metrics: dict[str, dict[str, Any]] = {}
         self._call_token = secrets.token_hex(16)  # replicas send it with each call to another pool
@@ -108,33 +114,61 @@ class Engine:
         left = scratch.sweep()
         if left:
             self._say(f"removed {len(left)} temporary folder(s) left by mwtui processes that were killed")
-        manifest = await self.reloader.first_load()
-        if manifest.error and not (self.wait_for_fix and self.reload_enabled):
-            raise LoadFailed(manifest.error)
+        manifests = await asyncio.gather(*(app.reloader.first_load() for app in self.apps))
+        broken = next((m for m in manifests if m.error), None)
+        if broken is not None and not (self.wait_for_fix and self.reload_enabled):
+            raise LoadFailed(broken.error)  # type: ignore[arg-type]
         await self.gateway.start()
         if self.gateway.native is False:
             # Short enough for an 80-column log line; how and why: engine/gateway/native.py.
             self._say("gateway runs uncompiled (slower); `make` compiles it")
-        self.reloader.loaded(manifest.sources, manifest.error)
-        if not manifest.error:  # else wait for a good save: the error shows, the first fix brings endpoints up
-            self.manifest = manifest
-            self._tell_network(manifest)
-            for spec in manifest.pools():
-                self._add_group(spec)
+        for app, manifest in zip(self.apps, manifests, strict=True):
+            app.reloader.loaded(manifest.sources, manifest.error)
+            if not manifest.error:  # else wait for a good save: the error shows, the first fix brings it up
+                app.manifest = self._claim(app, manifest)
+                self._tell_network(app.manifest)
+                for spec in app.manifest.pools():
+                    self._add_group(spec)
+        self._order_groups()
         self._publish_routes()
-        self.scheduler.update(self.manifest.endpoints if self.manifest else ())
+        self.scheduler.update(self._endpoints())
         self.scheduler.start()
         loop = asyncio.get_running_loop()
         self._status_task = loop.create_task(self._status_loop())
-        self.reloader.start()
+        for app in self.apps:
+            app.reloader.start()
         return self.snapshot()
 
-    async def _discover(self) -> AppManifest:
+    def _claim(self, app: ServedApp, manifest: AppManifest) -> AppManifest:
+        """The app's manifest scoped, less what another app served already claims (said once a save)."""
+        mine = scope_manifest(manifest, app.scope)
+        others = [a.manifest for a in self.apps if a is not app and a.manifest is not None]
+        dropped, messages = clashes([*others, mine])[-1]
+        for message in messages:
+            if message not in app.clash_messages:
+                self._say(message)
+        app.clash_messages = messages
+        return without(mine, dropped)
+
+    def _order_groups(self) -> None:
+        """The groups in the files' order, each file's in its own order."""
+        order = [spec.name for app in self.apps if app.manifest for spec in app.manifest.pools()]
+        self.groups = {name: self.groups[name] for name in order if name in self.groups}
+
+    def _endpoints(self) -> list[EndpointSpec]:
+        return [e for app in self.apps if app.manifest for e in app.manifest.endpoints]
+
+    def _app_of(self, pool: str) -> ServedApp:
+        """The app a pool (or group, or endpoint) belongs to, by its scope."""
+        scope = scope_of(pool.partition("?")[0])
+        return next((a for a in self.apps if a.scope == scope), self.apps[0])
+
+    async def _discover(self, app: ServedApp) -> AppManifest:
         """The app imported once more, in the isolated import child (it dies with mwtui); meanwhile each
-        pool's snapshot of it is taken, in case it loads."""
-        ahead = self.snapshots.prewarm(self.generation + 1) if self.manifest is not None else lambda: None
+        of its pools' snapshot of it is taken, in case it loads."""
+        ahead = self.snapshots.prewarm(self.generation + 1, app.owns_pool) if app.manifest is not None else lambda: None
         try:
-            manifest = await discover_async(self.ref, spawner=self.spawner, **self._lifeline_kwargs())
+            manifest = await discover_async(app.ref, spawner=self.spawner, **self._lifeline_kwargs())
         except BaseException:
             ahead()  # superseded by a newer save: stop those imports now
             raise
@@ -144,8 +178,14 @@ class Engine:
 
     @property
     def load_error(self) -> LoadError | None:
-        """The latest save's error while it does not load (the previous version keeps serving)."""
-        return self.reloader.error  # type: ignore[no-any-return]
+        """The latest save's error while it does not load (the previous version keeps serving); of the
+        first app whose latest save does not load."""
+        return next((a.reloader.error for a in self.apps if a.reloader.error is not None), None)
+
+    @property
+    def manifest(self) -> AppManifest | None:
+        """The first app's manifest being served (one app's engine: its only one)."""
+        return self.apps[0].manifest
 
     def _tell_network(self, manifest: AppManifest) -> None:
         """Once: why web_server replicas share the host's network, where the app has them."""
@@ -183,9 +223,10 @@ class Engine:
             self._say(f"{group.name}: {group.limit} set(s) of parameters are served already; "
                       f"{query_of(values)} waits until one of them scales to zero")
             return None
+        app = self._app_of(group.name)
         pool = Pool(
-            group.spec, self.ref, self._socket_dir, self.lifeline, self._emit, self.generation, self.gateway.routes_applied,
-            self.spawner, self._replica_env(), Variant.of(group.name, values) if group.parametrized
+            group.spec, app.ref, self._socket_dir, self.lifeline, self._emit, self.generation, self.gateway.routes_applied,
+            self.spawner, self._replica_env(app), Variant.of(group.name, values) if group.parametrized
             else None, own_network=self._own_network, spawner_for=functools.partial(self.snapshots.spawner, group.name),
         )
         group.add(key, pool, Autoscaler(self._scaling(group.spec), time.monotonic()))
@@ -214,13 +255,12 @@ class Engine:
         """So that discovery (and the zygote it may start) die with mwtui, however it dies."""
         return {"env": {**os.environ, **self.lifeline.env()}, "pass_fds": (self.lifeline.child_fd,)}
 
-    def _replica_env(self) -> dict[str, str]:
-        """What every replica is told of mwtui: the endpoints' URLs (`get_web_url()`), and where and
+    def _replica_env(self, app: ServedApp) -> dict[str, str]:
+        """What every replica is told of mwtui: its app's endpoint URLs (`get_web_url()`), and where and
         how its calls to other pools go (through the gateway, with this run's token)."""
         host, port = self._call_address() or ("127.0.0.1", 0)
-        return {replica_env.WEB_URLS: self._web_urls(), replica_env.GATEWAY: f"{host}:{port}",
-                replica_env.CALL_TOKEN: self._call_token,
-                replica_env.APP: self.manifest.app_name if self.manifest else self.ref.stem}
+        return {replica_env.WEB_URLS: self._web_urls(app), replica_env.GATEWAY: f"{host}:{port}",
+                replica_env.CALL_TOKEN: self._call_token, replica_env.APP: app.name}
 
     def _call_address(self) -> tuple[str, int] | None:
         """Where calls between pools go: the gateway, by a loopback address when it listens on all."""
@@ -240,28 +280,34 @@ class Engine:
             raise KeyError(f"no function named {name!r}")
         self.scheduler.run_now(spec)
 
-    def _web_urls(self) -> str:
-        """What `Function.get_web_url()` answers inside replicas: every endpoint's label URL."""
-        m = self.manifest
-        return json.dumps({e.name: label_url(e.label, self.gateway.port) for e in (m.endpoints if m else ())})
+    def _web_urls(self, app: ServedApp) -> str:
+        """What `Function.get_web_url()` answers inside the app's replicas: its endpoints' label URLs."""
+        m = app.manifest
+        return json.dumps({local_name(e.name): label_url(e.label, self.gateway.port)
+                           for e in (m.endpoints if m else ()) if not e.is_call})
 
     # ----- reload (orchestrated by the reloader: this is what a new version means for the pools)
     async def reload(self, reason: str = "reload requested") -> bool:
-        """Load the file again and roll every pool to the new version; True if all of it serves."""
-        return await self.reloader.reload(reason)
+        """Load every app file again and roll its pools to the new version; True if all of it serves."""
+        results = await asyncio.gather(*(app.reloader.reload(reason) for app in self.apps))
+        return all(results)
 
-    async def _apply_manifest(self, manifest: AppManifest) -> tuple[list[str], int]:
-        """Serve a manifest that loads: roll every pool that stays, start new ones, stop the rest.
-        Returns why pools kept their previous version, and the generation now served."""
+    async def _apply_manifest(self, app: ServedApp, manifest: AppManifest) -> tuple[list[str], int]:
+        """Serve a manifest of `app` that loads: roll every pool of it that stays, start new ones, stop
+        the rest (another app's pools are not touched). Returns why pools kept their previous version,
+        and the generation now served."""
         self.generation += 1
-        self.manifest = manifest  # so that new replicas learn the new URLs
+        manifest = app.manifest = self._claim(app, manifest)  # so that new replicas learn the new URLs
         self._tell_network(manifest)
         for pool in self.pools.values():
-            pool.extra_env.update(self._replica_env())
+            if app.owns_pool(pool.spec.name):
+                pool.extra_env.update(self._replica_env(app))
         new = {spec.name: spec for spec in manifest.pools()}
         removed: list[Pool] = []
         rolling: list[tuple[Pool, PoolSpec, Autoscaler]] = []
         for name, group in list(self.groups.items()):
+            if not app.owns_pool(name):
+                continue
             spec = new.get(name)
             if spec is None or bool(spec.parameters) != group.parametrized:
                 removed += group.pools()  # gone, or it became (or stopped being) parametrized
@@ -288,9 +334,9 @@ class Engine:
                 self._add_group(spec)
             elif not group.sets and (values := group.default_values()) is not None:
                 self._add_set(group, values)  # every set was dropped: start the default one warm
-        self.groups = {name: self.groups[name] for name in new}  # the file's order
+        self._order_groups()
         self._publish_routes()
-        self.scheduler.update(manifest.endpoints)
+        self.scheduler.update(self._endpoints())
         return [r for r in results if isinstance(r, str)], self.generation
 
     def _snapshot_log(self, group: str, line: str) -> None:
@@ -308,7 +354,8 @@ class Engine:
         if self._closed:
             return
         self._closed = True
-        self.reloader.close()
+        for app in self.apps:
+            app.reloader.close()
         await self.scheduler.close()
         if self._status_task:
             self._status_task.cancel()
@@ -349,7 +396,8 @@ class Engine:
 
     def _emit(self, event: Event) -> None:
         if isinstance(event, PoolChanged):
-            self.reloader.activity()  # a replica started, became ready or ended
+            for app in self.apps:
+                app.reloader.activity()  # a replica started, became ready or ended
             self._publish_routes()
         self.hub.publish(event)
 
@@ -479,7 +527,7 @@ class Engine:
 
     def _own_port(self, endpoint: str) -> int | None:
         """The endpoint's own port on the gateway (the same for the same file and endpoint), if asked."""
-        return stable_port(self.ref.path, endpoint) if self.own_ports else None
+        return stable_port(self._app_of(endpoint).ref.path, local_name(endpoint)) if self.own_ports else None
 
     def _publish_status(self) -> None:
         snap = self.snapshot()
@@ -495,7 +543,8 @@ class Engine:
                         r.sample(children)
                 self.snapshots.sample()
                 self._publish_status()
-                self.reloader.expire()
+                for app in self.apps:
+                    app.reloader.expire()
             except Exception:  # noqa: BLE001 - a bug here must not freeze the status for good
                 self._say(f"internal error sampling replicas:\n{traceback.format_exc()}")
             await asyncio.sleep(1.0)
@@ -504,21 +553,25 @@ class Engine:
     def _rows(self) -> RowMaker:
         return RowMaker(self.gateway.port, self.gateway.endpoint_ports, self._metrics, self.load_error,
                         self.generation, self._cap, self.snapshots.state,
-                        self.manifest.app_name if self.manifest else self.ref.stem, self.callers.recent,
-                        self.scheduler.next_run)
+                        lambda pool: self._app_of(pool).name, self.callers.recent, self.scheduler.next_run)
 
     def snapshot(self) -> Snapshot:
-        m = self.manifest
+        reloaders = [app.reloader for app in self.apps]
+        states = {r.state for r in reloaders}
+        state = next((s for s in ("reloading", "error", "watching") if s in states), "off")
+        times = [r.last_ms for r in reloaders if r.last_ms is not None]
         reload = ReloadStatus(
-            self.reload_enabled, self.reloader.state, self.generation, self.reloader.last_ms, self.reloader.reloads,
-            tuple(sorted(self.reloader.guard.silenced)),
+            self.reload_enabled, state, self.generation, times[-1] if times else None, sum(r.reloads for r in reloaders),
+            tuple(sorted(set().union(*(r.guard.silenced for r in reloaders)))),
         )
         common = {"gateway_url": self.gateway.base_url, "reload": reload, "error": self.load_error,
                   "mode": self.mode[0], "mode_why": self.mode[1], "network": self.network[0],
-                  "network_why": self.network[1]}
-        if m is None:
-            return Snapshot(app_name=self.ref.stem, file=self.ref.path, **common)
+                  "network_why": self.network[1], "apps": tuple((a.name, a.ref.path) for a in self.apps)}
+        warnings = tuple(w for a in self.apps if a.manifest for w in (*a.manifest.warnings, *a.clash_messages))
+        name = ", ".join(a.name for a in self.apps)
+        if not any(a.manifest for a in self.apps):
+            return Snapshot(app_name=name, file=self.ref.path, **common)
         out = self._rows().endpoints(self.groups.values(), time.time())
-        return Snapshot(app_name=m.app_name, file=m.file, endpoints=out, warnings=m.warnings, **common)
+        return Snapshot(app_name=name, file=self.ref.path, endpoints=out, warnings=warnings, **common)
 
 __all__ = ["AppRef", "Engine", "EndpointStatus", "GatewayError", "LoadFailed", "Snapshot", "label_url"]

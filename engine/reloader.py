@@ -229,12 +229,14 @@ class Reloader:
         starting: Callable[[], bool],  # does a replica of the app start now (its code runs)?
         say: Callable[[str], None],
         changed: Callable[[], None],  # the reload's state changed: publish it
+        mine: Callable[[str], bool] | None = None,  # which changed paths are this app's (several apps served)
     ) -> None:
         self.app_file = app_file
         self.enabled = enabled
         self.rules = rules
         self._discover, self._apply, self._starting = discover, apply, starting
         self._say, self._changed = say, changed
+        self._mine = mine
         self.guard = ReloadGuard(app_file=app_file)
         self.state: ReloadState = "watching" if enabled else "off"
         self.error: Any = None  # the latest save's LoadError while it does not load; None once one does
@@ -262,6 +264,7 @@ class Reloader:
         stop = asyncio.Event()
 
         async def on_change(paths: list[str]) -> None:
+            paths = [p for p in paths if self._mine is None or self._mine(p)]
             verdict = self.guard.filter(paths, time.monotonic(), busy=True)
             self._tell(verdict)
             if verdict.keep:
@@ -304,6 +307,10 @@ class Reloader:
 
     async def _watch_loop(self) -> None:
         async def on_change(paths: list[str]) -> None:
+            if self._mine is not None:  # another app's file: that app reloads, not this one
+                paths = [p for p in paths if self._mine(p)]
+                if not paths:
+                    return
             verdict = self.guard.filter(paths, time.monotonic(), self.busy())
             self._tell(verdict)
             if verdict.keep:
@@ -324,6 +331,11 @@ class Reloader:
                 self.state = "off"
                 self._say(f"file watching stopped: {e}")
                 return
+
+    @property
+    def sources(self) -> Sequence[str]:
+        """The modules the last good load imported (the app's own, and every other it loaded)."""
+        return self._sources
 
     def busy(self) -> bool:
         """Whether the app's own code runs now (a reload's import, a replica's start): a file changed

@@ -201,15 +201,17 @@ class Snapshots:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.ahead = 0  # a generation being taken ahead of its rollout (prewarm): not swept meanwhile
 
-    def prewarm(self, generation: int) -> Callable[[], None]:
+    def prewarm(self, generation: int, pools: Callable[[str], bool] = lambda pool: True) -> Callable[[], None]:
         """A save is being imported (as `generation`, if it loads): take each pool's snapshot of it at the
         same time, as its current one was taken, so that the rollout finds it ready. A pool whose
         environment changes with the save takes it again then. Returns what abandons them (the save
-        did not load, or a newer one came)."""
+        did not load, or a newer one came). `pools`: which pools the save is of (its app's)."""
         self.ahead = generation
         newest: dict[str, _PoolSnapshot] = {}
         for (pool, gen), snap in self.snapshots.items():
-            if snap.launch is not None and gen < generation and (pool not in newest or gen > newest[pool].generation):
+            if not pools(pool) or snap.launch is None or gen >= generation:
+                continue
+            if pool not in newest or gen > newest[pool].generation:
                 newest[pool] = snap
         taken: list[_PoolSnapshot] = []
         for pool, current in newest.items():

@@ -169,6 +169,7 @@ class Snapshot:
     # web_server replicas: "own" (a network namespace each) or "host" (the host's, one replica at a time)
     network: str = ""
     network_why: str = ""
+    apps: tuple[tuple[str, str], ...] = ()  # (name, file) of each app served, in order
     t: float = field(default_factory=time.time)
 
     @property
@@ -194,6 +195,7 @@ class Snapshot:
             "mode_why": self.mode_why or None,
             "network": self.network,
             "network_why": self.network_why or None,
+            "apps": [{"name": name, "file": file} for name, file in self.apps],
         }
 
 
@@ -217,7 +219,7 @@ class RowMaker:
     generation: int
     cap: Callable[[PoolSpec], tuple[int | None, str | None]]  # a pool's replica cap, and where it comes from
     snapshot: Callable[[str, int], Mapping[str, Any] | None] = lambda pool, generation: None  # see snapshots.py
-    app_name: str = ""
+    app_of: Callable[[str], str] = lambda pool: ""  # the name of the app a pool belongs to
     callers: Callable[[str], tuple[str, ...]] = lambda endpoint: ()  # who called it in the last minute
     next_run: Callable[[str], float | None] = lambda endpoint: None  # a scheduled function's next run
 
@@ -268,7 +270,7 @@ class RowMaker:
             spec=spec,
             url="" if spec.is_call else label_url(spec.label, self.gateway_port) + (f"/{v.suffix}" if v else ""),
             own_url=f"http://127.0.0.1:{own_port}" + (f"/{v.suffix}" if v else "") if own_port else None,
-            app=self.app_name,
+            app=self.app_of(pool.spec.name),
             callers=self.callers(spec.name),
             next_run=self.next_run(spec.name),
             state=pool.state,
@@ -303,7 +305,7 @@ class RowMaker:
             spec=spec,
             url="" if spec.is_call else label_url(spec.label, self.gateway_port),
             own_url=f"http://127.0.0.1:{own_port}" if own_port else None,
-            app=self.app_name,
+            app=self.app_of(group.name),
             callers=self.callers(spec.name),
             state=group.state(),
             ready=0,

@@ -37,6 +37,8 @@ from .loader import AppRef
 from .manifest import PoolSpec
 from .params import pool_key, query_of, variant_id, variant_name
 from .proctree import kill_all, kill_tree
+from .project import local_name, scope_of, scoped
+from .replica_env import POOL as POOL_ENV
 from .spawner import ColdSpawner, ReplicaProcess, Spawner
 from .worker import network
 from .worker.report import Beat, Failed, Ready, Report, Retire, Starting, Upstream, decode
@@ -428,7 +430,8 @@ class Pool:
     def _on_ready(self, r: Replica, ready: Ready) -> None:
         if r.state != "starting":
             return  # being stopped already
-        r.upstreams = dict(ready.upstreams)
+        scope = scope_of(self.spec.name)  # the replica names its endpoints within its app
+        r.upstreams = {scoped(name, scope): up for name, up in ready.upstreams.items()}
         r.state = "ready"
         r.ready_at = time.time()
         r.startup_ms = ready.startup_ms
@@ -531,6 +534,7 @@ class Pool:
             "MWTUI_REPORT_STARTING": "1",  # its startup steps too: startup_timeout is enforced here
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
+            POOL_ENV: self.name,  # what its calls to other pools say they come from
             **({"MWTUI_POOL_PLAN": r.plan} if r.plan else {}),
             **({network.NETWORK_ENV: ",".join(map(str, ports))} if self.own_network and ports else {}),
             # Modal's container variables, fresh per replica, in its environment from the start.
@@ -538,7 +542,8 @@ class Pool:
             # `python` in user code means the replica's interpreter, as it means the image's on Modal.
             "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
         }
-        argv = [str(self.ref), "--pool", self.spec.name, "--socket-dir", self.socket_dir, "--replica", r.id]
+        # The replica knows its pool by its app's own name for it (`hello`, not the project's `a:hello`).
+        argv = [str(self.ref), "--pool", local_name(self.spec.name), "--socket-dir", self.socket_dir, "--replica", r.id]
         if self.variant:
             argv += ["--params", self.variant.key]
         spawner = self.spawner_for(r.generation) if self.spawner_for is not None else self.spawner

@@ -178,10 +178,14 @@ def hammering(served: Served, host: str, path: str = "/", clients: int = 4) -> I
             t.join(10)
 
 
-def start_serve(app: str | Path, *extra: str, env: dict[str, str] | None = None,
+def start_serve(app: str | Path | list[Path] | None, *extra: str, env: dict[str, str] | None = None,
                 cwd: str | Path | None = None, module: bool = False) -> Served:
-    """`mwtui serve APP` (or `serve -m APP` with `module`, as found from `cwd`) on a free port."""
-    target = ["-m", str(app)] if module else [str(app)]
+    """`mwtui serve APP` (or `serve -m APP` with `module`, as found from `cwd`; several app files
+    together; with None, bare `mwtui serve`, which serves what cwd's pyproject.toml lists) on a free port."""
+    if isinstance(app, list):
+        target = [str(a) for a in app]
+    else:
+        target = [] if app is None else ["-m", str(app)] if module else [str(app)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "mwtui.tui.cli", "serve", *target, "--port", "0", *extra],
         stdout=subprocess.PIPE,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 import webbrowser
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -534,7 +534,7 @@ class MwtuiApp(App[int]):
             await self.engine.close()
 
 
-def run_tui(ref: AppRef, options: Mapping[str, Any] | None = None) -> int:
+def run_tui(ref: AppRef | Sequence[AppRef], options: Mapping[str, Any] | None = None) -> int:
     """`options`: the Engine's keyword arguments (host, port, own_ports, reload, watch_rules)."""
     app = MwtuiApp(Engine(ref, **dict(options or {})))
     app.run()

@@ -73,21 +73,37 @@ def _replica_cap(text: str) -> int:
 
 
 def _app_argument(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    fallback = f"; else {default}" if default else ""
     p.add_argument(
-        "app", nargs="?",
-        help="path/to/app.py or path/to/app.py::app_variable" + (f" (default: {default})" if default else ""),
+        "app", nargs="*",
+        help="path/to/app.py or path/to/app.py::app_variable; several are served together (default: the "
+             f"apps listed under [tool.mwtui] apps in ./pyproject.toml{fallback})",
     )
     p.add_argument("-m", dest="module", metavar="PACKAGE.MODULE[::app]",
                    help="import the app as a module, as `modal serve -m` does (from the current folder)")
 
 
-def app_ref(args: argparse.Namespace, default: str | None = None) -> AppRef:
+def app_refs(args: argparse.Namespace, default: str | None = None) -> list[AppRef]:
+    """The apps to serve: those named, else the project's (`[tool.mwtui] apps`), else `default`."""
     if args.module:
-        return checked_module(args.module)
-    app = args.app or default
-    if not app:
-        raise SystemExit("mwtui: name an app file (path/to/app.py) or a module (-m package.module)")
-    return checked_app(AppRef.parse(app))
+        return [checked_module(args.module), *(checked_app(AppRef.parse(a)) for a in args.app)]
+    apps = list(args.app)
+    if not apps:
+        from mwtui.engine.project import ProjectError, project_apps
+
+        try:
+            apps = project_apps(os.getcwd()) or ([default] if default else [])
+        except ProjectError as exc:
+            raise SystemExit(f"mwtui: {exc}") from None
+    if not apps:
+        raise SystemExit("mwtui: name an app file (path/to/app.py) or a module (-m package.module), or list "
+                         "them in ./pyproject.toml under [tool.mwtui] apps")
+    refs = [checked_app(AppRef.parse(a)) for a in apps]
+    paths = [r.path for r in refs]
+    twice = next((p for p in paths if paths.count(p) > 1), None)
+    if twice is not None:
+        raise SystemExit(f"mwtui: {twice} is named twice")
+    return refs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,15 +165,17 @@ def _manifest_json(m: AppManifest, port: int) -> dict[str, object]:
     for e in m.endpoints:
         d = e.to_json()
         out = {k: d[k] for k in keep}
-        out["url"] = label_url(e.label, port)
+        out["url"] = None if e.is_call else label_url(e.label, port)
         out["parameters"] = parameters.get(e.pool, [])  # a parametrized class's, from the query string
         endpoints.append(out)
     return {"app": m.app_name, "file": m.file, "endpoints": endpoints, "warnings": list(m.warnings)}
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    ref = app_ref(args)
-    m = discover(ref)
+    refs = app_refs(args)
+    if len(refs) > 1:
+        return _list_several(args, refs)
+    m = discover(refs[0])
     if m.error:
         if args.json:  # for a program: the error as data on stdout, the person's text on stderr
             err = m.error
@@ -167,6 +185,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_manifest_json(m, args.port), indent=2))
         return 0
+    _print_manifest(m, args.port)
+    return 0
+
+
+def _print_manifest(m: AppManifest, port: int) -> None:
     from mwtui.engine.facade import label_url
 
     print(f"{m.app_name} ({os.path.relpath(m.file)}): {len(m.endpoints)} endpoint(s)")
@@ -178,10 +201,36 @@ def cmd_list(args: argparse.Namespace) -> int:
         if parameters.get(e.pool):
             shown = [p["name"] + (f"={json.dumps(p['default'])}" if "default" in p else "") for p in parameters[e.pool]]
             extra += f" (class parameters from the query: {', '.join(shown)})"
-        print(f"  {e.name:<{width}}  {kind:<12} {label_url(e.label, args.port)}{extra}")
+        where = "called by the app's code (no URL)" if e.is_call else label_url(e.label, port)
+        print(f"  {e.name:<{width}}  {kind:<12} {where}{extra}")
     for w in m.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    return 0
+
+
+def _list_several(args: argparse.Namespace, refs: list[AppRef]) -> int:
+    """`mwtui list a.py b.py`: each app's endpoints, scoped as they are served together; exit 1 if any
+    file does not load or two apps claim one label."""
+    from mwtui.engine.project import clashes, scope_manifest, scopes
+
+    manifests = [discover(ref) for ref in refs]
+    broken = [m for m in manifests if m.error]
+    scoped = [scope_manifest(m, scope) for m, scope in zip(manifests, scopes(refs), strict=True)]
+    problems = [msg for _, messages in clashes([m for m in scoped if not m.error]) for msg in messages]
+    if args.json:
+        out: dict[str, object] = {"apps": [
+            {"error": {"file": m.error.file, "line": m.error.line, "message": m.error.message}} if m.error
+            else _manifest_json(m, args.port) for m in scoped]}
+        if problems:
+            out["errors"] = problems
+        print(json.dumps(out, indent=2))
+    for m in scoped:
+        if m.error:
+            print(format_load_error(m.error), file=sys.stderr)
+        elif not args.json:
+            _print_manifest(m, args.port)
+    for problem in problems:
+        print(f"mwtui: {problem}", file=sys.stderr)
+    return 1 if broken or problems else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,11 +243,11 @@ def main(argv: list[str] | None = None) -> int:
             return int(_command_module(args.command).run(args))
         from .headless import serve
 
-        return asyncio.run(serve(app_ref(args), engine_options(args)))
+        return asyncio.run(serve(app_refs(args), engine_options(args)))
     args = build_tui_parser().parse_args(argv)
     from .app import run_tui
 
-    return run_tui(app_ref(args, default=demo_app_path()), engine_options(args))
+    return run_tui(app_refs(args, default=demo_app_path()), engine_options(args))
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from mwtui.engine.events import Event, LogLine, PoolChanged
@@ -80,7 +80,8 @@ def display_path(path: str) -> str:
 
 
 def print_endpoints(snap: Snapshot, say: Callable[..., None]) -> None:
-    say(f"✓ mwtui serving {snap.app_name} ({display_path(snap.file)})")
+    files = ", ".join(display_path(file) for _, file in snap.apps) or display_path(snap.file)
+    say(f"✓ mwtui serving {snap.app_name} ({files})")
     say(f"  gateway {snap.gateway_url}  (index, /api/endpoints, /metrics)")
     width = max((len(e.name) for e in snap.endpoints), default=4)
     for e in snap.endpoints:
@@ -107,7 +108,7 @@ def call_note(s: EndpointSpec) -> str:
     return "called by the app's code"
 
 
-async def serve(ref: AppRef, options: dict[str, Any]) -> int:
+async def serve(ref: AppRef | Sequence[AppRef], options: dict[str, Any]) -> int:
     stop = asyncio.Event()
     out = Output(on_stdout_closed=stop.set)
     say = out.say

@@ -57,6 +57,37 @@ def call(host: str, request: Call, *, address: tuple[str, int] | None = None, ti
     raise RemoteError(text or f"the call to `{host}` failed with HTTP {status}")
 
 
+def served(app: str, name: str) -> tuple[bool, bool]:
+    """(is app `app` served, does it have a function or class `name`), asked of the gateway's
+    /api/endpoints: what `from_name` needs to say which of the two is missing."""
+    import json
+
+    where = gateway_address()
+    if where is None:
+        return False, False
+    conn = http.client.HTTPConnection(*where, timeout=10)
+    try:
+        conn.request("GET", "/api/endpoints", headers={"Host": "localhost"})
+        entries = json.loads(conn.getresponse().read())
+    except (OSError, ValueError, http.client.HTTPException):
+        return False, False
+    finally:
+        conn.close()
+    mine = [e for e in entries if isinstance(e, dict) and e.get("app") == app]
+    names = {str(e.get("name", "")).rpartition(":")[2] for e in mine} | {str(e.get("pool", "")).rpartition(":")[2] for e in mine}
+    return bool(mine), name in names
+
+
+def not_found(kind: str, app: str, name: str) -> NotFoundError:
+    """Modal's error for a `from_name` lookup that finds nothing (the part after the colon is the
+    server's on Modal; here it says which of the two is not served)."""
+    has_app, has_name = served(app, name)
+    environment = os.environ.get("MODAL_ENVIRONMENT") or "main"
+    why = (f"{kind} '{name}' is not defined in app '{app}'" if has_app
+           else f"App '{app}' not found in environment '{environment}' (mwtui serves no such app)")
+    return NotFoundError(f"Lookup failed for {kind} '{name}' from the '{app}' app: {why}.")
+
+
 def _post(where: tuple[str, int], host: str, body: bytes, path: str = "/") -> tuple[int, str, bytes]:
     """One POST on this thread's kept connection; once more on a fresh one if the kept one had been
     closed by the gateway meanwhile (its keep-alive timeout)."""

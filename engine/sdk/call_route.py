@@ -23,8 +23,9 @@ from urllib.parse import quote
 
 from ..labels import call_label
 from ..params import query_of
+from ..replica_env import POOL as POOL_ENV
 from . import calls, runtime
-from .call_client import APP_ENV, call
+from .call_client import APP_ENV, call, not_found
 from .call_wire import Call
 from .exception import NotFoundError
 
@@ -59,6 +60,7 @@ class CallRoute:
     timeout_s: float | None = None  # the target's `timeout`, for FunctionTimeoutError's message
     retries: Any = None  # the target's `retries=`
     target_module: str = ""  # the module that defines the target, for the call graph ("" unknown)
+    kind: str = "Function"  # "Cls" for a class's method: how a lookup that finds nothing names it
 
     @property
     def host(self) -> str:
@@ -69,17 +71,21 @@ class CallRoute:
         picks their pool (as a web request's does)."""
         callee = f"{self.pool}.{self.method}" if self.method else self.pool
         query = f"?{query_of(self.params)}" if self.params else ""
-        return f"/from/{quote(runtime.pool_name() or '-', safe='')}/{quote(callee, safe='')}{query}"
+        caller = os.environ.get(POOL_ENV) or runtime.pool_name() or "-"
+        return f"/from/{quote(caller, safe='')}/{quote(callee, safe='')}{query}"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         inp = calls.current()  # the input this call is (run_remote, spawn and map set it)
         request = Call(self.method, args, kwargs, inp.input_id if inp else "", inp.function_call_id if inp else "",
                        bool(inp and inp.recorded))
-        for delay in retry_delays(self.retries):
-            try:
-                return call(self.host, request, timeout_s=self.timeout_s, path=self.path())
-            except NotFoundError:
-                raise  # nothing serves it: no retry helps
-            except Exception:  # noqa: BLE001 - Modal retries what the function raised, and timeouts
-                time.sleep(delay)
-        return call(self.host, request, timeout_s=self.timeout_s, path=self.path())
+        try:
+            for delay in retry_delays(self.retries):
+                try:
+                    return call(self.host, request, timeout_s=self.timeout_s, path=self.path())
+                except NotFoundError:
+                    raise  # nothing serves it: no retry helps
+                except Exception:  # noqa: BLE001 - Modal retries what the function raised, and timeouts
+                    time.sleep(delay)
+            return call(self.host, request, timeout_s=self.timeout_s, path=self.path())
+        except NotFoundError:
+            raise not_found(self.kind, self.app, self.pool) from None

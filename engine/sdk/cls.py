@@ -367,7 +367,8 @@ def _method_caller(obj: Obj, raw: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class ClsRef:
-    """`modal.Cls.from_name(app, name)`: resolved on first use against the apps in this process."""
+    """`modal.Cls.from_name(app, name)`. In a replica that mwtui started, its instances call the class's
+    pool in whichever app mwtui serves it; elsewhere it is resolved against the apps in this process."""
 
     def __init__(self, app_name: str, name: str) -> None:
         self.app_name = app_name
@@ -384,12 +385,69 @@ class ClsRef:
             "no such app or class is defined in this process."
         )
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Obj:
-        return self.resolve()(*args, **kwargs)
+    def __call__(self, *args: Any, **kwargs: Any) -> Obj | RemoteObj:
+        from . import call_client
+
+        try:
+            return self.resolve()(*args, **kwargs)  # defined here too: its methods' checks apply
+        except NotFoundError:
+            if not call_client.available():
+                raise
+        if args:
+            raise InvalidError("Can't use positional arguments with modal.parameter-based synthetic constructors.")
+        return RemoteObj(self.app_name, self.name, kwargs)
 
     def with_options(self, **kwargs: Any) -> ClsRef:
         return self
 
     def hydrate(self, client: Any = None) -> ClsRef:
+        from . import call_client
+
+        if call_client.available():
+            if call_client.served(self.app_name, self.name) != (True, True):
+                raise call_client.not_found("Cls", self.app_name, self.name)
+            return self
         self.resolve()
         return self
+
+
+class RemoteObj:
+    """An instance of a class found with `Cls.from_name` that is defined in another app: only its
+    methods' remote calls reach it (its pool has the class)."""
+
+    def __init__(self, app_name: str, cls_name: str, params: dict[str, Any]) -> None:
+        from ..params import to_json_value
+
+        self._app_name, self._cls_name = app_name, cls_name
+        self._params = {k: to_json_value(v) for k, v in params.items()}
+
+    def __getattr__(self, name: str) -> RemoteMethod:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return RemoteMethod(self, name)
+
+    def __repr__(self) -> str:
+        return f"<modal.Obj {self._app_name}.{self._cls_name}>"
+
+
+class RemoteMethod(Invocable):
+    web = None
+
+    def __init__(self, obj: RemoteObj, method: str) -> None:
+        self._obj = obj
+        self.tag = f"{obj._cls_name}.{method}"
+        self._method = method
+        self._setup_invokers()
+
+    def _remote_target(self, how: str) -> Callable[..., Any]:
+        o = self._obj
+        return CallRoute(o._app_name, o._cls_name, self._method, o._params, kind="Cls")
+
+    def local(self, *args: Any, **kwargs: Any) -> Any:
+        from .exception import ExecutionError
+
+        raise ExecutionError(
+            "The definition for this Cls is missing, so it is not possible to invoke it locally. "
+            "If this Cls was retrieved via `Cls.from_name`, you need to use one of the remote invocation "
+            "methods instead."
+        )

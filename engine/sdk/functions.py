@@ -340,6 +340,10 @@ class FunctionRef(Invocable):
         )
 
     def hydrate(self, client: Any = None) -> FunctionRef:
+        if call_client.available():  # any app mwtui serves, this file's or another's
+            if call_client.served(self.app_name, self.tag) != (True, True):
+                raise call_client.not_found("Function", self.app_name, self.tag)
+            return self
         self.resolve()
         return self
 

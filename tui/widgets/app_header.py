@@ -34,7 +34,7 @@ def header_text(snap: Snapshot | None, file: str, status: str | None = None, lev
         out.append(os.path.basename(file), style="bold")
         out.append(f" · {status or 'starting…'}")
         return out
-    base = os.path.basename(snap.file)
+    base = ", ".join(os.path.basename(f) for _, f in snap.apps) if len(snap.apps) > 1 else os.path.basename(snap.file)
     if short and os.path.splitext(base)[0] == snap.app_name:
         out.append(base, style="bold")  # the file says the app's name too
     else:
