@@ -55,6 +55,22 @@ def fails():
 
 
 @app.function()
+def slow(seconds):
+    time.sleep(seconds)
+    return {"slept": seconds, "pid": os.getpid()}
+
+
+@app.function()
+def spawn_and_die():
+    """Spawns a call, then its replica dies at once: the call goes on in its own pool."""
+    import signal, threading
+
+    call_id = slow.spawn(1.0).object_id
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGKILL)).start()
+    return call_id
+
+
+@app.function()
 def fetch(call_id):
     return {"pid": os.getpid(), "result": modal.FunctionCall.from_id(call_id).get(timeout=30)}
 
@@ -68,6 +84,12 @@ def never_called():
 def tick():
     with open(os.environ["TICKS"], "a") as f:
         f.write(f"{os.getpid()} ")
+
+
+@app.function()
+@modal.batched(max_batch_size=4, wait_ms=200)
+def doubled(xs: list[int]) -> list[dict]:
+    return [{"y": 2 * x, "batch": len(xs)} for x in xs]
 
 
 @app.cls()
@@ -107,6 +129,10 @@ def api(what: str, arg: str = ""):
         return {"id": holder.spawn(5).object_id, "pid": os.getpid()}
     if what == "fetch":
         return fetch.remote(arg)
+    if what == "batched":
+        return list(doubled.map(range(4)))
+    if what == "spawn-and-die":
+        return spawn_and_die.remote()
     return None
 '''
 
@@ -198,3 +224,18 @@ def test_a_scheduled_function_runs_on_its_schedule(served: Served) -> None:
     assert row["schedule"] == {"period_s": 1.0} and "schedule" in row["callers"]
     assert row["next_run"] is not None
     assert any("tick: runs every 1 s" in line for line in served.lines)
+
+
+def test_a_spawned_call_outlives_the_replica_that_spawned_it(served: Served) -> None:
+    call_id = api(served, "spawn-and-die")
+    fetched = api(served, "fetch", call_id)  # waits for the call: it runs on in slow's own replica
+    assert fetched["result"]["slept"] == 1.0
+    rows = served.by_name()
+    assert rows["spawn_and_die"]["restarts"] >= 1 or rows["spawn_and_die"]["last_error"] is not None
+
+
+def test_batched_calls_arrive_in_one_batch(served: Served) -> None:
+    results = api(served, "batched")
+    assert [r["y"] for r in results] == [0, 2, 4, 6]
+    assert {r["batch"] for r in results} == {4}  # four calls within wait_ms: one call of the function
+    assert served.by_name()["doubled"]["replicas"]["ready"] == 1

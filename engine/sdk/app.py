@@ -210,6 +210,10 @@ class App:
             options: Options = opts.resolve(self, prepared, pf, given)
             parameters = class_parameters(user_cls)
             c = Cls(self, user_cls.__name__, user_cls, options, partials=partials, parameters=parameters)
+            batched = next((m for m in c.methods.values() if m.batch_max_size), None)
+            if batched is not None:  # its one batched method: a replica takes a whole batch at once
+                size = batched.batch_max_size or 1
+                options.max_inputs, options.target_inputs = max(options.max_inputs, size), max(options.target_inputs, size)
             for name, info in c.methods.items():
                 if info.web is not None:
                     self._web_endpoints.append(f"{c.tag}.{name}")

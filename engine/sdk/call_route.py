@@ -77,7 +77,7 @@ class CallRoute:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         inp = calls.current()  # the input this call is (run_remote, spawn and map set it)
         request = Call(self.method, args, kwargs, inp.input_id if inp else "", inp.function_call_id if inp else "",
-                       bool(inp and inp.recorded))
+                       bool(inp and inp.recorded), bool(inp and inp.spawned))
         try:
             for delay in retry_delays(self.retries):
                 try:

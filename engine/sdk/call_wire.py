@@ -43,6 +43,7 @@ class Call:
     input_id: str = ""
     function_call_id: str = ""
     recorded: bool = False
+    spawned: bool = False  # by .spawn(): the callee takes the call over in the store and records its outcome
 
 
 class BadCall(Exception):
@@ -52,7 +53,7 @@ class BadCall(Exception):
 def encode_call(call: Call) -> bytes:
     return cloudpickle.dumps({"method": call.method, "args": tuple(call.args), "kwargs": dict(call.kwargs),
                               "input_id": call.input_id, "function_call_id": call.function_call_id,
-                              "recorded": call.recorded})
+                              "recorded": call.recorded, "spawned": call.spawned})
 
 
 def decode_call(body: bytes) -> Call:
@@ -64,7 +65,7 @@ def decode_call(body: bytes) -> Call:
     if (method is not None and not isinstance(method, str)) or not isinstance(args, tuple) or not isinstance(kwargs, dict):
         raise BadCall("not a call: method, args or kwargs of the wrong type")
     ids = (str(raw.get("input_id") or ""), str(raw.get("function_call_id") or ""))
-    return Call(method, args, kwargs, *ids, bool(raw.get("recorded")))
+    return Call(method, args, kwargs, *ids, bool(raw.get("recorded")), bool(raw.get("spawned")))
 
 
 def encode_value(value: Any) -> bytes:

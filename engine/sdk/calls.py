@@ -100,6 +100,7 @@ class Input:
     module_name: str | None = None  # None: found from the function's name when it is recorded
     recorded: bool = False  # in the store (an input is written when it first makes a call, if not before)
     timed_out: bool = False  # ran past its timeout (a web request the replica stopped)
+    spawned: bool = False  # made by .spawn(): whoever runs it records its outcome in the store
     lock: threading.Lock = field(default_factory=threading.Lock)  # its calls may be made from several threads
 
 
@@ -114,8 +115,19 @@ def _spawn_executor() -> cf.ThreadPoolExecutor:
     global _executor
     if _executor is None:
         _executor = cf.ThreadPoolExecutor(SPAWN_WORKERS, thread_name_prefix="mwtui-spawn")
-        atexit.register(_on_exit)
+        _hook_exit()
     return _executor
+
+
+_exit_hooked = False
+
+
+def _hook_exit() -> None:
+    """Once: on the way out, the calls this process runs are marked lost (see `_on_exit`)."""
+    global _exit_hooked
+    if not _exit_hooked:
+        atexit.register(_on_exit)
+        _exit_hooked = True
 
 
 def _on_exit() -> None:
@@ -206,6 +218,30 @@ def called(input_id: str, function_call_id: str, function_name: str, recorded: b
             from ..store import calls as store
 
             _finish_input(inp, store.DONE if ok else store.FAILED)
+
+
+def adopt(function_call_id: str) -> None:
+    """A spawned call from another pool starts here: this replica owns it now, so that it outlives its
+    caller's replica (which only waits for it), as a spawned call has a container of its own on Modal."""
+    from ..store import calls as store
+    from ..store.db import db_path
+
+    try:
+        store.adopt(function_call_id, task_id())
+        _stores.add(db_path())
+        _hook_exit()
+    except Exception as e:  # noqa: BLE001 - the caller still records the outcome when it gets it
+        print(f"mwtui: cannot take over {function_call_id} in the store: {e}")
+
+
+def record_outcome(function_call_id: str, value: Any = None, error: BaseException | None = None) -> None:
+    """How a spawned call that runs here ended, for `FunctionCall.from_id(...).get()` in any replica."""
+    from ..store import calls as store
+
+    if error is not None:
+        _record(function_call_id, store.FAILED, _dumps_error(error))
+    else:
+        _record(function_call_id, *_dumps_result(value))
 
 
 def _parent_input_id() -> str | None:
@@ -357,6 +393,7 @@ def _record(call_id: str, state: str, payload: bytes) -> None:
 
 def spawn(tag: str, target: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> FunctionCall:
     inp = _new_call(tag, target, eager=True)  # from_id needs it in the store, parent or not
+    inp.spawned = True
     call_id = inp.function_call_id
     _futures[call_id] = _spawn_executor().submit(_run_spawned, inp, target, args, kwargs)
     return FunctionCall(call_id)

@@ -151,6 +151,8 @@ class Cls:
                 is_method=pf.is_method,
                 source=source_of(pf.raw_f),
                 is_generator=bool(pf.is_generator),
+                batch_max_size=pf.batch_max_size,
+                batch_wait_ms=pf.batch_wait_ms or 0,
             )
             for name, pf in partials.items()
             if pf.raw_f is not None

@@ -49,6 +49,9 @@ class Options:
     max_inputs: int = 1
     target_inputs: int = 1
     single_use_containers: bool = False  # a replica retires after one input
+    # `@modal.batched` (the function's, or a class's one batched method): inputs gathered into one call
+    batch_max_size: int | None = None
+    batch_wait_ms: int = 0
     env: dict[str, str] = field(default_factory=dict)
     secrets: list[Any] = field(default_factory=list)
     volumes: dict[str, Any] = field(default_factory=dict)
@@ -78,6 +81,8 @@ class MethodInfo:
     is_method: bool = False  # @modal.method (or @modal.batched)
     source: Source | None = None
     is_generator: bool = False
+    batch_max_size: int | None = None  # @modal.batched
+    batch_wait_ms: int = 0
 
 
 class _Missing:

@@ -166,6 +166,9 @@ def resolve(app: App, kwargs: dict[str, Any], pf: PartialFunction | None, given:
         raise InvalidError("`scaledown_window` must be between 2 and 3600 (inclusive)")
 
     max_inputs, target_inputs = concurrency(kwargs, pf)
+    batch = pf.batch_max_size if pf is not None else None
+    if batch:  # a replica takes a whole batch of inputs at once
+        max_inputs, target_inputs = max(max_inputs, batch), max(target_inputs, batch)
 
     env = {k: v for k, v in (kwargs.get("env") or {}).items() if v is not None}
     secrets = list(kwargs.get("secrets") or [])
@@ -181,6 +184,8 @@ def resolve(app: App, kwargs: dict[str, Any], pf: PartialFunction | None, given:
         startup_timeout=startup_timeout or timeout,
         max_inputs=max_inputs,
         target_inputs=target_inputs,
+        batch_max_size=batch,
+        batch_wait_ms=(pf.batch_wait_ms or 0) if batch and pf is not None else 0,
         single_use_containers=bool(kwargs.get("single_use_containers")) or kwargs.get("max_inputs") == 1,
         env=env,
         secrets=[*app.secrets, *secrets],

@@ -103,6 +103,14 @@ def finish(call_id: str, state: str, payload: bytes | None) -> None:
         )
 
 
+def adopt(call_id: str, task_id: str | None = None) -> None:
+    """This process runs the pending call from now on (it was spawned by another): its death, not the
+    caller's, makes the call lost."""
+    with transaction() as c:
+        c.execute("UPDATE calls SET pid=?, pid_started=?, task_id=COALESCE(?, task_id) WHERE id=? AND state=?",
+                  (os.getpid(), _own_start(), task_id, call_id, PENDING))
+
+
 def _read(call_id: str) -> tuple | None:
     try:
         with transaction(write=False) as c:

@@ -48,6 +48,9 @@ class CallApp:
         # hand (`mwtui worker`, no token in the environment), anyone on the socket may.
         token = os.environ.get(TOKEN_ENV, "")
         self.token = token.encode() if token else None
+        for target in self.targets.values():
+            if isinstance(target, Batcher):
+                target.threads = self.threads
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -78,14 +81,83 @@ class CallApp:
             return
         # As a router does: the timeout middleware reads it to tell work in a thread (which cannot be
         # cancelled: the replica retires if it runs on) from a coroutine (cancelled at the timeout).
-        scope["endpoint"] = target
+        scope["endpoint"] = target.target if isinstance(target, Batcher) else target
+        spawned = call.spawned and call.recorded and call.function_call_id
+        if spawned:
+            await asyncio.to_thread(calls.adopt, call.function_call_id)
         try:
             with calls.called(call.input_id, call.function_call_id, _tag(self.name, call), call.recorded):
                 value = await _run(target, call.args, call.kwargs, self.threads)
         except Exception as exc:  # noqa: BLE001 - the caller's to handle, as on Modal
+            if spawned:
+                await asyncio.to_thread(calls.record_outcome, call.function_call_id, error=exc)
             await _reply(send, 200, encode_error(exc, _user_traceback(exc)))
             return
+        if spawned:
+            await asyncio.to_thread(calls.record_outcome, call.function_call_id, value)
         await _reply(send, 200, encode_value(value))
+
+
+class Batcher:
+    """`@modal.batched`: calls that arrive within `wait_ms` of each other (at most `max_size`) become one
+    call of the function with a list per argument; each caller gets its own item of the list it returns
+    (or the exception it raised). Runs on the replica's loop; the function itself as any target runs."""
+
+    def __init__(self, target: Callable[..., Any], max_size: int, wait_ms: int) -> None:
+        self.target = target
+        self.max_size = max_size
+        self.wait_s = wait_ms / 1000
+        self.signature = inspect.signature(target)
+        self.waiting: list[tuple[tuple[Any, ...], dict[str, Any], asyncio.Future[Any]]] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.threads: ThreadPoolExecutor | None = None  # the call app's, set when it is served
+        self.runs: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self.waiting.append((args, kwargs, future))
+        if len(self.waiting) >= self.max_size:
+            self._flush()
+        elif self.timer is None:
+            self.timer = loop.call_later(self.wait_s, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        batch, self.waiting = self.waiting[: self.max_size], self.waiting[self.max_size:]
+        batch = [b for b in batch if not b[2].done()]  # a caller past its timeout is gone
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self.runs.add(task)
+            task.add_done_callback(self.runs.discard)
+        if self.waiting:
+            self.timer = asyncio.get_running_loop().call_later(self.wait_s, self._flush)
+
+    async def _run(self, batch: list[tuple[tuple[Any, ...], dict[str, Any], asyncio.Future[Any]]]) -> None:
+        try:
+            bound = [self.signature.bind(*args, **kwargs).arguments for args, kwargs, _ in batch]
+            columns = {name: [b[name] for b in bound] for name in self.signature.parameters}
+            results = await _run(self.target, (), columns, self.threads or ThreadPoolExecutor(1))
+            if not isinstance(results, list) or len(results) != len(batch):
+                raise TypeError(f"a @modal.batched function must return a list of {len(batch)} results (one per "
+                                f"input), not {type(results).__name__}"
+                                f"{f' of {len(results)}' if isinstance(results, list) else ''}")
+        except Exception as exc:  # noqa: BLE001 - every input of the batch gets it
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (*_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+
+def batching(target: Callable[..., Any], max_size: int | None, wait_ms: int) -> Callable[..., Any]:
+    """The target as calls reach it: gathered into batches when it is `@modal.batched`."""
+    return Batcher(target, max_size, wait_ms) if max_size else target
 
 
 def _tag(pool: str, call: Call) -> str:
@@ -94,7 +166,7 @@ def _tag(pool: str, call: Call) -> str:
 
 async def _run(target: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                threads: ThreadPoolExecutor) -> Any:
-    if inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target):
+    if isinstance(target, Batcher) or inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target):
         result = target(*args, **kwargs)
         if inspect.isasyncgen(result):  # `.remote_gen()`: its items travel as one list
             return [item async for item in result]

@@ -255,10 +255,13 @@ class Replica:
     def _build(self, ep: Endpoint, pool: Pool) -> ASGIApp:
         kind = ep.web.kind
         if kind == "call":
-            from .call_app import CallApp
+            from .call_app import CallApp, batching
 
-            targets = ({m.name: types.MethodType(m.raw_f, pool.instance) for m in callable_methods(pool.cls).values()}
-                       if pool.is_class else {None: ep.target})
+            if pool.is_class:
+                targets = {m.name: batching(types.MethodType(m.raw_f, pool.instance), m.batch_max_size, m.batch_wait_ms)
+                           for m in callable_methods(pool.cls).values()}
+            else:
+                targets = {None: batching(ep.target, pool.options.batch_max_size, pool.options.batch_wait_ms)}
             return CallApp(targets, ep.name, pool.options.max_inputs)
         try:
             if kind == "fastapi":
