@@ -92,11 +92,16 @@ def doubled(xs: list[int]) -> list[dict]:
     return [{"y": 2 * x, "batch": len(xs)} for x in xs]
 
 
-@app.cls()
+@app.cls(scaledown_window=2)
 class Model:
     @modal.enter()
     def load(self):
         self.loaded = getattr(self, "loaded", 0) + 1
+
+    @modal.exit()
+    def unload(self):
+        with open(os.environ["TICKS"] + ".exits", "a") as f:
+            f.write(f"{os.getpid()} ")
 
     @modal.method()
     def predict(self, x):
@@ -180,10 +185,13 @@ def test_a_remote_call_runs_in_the_callees_process_with_its_own_secret(served: S
     assert rows["holder"]["replicas"]["ready"] == 1 and rows["holder"]["requests_total"] >= 1
 
 
-def test_a_class_enters_once_across_calls(served: Served) -> None:
+def test_a_class_enters_once_across_calls_and_exits_when_its_replica_stops(served: Served) -> None:
     results = api(served, "model")
     assert [r["y"] for r in results] == [0, 2, 4]
     assert {r["loaded"] for r in results} == {1} and len({r["pid"] for r in results}) == 1
+    # Idle for its scaledown_window (2 s), the pool scales to zero: the replica runs @exit on its way out.
+    exits: Path = Path(str(served.ticks) + ".exits")  # type: ignore[attr-defined]
+    eventually(lambda: exits.exists() and str(results[0]["pid"]) in exits.read_text().split(), 30, "@exit to run")
 
 
 def test_map_spreads_inputs_over_replicas_that_run_at_once(served: Served) -> None:
