@@ -10,6 +10,8 @@ with `nginx -c FILE -g 'daemon off;'`) both front the same Unix-socket replicas.
 runs twice: bare, and "nginx+fwd" adding the X-Forwarded-For/-Proto/-Host headers the gateway adds (as
 Debian's proxy_params does): the same work, the same headers for the replica to parse. The target is
 judged against bare nginx, the stricter baseline; nginx+fwd shows what forwarding itself costs. Runs
+The gateway runs twice, with the request inspector capturing every request (the default) and with
+`--no-inspect`, for the inspector's own cost (raw ASGI, target on/off >= 0.95). Runs
 `wrk -t1 -c32 -d5s --latency` against every target, alternating, then `wrk -t1 -c1` (low load) for
 the added p50, and prints medians and the ratios: gateway/direct for FastAPI, gateway/nginx for raw
 ASGI, and gateway minus direct p50 at low load.
@@ -160,9 +162,9 @@ def run_wrk(url: str, host: str | None, threads: int, connections: int,
     return rps, p50, int(bad.group(1)) if bad else 0, requests
 
 
-def start_gateway(socks: dict[str, Path]) -> tuple[subprocess.Popen[bytes], int]:
+def start_gateway(socks: dict[str, Path], *flags: str) -> tuple[subprocess.Popen[bytes], int]:
     gateway = subprocess.Popen(
-        [sys.executable, "-m", "mwtui.engine.gateway", "--host", "127.0.0.1", "--port", "0"],
+        [sys.executable, "-m", "mwtui.engine.gateway", "--host", "127.0.0.1", "--port", "0", *flags],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
     )
     assert gateway.stdin and gateway.stdout
@@ -232,6 +234,9 @@ def main() -> int:
                 replicas[name] = r.pid
             gateway, gw_port = start_gateway(socks)
             procs.append(gateway)
+            # The same gateway with the request inspector off: what capturing every request costs.
+            bare_gateway, bare_port = start_gateway(socks, "--no-inspect")
+            procs.append(bare_gateway)
             nginx_ports = {name: free_port() for name in [*APPS, "raw_fwd"]}
             conf = folder / "nginx.conf"
             # As root, nginx's worker would switch to `nobody`, who cannot reach sockets in our 0700 temp dir.
@@ -257,6 +262,9 @@ def main() -> int:
                     {"proxy": gateway.pid, "uvicorn": replicas[name]})
                 targets[f"{title} via nginx"] = (
                     f"http://127.0.0.1:{nginx_ports[name]}/", None, {"proxy": nginx.pid, "uvicorn": replicas[name]})
+            targets["raw ASGI gw no-inspect"] = (
+                f"http://127.0.0.1:{bare_port}/", f"bench-raw.localhost:{bare_port}",
+                {"proxy": bare_gateway.pid, "uvicorn": replicas["raw"]})
             # nginx doing the gateway's forwarding too (the X-Forwarded-* lines of Debian's proxy_params):
             # the same work on both sides, and the same headers for the replica to parse.
             targets["raw ASGI via nginx+fwd"] = (
@@ -314,6 +322,8 @@ def main() -> int:
         ("raw ASGI gateway/nginx req/s", ratio("raw ASGI via gateway", "raw ASGI via nginx"), ">= 0.90", 0.9),
         ("raw ASGI gateway/nginx+fwd req/s", ratio("raw ASGI via gateway", "raw ASGI via nginx+fwd"), "", None),
         ("raw ASGI gateway/direct req/s", ratio("raw ASGI via gateway", "raw ASGI direct (tcp)"), "", None),
+        ("raw ASGI inspector on/off req/s", ratio("raw ASGI via gateway", "raw ASGI gw no-inspect"),
+         ">= 0.95", 0.95),
     ]
     print()
     for label, value, target, floor in checks:

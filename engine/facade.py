@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
+from urllib.parse import urlencode
 
 from . import caps, replica_env, route_table, scratch
 from .autoscaler import DEFAULT_MAX_REPLICAS, Autoscaler, ScalingConfig
@@ -518,6 +519,20 @@ class Engine:
         for group in self.groups.values():
             group.autoscale(now, self._metrics)
         self._reap_sets()
+
+    # ----- the request inspector (kept by the gateway: see gateway/inspector.py)
+    async def requests(self, endpoint: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """The newest requests through the gateway (of `endpoint`, else of every one), newest first."""
+        query = urlencode({"limit": limit, **({"endpoint": endpoint} if endpoint else {})})
+        status, body = await self.gateway.ask("GET", f"/api/requests?{query}")
+        return body if status == 200 and isinstance(body, list) else []
+
+    async def replay_request(self, request_id: int) -> dict[str, Any]:
+        """Send a kept request again through the gateway; {"id", "replay_of", "status"}, or {"error"}."""
+        status, body = await self.gateway.ask("POST", f"/api/requests/{request_id}/replay", timeout=330.0)
+        if status == 200 and isinstance(body, dict):
+            return body
+        return {"error": body if isinstance(body, str) and body else f"the gateway answered {status}"}
 
     def _publish_routes(self) -> None:
         if self.gateway.proc is None:

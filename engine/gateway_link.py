@@ -73,6 +73,30 @@ class GatewayLink:
     def base_url(self) -> str:
         return f"http://localhost:{self.port}"
 
+    async def ask(self, method: str, path: str, timeout: float = 10.0) -> tuple[int, Any]:
+        """One request to the gateway's own pages (`/api/requests` and the like) over loopback; its
+        status and its JSON body (its text when it is not JSON)."""
+        if self.port is None:
+            raise GatewayError("the gateway is not listening")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "localhost") else "::1" if self.host == "::" else self.host
+
+        async def exchange() -> bytes:
+            reader, writer = await asyncio.open_connection(host, self.port)
+            try:
+                writer.write(f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n"
+                             "Connection: close\r\n\r\n".encode())
+                return await reader.read()
+            finally:
+                writer.close()
+
+        raw = await asyncio.wait_for(exchange(), timeout)
+        head, _, body = raw.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, body.decode("utf-8", "replace").strip()
+
     def argv(self, port: int) -> list[str]:
         return [
             sys.executable, "-m", "mwtui.engine.gateway", "--host", self.host, "--port", str(port),

@@ -38,7 +38,8 @@ def _entry(spec: EndpointSpec, name: str, state: str, upstreams: list[dict[str, 
 
 def _upstreams(pool: Pool, endpoint: str) -> list[dict[str, Any]]:
     return [
-        {"id": r.id, "address": r.upstreams[endpoint].address, "dispatch": r.upstreams[endpoint].dispatch}
+        {"id": r.id, "address": r.upstreams[endpoint].address, "dispatch": r.upstreams[endpoint].dispatch,
+         "generation": r.generation}
         for r in pool.ready_replicas()
         if endpoint in r.upstreams
     ]

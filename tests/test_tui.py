@@ -596,3 +596,46 @@ async def test_a_function_has_a_row_without_a_url_and_n_runs_it_once(tmp_path: P
         await until(pilot, lambda: (tmp_path / "ran").exists(), "the function to run once")
         await until(pilot, lambda: app.table.get_cell("job", "url").plain == "← mwtui", "its caller on its row")
         assert status(app, "job").ready == 1
+
+
+async def test_i_opens_the_inspector_with_live_requests_details_and_replay(tmp_path: Path) -> None:
+    from mwtui.tui.screens.inspector import InspectorScreen
+    from mwtui.tui.screens.request_detail import RequestDetailScreen
+
+    app = make_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        port = app.engine.gateway.port
+        r = httpx.get(f"http://127.0.0.1:{port}/?name=pilot", headers={"Host": "tuiapp-hello.localhost"}, timeout=10)
+        assert r.status_code == 200
+        await pilot.press("i")
+        assert isinstance(app.screen, InspectorScreen) and app.screen.endpoint == "hello"
+        inspector = app.screen
+        await until(pilot, lambda: any(e["path"] == "/?name=pilot" for e in inspector.shown), "the request listed")
+        await pilot.press("enter")
+        assert isinstance(app.screen, RequestDetailScreen)
+        assert app.screen.entry["path"] == "/?name=pilot" and app.screen.entry["status"] == 200
+        await pilot.press("r")  # replay: a new entry, marked as the replay of this one
+        original = app.screen.entry["id"]
+        await pilot.press("escape")
+        await until(pilot, lambda: any(e.get("replay_of") == original for e in inspector.shown), "the replay listed")
+        await pilot.press("slash", *"nothing-matches", "enter")
+        await until(pilot, lambda: inspector.shown == [], "the filter to hide every row")
+        await pilot.press("escape", "escape")
+        assert not isinstance(app.screen, (InspectorScreen, RequestDetailScreen))
+
+
+def test_snapshot_inspector_80x24(frozen_app: Callable[..., MwtuiApp], snap_compare: Any) -> None:
+    assert snap_compare(frozen_app(), terminal_size=(80, 24), run_before=_ready, press=["i"])
+
+
+def test_snapshot_inspector_160x45(frozen_app: Callable[..., MwtuiApp], snap_compare: Any) -> None:
+    assert snap_compare(frozen_app(), terminal_size=(160, 45), run_before=_ready, press=["i"])
+
+
+def test_snapshot_request_detail_80x24(frozen_app: Callable[..., MwtuiApp], snap_compare: Any) -> None:
+    assert snap_compare(frozen_app(), terminal_size=(80, 24), run_before=_ready, press=["i", "down", "down", "down", "enter"])
+
+
+def test_snapshot_request_detail_160x45(frozen_app: Callable[..., MwtuiApp], snap_compare: Any) -> None:
+    assert snap_compare(frozen_app(), terminal_size=(160, 45), run_before=_ready, press=["i", "down", "down", "down", "enter"])

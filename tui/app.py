@@ -30,6 +30,8 @@ from textual.widgets import DataTable
 from .messages import CommandDone, EngineFailed, EngineReady, FilterClosed
 from .screens.detail import DetailScreen
 from .screens.help import HelpScreen
+from .screens.inspector import InspectorScreen
+from .screens.request_detail import RequestDetailScreen
 from .widgets import format as fmt
 from .widgets.app_header import AppHeader
 from .widgets.endpoint_summary import EndpointSummary
@@ -59,6 +61,8 @@ class EngineLike(Protocol):
     async def reload(self, reason: str = ...) -> bool: ...
     def scale(self, name: str, replicas: int) -> int: ...
     def unpin(self, name: str) -> None: ...
+    async def requests(self, endpoint: str | None = ..., limit: int = ...) -> list[dict[str, Any]]: ...
+    async def replay_request(self, request_id: int) -> dict[str, Any]: ...
     def run_function(self, name: str) -> None: ...
 
 
@@ -114,6 +118,7 @@ class MwtuiApp(App[int]):
         Binding("a", "autoscale", "auto", tooltip="back to autoscaling (for now: max(1, min_containers) replicas)"),
         Binding("R", "reload", "reload", key_display="R", tooltip="load the app file again and roll every pool"),
         Binding("n", "run_now", "run now", tooltip="run the selected function once now, with no arguments"),
+        Binding("i", "inspect", "inspect", tooltip="the requests through the gateway: headers, bodies, timings, replay"),
         Binding("o", "open", "open", tooltip="open the label URL in a browser"),
         Binding("c", "copy_url", "copy", tooltip="copy the label URL to the clipboard"),
         Binding("l", "toggle_logs", "logs", tooltip="show or hide the logs of the selected endpoint"),
@@ -312,7 +317,11 @@ class MwtuiApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in MAIN_ONLY and self.detail_screen() is not None:
             return False
-        if action in ENDPOINT_ACTIONS | {"reload", "filter", "toggle_logs", "follow", "copy_log", "save_log", "sort"}:
+        if action in ENDPOINT_ACTIONS | MAIN_ONLY | {"reload", "run_now", "inspect"} and isinstance(
+                self.screen, (InspectorScreen, RequestDetailScreen)):
+            return False  # the inspector's own keys (r, c, a, /) mean other things there
+        if action in ENDPOINT_ACTIONS | {"reload", "filter", "toggle_logs", "follow", "copy_log", "save_log", "sort",
+                                         "run_now", "inspect"}:
             if self.engine_failed:
                 return False  # nothing to act on: only help and quit stay in the footer
             return True if self.engine_ready and not self.engine_closing else None
@@ -404,6 +413,11 @@ class MwtuiApp(App[int]):
             self.post_message(CommandDone(f"reloaded (generation {self.engine.snapshot().reload.generation})"))
         else:
             self.post_message(CommandDone("reload incomplete: the previous version keeps serving (see logs)", "warning"))
+
+    def action_inspect(self) -> None:
+        if not self.engine_ready:
+            return
+        self.push_screen(InspectorScreen(self.selected_name()))  # None: every endpoint
 
     def action_run_now(self) -> None:
         if not (e := self._need()):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Final
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
+from .inspector import Capture
 from .limits import MAX_HEAD
 from .proxy import (
     BODY_CHUNKED,
@@ -130,6 +131,9 @@ class ClientConn(Conn):
         tunnel = self.tunnel
         if tunnel is not None:
             tunnel.write(data)
+            ex = tunnel.ex
+            if ex is not None and ex.cap is not None:
+                ex.cap.ws_in += len(data)
             return
         upgrading = self.upgrading  # a local: narrowing the attribute would outlive the callbacks below
         if upgrading is not None:
@@ -215,6 +219,7 @@ class ClientConn(Conn):
         xff: bytes | None = None
         key: bytes | None = None
         secret: bytes | None = None
+        replay: bytes | None = None
         te: bytes | None = None
         upgrade: bytes | None = None
         connection: bytes | None = None
@@ -258,9 +263,15 @@ class ClientConn(Conn):
                 fwd.extend((name, b": ", value, CRLF))
             elif lname == b"modal-secret":
                 secret = value  # checked here, never forwarded: user code cannot log what it never sees
+            elif lname == b"x-mwtui-replay":
+                replay = value  # the gateway's own replay of a request (see inspector.py)
             # the rest (keep-alive, te, trailer, proxy-connection, x-forwarded-proto/-host,
             # x-mwtui-endpoint) is hop-by-hop or ours to set
-        headers.clear()
+        inspector = self.gw.inspector
+        if inspector.budget:  # the inspector keeps this list: the next request gets a new one
+            self.headers = []
+        else:
+            headers.clear()
         if size > MAX_HEAD:
             raise Reject(431, b"mwtui: request headers larger than 64 KB\n")
         # llhttp takes only HTTP/0.9, 1.0, 1.1 and 2.0 (see test_gateway_limits); with no Connection
@@ -307,7 +318,14 @@ class ClientConn(Conn):
             fwd.append(b"x-forwarded-for: %b, %b\r\nx-forwarded-proto: http\r\n" % (xff, self.peer_ip))
         if host:
             fwd += (b"x-forwarded-host: ", host, CRLF)
-        ex = Exchange(self, method, url, host, http10, keep_alive and not is_upgrade, body, fwd, perf_counter())
+        t0 = perf_counter()
+        ex = Exchange(self, method, url, host, http10, keep_alive and not is_upgrade, body, fwd, t0)
+        if inspector.budget:
+            ex.cap = cap = Capture(method, url, host, headers, t0, self.gw.wall_offset + t0)
+            if replay is not None and self.local_peer:
+                new, _, original = replay.partition(b":")
+                if new.isdigit() and original.isdigit():
+                    cap.id, cap.replay_of = int(new), int(original)
         self.cur = ex
         if is_upgrade:
             ex.upgrade = True

@@ -76,6 +76,9 @@ class Limits:
     body_timeout: float = 60.0  # s between two reads of a request body (nginx's client_body_timeout): 408
     max_queue: int = 10000  # requests waiting per endpoint for a free replica; beyond that: 503
     allow_hosts: str = ""  # comma-separated names own ports answer to besides ours (--allow-host, repeated)
+    # The request inspector's memory per endpoint (inspector.py); 0 (--no-inspect): nothing is captured.
+    # 2 MiB: 100 endpoints with full rings hold about 200 MiB.
+    inspect_ring: int = 2 << 20
 
     def allowed_hosts(self) -> list[str]:
         return [h for h in self.allow_hosts.split(",") if h]
@@ -134,6 +137,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-queue", type=_count, default=None, metavar="N",
         help=f"requests waiting per endpoint for a free replica before 503 (default {d.max_queue})",
+    )
+    parser.add_argument(
+        "--inspect-ring", type=parse_size, default=None, metavar="SIZE",
+        help=f"memory per endpoint for the request inspector's recent requests (default {d.inspect_ring >> 20}M)",
+    )
+    parser.add_argument(
+        "--no-inspect", dest="inspect_ring", action="store_const", const=0,
+        help="capture no requests for the inspector (i, /api/requests)",
     )
     parser.add_argument(
         "--allow-host", dest="allow_hosts", action="append", type=host_name, default=None, metavar="NAME",

@@ -26,7 +26,7 @@ from importlib.machinery import ModuleSpec
 from pathlib import Path
 
 # The hot path: what the gateway runs per request.
-MODULES = ("wire", "metrics", "routes", "proxy", "upstream", "client", "waiting", "listeners", "server")
+MODULES = ("wire", "metrics", "routes", "inspector", "proxy", "upstream", "client", "waiting", "listeners", "server")
 PACKAGE = "mwtui.engine.gateway"
 GROUP = "_native"  # the shared library mypyc builds for the group: `_native__mypyc.<abi>.so`
 STAMP = "_native.sha256"

@@ -16,6 +16,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, Final
 
 from . import pages
+from .inspector import Capture
 from .routes import Endpoint, Upstream
 from .wire import CHUNK_END, CONTINUE, CRLF, RESPONSE_HOP, TEXT, response, status_line
 
@@ -193,7 +194,7 @@ class Exchange:
         "client", "ep", "up", "conn", "method", "url", "host", "http10", "keep_alive", "upgrade", "expect",
         "body", "fwd", "auth_key", "auth_secret", "req_done", "pending", "pending_size", "head",
         "t0", "status", "resp_mode", "resp_started", "done", "recorded", "tunnel", "timer", "reused",
-        "retried", "t_run", "waiting", "body_seen", "ms",
+        "retried", "t_run", "waiting", "body_seen", "ms", "cap",
     )
 
     def __init__(
@@ -244,11 +245,15 @@ class Exchange:
         self.reused = False
         self.retried = False
         self.ms = 0.0  # its duration, once recorded: the access line reads it at the next tick
+        self.cap: Capture | None = None  # what the inspector keeps of it, while inspection is on
 
     # ----- request side (called by the client connection)
     def req_body(self, data: bytes) -> None:
         if self.done:
             return  # answered early (say, 401): the rest of the body is read and dropped
+        cap = self.cap
+        if cap is not None:
+            cap.req_data(data)
         if self.body == BODY_CHUNKED:
             seen = self.body_seen = self.body_seen + len(data)
             limit = self.client.gw.limits.max_body
@@ -294,6 +299,9 @@ class Exchange:
     # ----- choosing and reaching an upstream
     def attach(self, up: Upstream) -> None:
         self.up = up
+        cap = self.cap
+        if cap is not None:
+            cap.t_attach = perf_counter()
         up.stats.inflight += 1
         pool: UpstreamPool = up.pool
         pool.inflight += 1
@@ -307,6 +315,9 @@ class Exchange:
 
     def bind(self, conn: UpstreamConn, reused: bool) -> None:
         self.conn = conn
+        cap = self.cap
+        if cap is not None:
+            cap.t_bind = perf_counter()
         conn.ex = self
         self.reused = reused
         head = self.head
@@ -346,6 +357,9 @@ class Exchange:
     # ----- response side (called by the upstream connection)
     def resp_head(self, status: int, phrase: bytes, headers: list[tuple[bytes, bytes]], conn: UpstreamConn) -> None:
         raw = conn.chunk
+        cap = self.cap
+        if cap is not None:
+            cap.response(status, headers)
         if (
             raw is not None and self.keep_alive and not self.http10 and status >= 200 and status != 204
             and status != 304 and self.method != HEAD and STARTSWITH(raw, STATUS_PREFIX[status])
@@ -371,6 +385,8 @@ class Exchange:
                     if len(raw) == end + int(length):  # llhttp let through only digits (and blanks)
                         self.client.send(raw)  # the whole response is this chunk: one write, nothing joined
                         self.resp_mode = RESP_NONE  # its body went out with the head; on_body drops its copy
+                        if cap is not None:
+                            cap.resp_data(raw[end:])
                     else:
                         self.client.write(raw[:end])
                         self.resp_mode = RESP_RAW
@@ -426,6 +442,9 @@ class Exchange:
     def resp_body(self, data: bytes) -> None:
         mode = self.resp_mode
         client = self.client
+        cap = self.cap
+        if cap is not None and mode != RESP_NONE:
+            cap.resp_data(data)
         if mode == RESP_RAW:
             client.write(data)
         elif mode == RESP_CHUNKED:
@@ -532,6 +551,12 @@ class Exchange:
             keep_alive_10=self.http10 and self.keep_alive, head=self.method == HEAD,
         ))
         self.status = status
+        cap = self.cap
+        if cap is not None:  # the gateway's own answer: why, in its first line
+            cap.response(status, [(b"content-type", content_type)])
+            cap.resp_data(body)
+            if status >= 500:
+                cap.error = body.split(b"\n", 1)[0].decode("utf-8", "replace")
         self._finish()
 
     def timed_out(self) -> None:
@@ -572,6 +597,15 @@ class Exchange:
         if up is not None:
             up.stats.requests_total += 1
         gw = self.client.gw
+        cap = self.cap
+        if cap is not None:
+            cap.endpoint = ep.name
+            cap.duration_ms = ms
+            cap.status = self.status
+            if up is not None:
+                cap.replica = up.id
+                cap.generation = up.generation
+            gw.inspector.keep(cap)
         access = gw.access
         if len(access) < gw.access_cap:
             access.append(self)

@@ -26,7 +26,7 @@ class RouteError(ValueError):
 
 
 class Upstream:
-    __slots__ = ("id", "address", "dispatch", "dispatch_line", "stats", "pool")
+    __slots__ = ("id", "address", "dispatch", "dispatch_line", "stats", "pool", "generation")
 
     def __init__(self, id: str, address: str, dispatch: str | None, stats: UpstreamStats) -> None:
         self.id = id
@@ -36,6 +36,7 @@ class Upstream:
         self.dispatch_line = DISPATCH_HEADER + b": " + dispatch.encode("latin-1") + b"\r\n" if dispatch else b""
         self.stats = stats
         self.pool: Any = None  # the connection pool for `address`, set by the gateway
+        self.generation = 0  # the engine's reload generation its replica runs (for the inspector)
 
 
 class Endpoint:
@@ -247,7 +248,10 @@ def _endpoint(raw: Any, metrics: Metrics) -> Endpoint:
         dispatch = u.get("dispatch")
         if dispatch is not None and (not isinstance(dispatch, str) or "\r" in dispatch or "\n" in dispatch):
             raise RouteError(f"{name}: bad dispatch value {dispatch!r}")
-        ups.append(Upstream(u["id"], u["address"], dispatch, metrics.upstream(name, u["id"])))
+        up = Upstream(u["id"], u["address"], dispatch, metrics.upstream(name, u["id"]))
+        generation = u.get("generation")
+        up.generation = generation if isinstance(generation, int) and not isinstance(generation, bool) else 0
+        ups.append(up)
     hold_s = raw.get("hold_s", 30.0)
     if not isinstance(hold_s, (int, float)) or hold_s < 0:
         raise RouteError(f"{name}: bad hold_s {hold_s!r}")

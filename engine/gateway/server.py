@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import signal
 import sys
 import time
 from time import perf_counter
 from typing import Any, Final
+from urllib.parse import parse_qs
 
 from ..params import ParamError, from_query, variant_name
 from ..ports import port_holder
@@ -22,6 +24,7 @@ from . import native, pages
 from .auth import TokenCheck, load_token_check
 from .client import BODY_TIMEOUT, LINGER_S, ClientConn
 from .control import Control
+from .inspector import Capture, Inspector
 from .limits import Limits
 from .listeners import Listeners, sockets
 from .metrics import Metrics
@@ -75,6 +78,7 @@ class Gateway:
         self.status_by_name: dict[str, dict[str, Any]] = {}
         self.pools: dict[str, UpstreamPool] = {}
         self.wait = Waiting(self)
+        self.inspector = Inspector(self.limits.inspect_ring)  # recent requests per endpoint (inspector.py)
         self.listeners = Listeners(self)
         self.clients: set[ClientConn] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -247,6 +251,8 @@ class Gateway:
         path = ex.url.split(b"?", 1)[0]
         if not ex.client.local_peer:
             ex.reply(403, pages.BARE_LOCAL_ONLY)
+        elif path.startswith(b"/api/requests"):
+            self.requests_page(ex, path)
         elif ex.method not in (b"GET", b"HEAD"):
             ex.reply(405, b"mwtui: only GET and HEAD here\n", extra=b"allow: GET, HEAD\r\n")
         elif path == b"/":
@@ -259,6 +265,61 @@ class Gateway:
             ex.reply(200, pages.prometheus(self.view()), content_type=PROMETHEUS)
         else:
             ex.reply(404, pages.bare_not_found(path))
+
+    # ----- the request inspector's API (loopback only, like the rest of mwtui's pages)
+    def requests_page(self, ex: Exchange, path: bytes) -> None:
+        """`GET /api/requests?endpoint=&status=&limit=`, `GET /api/requests/ID`, `POST .../ID/replay`."""
+        parts = path.rstrip(b"/").split(b"/")[3:]  # after /api/requests
+        if not self.inspector.on:
+            ex.reply(404, b"mwtui: the request inspector is off (--no-inspect)\n")
+            return
+        if not parts:
+            if ex.method not in (b"GET", b"HEAD"):
+                ex.reply(405, b"mwtui: only GET here\n", extra=b"allow: GET, HEAD\r\n")
+                return
+            query = parse_qs(ex.url.partition(b"?")[2].decode("latin-1"))
+            limit = query.get("limit", ["100"])[0]
+            entries = self.inspector.query(query.get("endpoint", [""])[0] or None, query.get("status", [""])[0] or None,
+                                           int(limit) if limit.isdigit() else 100)
+            ex.reply(200, json.dumps([c.to_json(self.port) for c in entries]).encode(), content_type=JSON)
+            return
+        cap = self.inspector.by_id.get(int(parts[0])) if parts[0].isdigit() else None
+        if cap is None:
+            ex.reply(404, b"mwtui: no such request (or it left the inspector's ring)\n")
+        elif len(parts) == 1 and ex.method in (b"GET", b"HEAD"):
+            ex.reply(200, json.dumps(cap.to_json(self.port)).encode(), content_type=JSON)
+        elif parts[1:] == [b"replay"] and ex.method == b"POST":
+            if not cap.replayable():
+                ex.reply(409, b"mwtui: its body was larger than the inspector keeps (64 KB): it cannot be replayed\n")
+                return
+            task = self.loop.create_task(self.replay(ex, cap))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        else:
+            ex.reply(405, b"mwtui: GET /api/requests/ID or POST /api/requests/ID/replay\n")
+
+    async def replay(self, ex: Exchange, cap: Capture) -> None:
+        """Send a kept request through this gateway again, as it came (credentials included); answer
+        with the new entry's id once its response is in."""
+        new_id = self.inspector.new_id()
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "localhost") else "::1" if self.host == "::" else self.host
+        port = self.port
+        if self.table.lookup(cap.host) is None:  # it came to the endpoint's own port, by an address
+            port = self.listeners.ports().get(cap.endpoint, port)
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                writer.write(cap.raw_request(new_id))
+                head = await reader.readuntil(b"\r\n")
+                with contextlib.suppress(ConnectionError):
+                    await reader.read()  # the rest, until the gateway closes (connection: close)
+            finally:
+                writer.close()
+        except (OSError, asyncio.IncompleteReadError) as e:
+            ex.reply(502, f"mwtui: the replay could not be sent: {e}\n".encode())
+            return
+        status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
+        ex.reply(200, json.dumps({"id": new_id, "replay_of": cap.id, "status": status}).encode(), content_type=JSON)
 
     # ----- control messages
     def on_control(self, msg: dict[str, Any]) -> None:
@@ -303,6 +364,7 @@ class Gateway:
         for address in [a for a in self.pools if a not in used]:
             self.pools.pop(address).close()
         carry_variants(self.table, table, self.wait.queues, self.metrics)
+        self.inspector.forget(set(table.endpoints))
         self.table = table
         self._host_cache = {}
         self._own_ok = {}

@@ -67,6 +67,8 @@ class UpstreamConn(Conn):
             return
         if ex.tunnel:
             ex.client.write(data)
+            if ex.cap is not None:
+                ex.cap.ws_out += len(data)
             return
         gw = self.gw
         gw.batching = True

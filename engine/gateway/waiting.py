@@ -43,6 +43,8 @@ class Waiting:
             self.queues[ep.name] = queue = deque(x for x in queue if x.waiting)  # drop the dead
         queue.append(ex)
         ex.waiting = True
+        if ex.cap is not None and not ep.upstreams:
+            ex.cap.woke = True
         stats.queued += 1
         self.count += 1
         loop = gw.loop

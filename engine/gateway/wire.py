@@ -19,7 +19,7 @@ CRLF: Final = b"\r\n"
 REQUEST_SPECIAL: Final = frozenset({
     b"host", b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
     b"upgrade", b"expect", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
-    b"x-mwtui-endpoint", b"content-length", b"modal-key", b"modal-secret",
+    b"x-mwtui-endpoint", b"content-length", b"modal-key", b"modal-secret", b"x-mwtui-replay",
 })
 # Headers a client's Connection may not name: they frame or route the request, and the gateway sets
 # them itself (see ClientConn._drop_connection_tokens).
