@@ -3,6 +3,7 @@ while changing the hot path (wrk's runs swing by ±5%, this by ±2%).
 
     .venv/bin/python bench/gateway_inproc.py [--requests 200000]
     MWTUI_PURE_GATEWAY=1 .venv/bin/python bench/gateway_inproc.py     # the sources, not the compiled build
+    .venv/bin/python bench/gateway_inproc.py --no-inspect              # the request inspector off
 
 A `ClientConn` and an `UpstreamConn` get fake transports; each round feeds the client one GET (as wrk
 sends it) and the upstream connection one 4-header, 17-byte response (as uvicorn sends it), so the
@@ -84,10 +85,12 @@ def rounds(step: Any, n: int) -> list[float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=200_000)
-    n = parser.parse_args().requests
+    parser.add_argument("--no-inspect", action="store_true", help="with the request inspector off")
+    args = parser.parse_args()
+    n = args.requests
 
     loop = uvloop.new_event_loop()
-    gw = Gateway(loop, "127.0.0.1", check_token=lambda k, s: True, limits=Limits())
+    gw = Gateway(loop, "127.0.0.1", check_token=lambda k, s: True, limits=Limits(inspect_ring=0 if args.no_inspect else Limits().inspect_ring))
     gw.control = Silent()  # type: ignore[assignment]
     gw.apply_routes({"type": "routes", "endpoints": [{
         "name": "raw", "label": "bench-raw", "state": "running", "hold_s": 30, "max_inputs": 1000,

@@ -91,11 +91,20 @@ def test_a_websocket_is_captured_with_its_traffic(unix_upstream: Upstream) -> No
     with running_gateway(upstreams=[unix_upstream]) as g:
         sock = socket.create_connection(("127.0.0.1", g.port), timeout=TIMEOUT)
         with ws_connect(f"ws://{HOST}:{g.port}/ws", sock=sock, open_timeout=TIMEOUT) as ws:
-            ws.send("hello there")
-            assert ws.recv() == "hello there"
+            for text in ("hello there", "second", "x" * 300):
+                ws.send(text)
+                assert ws.recv() == text
+            ws.send(b"\x00\x01")
+            assert ws.recv() == b"\x00\x01"
         entry = eventually(lambda: next((e for e in requests_api(g) if e["status"] == 101 and e.get("websocket")
                                          and e["websocket"]["bytes_from_replica"]), None), TIMEOUT, "the websocket")
-        assert entry["path"] == "/ws" and entry["websocket"]["bytes_from_client"] > 0
+        ws = entry["websocket"]
+        assert entry["path"] == "/ws" and ws["bytes_from_client"] > 0
+        entry = eventually(lambda: next((e for e in requests_api(g) if e["path"] == "/ws"
+                                         and e["websocket"]["messages_from_replica"] == 4), None), TIMEOUT, "4 echoes")
+        ws = entry["websocket"]
+        assert ws["messages_from_client"] == 4  # the client's frames are masked: read all the same
+        assert ws["first_from_client"] == ws["first_from_replica"] == ["hello there", "second", "x" * 200]
 
 
 def test_the_ring_keeps_the_newest_within_its_budget(unix_upstream: Upstream) -> None:

@@ -133,7 +133,7 @@ class ClientConn(Conn):
             tunnel.write(data)
             ex = tunnel.ex
             if ex is not None and ex.cap is not None:
-                ex.cap.ws_in += len(data)
+                ex.cap.ws_data(True, data)
             return
         upgrading = self.upgrading  # a local: narrowing the attribute would outlive the callbacks below
         if upgrading is not None:
@@ -267,11 +267,7 @@ class ClientConn(Conn):
                 replay = value  # the gateway's own replay of a request (see inspector.py)
             # the rest (keep-alive, te, trailer, proxy-connection, x-forwarded-proto/-host,
             # x-mwtui-endpoint) is hop-by-hop or ours to set
-        inspector = self.gw.inspector
-        if inspector.budget:  # the inspector keeps this list: the next request gets a new one
-            self.headers = []
-        else:
-            headers.clear()
+        headers.clear()
         if size > MAX_HEAD:
             raise Reject(431, b"mwtui: request headers larger than 64 KB\n")
         # llhttp takes only HTTP/0.9, 1.0, 1.1 and 2.0 (see test_gateway_limits); with no Connection
@@ -320,8 +316,9 @@ class ClientConn(Conn):
             fwd += (b"x-forwarded-host: ", host, CRLF)
         t0 = perf_counter()
         ex = Exchange(self, method, url, host, http10, keep_alive and not is_upgrade, body, fwd, t0)
-        if inspector.budget:
-            ex.cap = cap = Capture(method, url, host, headers, t0, self.gw.wall_offset + t0)
+        if self.gw.inspector.budget:
+            ex.cap = cap = Capture(method, url, host, t0, self.gw.wall_offset + t0, size)
+            cap.secret = secret
             if replay is not None and self.local_peer:
                 new, _, original = replay.partition(b":")
                 if new.isdigit() and original.isdigit():
@@ -398,6 +395,8 @@ class ClientConn(Conn):
         if not limit or upgrade or (length is not None and int(length) > limit):
             return False
         self.held = ex
+        if ex.cap is not None:
+            ex.cap.queued = True  # it reaches a replica later, once its body is in: time that too
         return True
 
     def _gather(self, ex: Exchange) -> None:

@@ -301,7 +301,8 @@ class Exchange:
         self.up = up
         cap = self.cap
         if cap is not None:
-            cap.t_attach = perf_counter()
+            # Straight from its head (the common case) it waited for nothing: no clock read for that.
+            cap.t_attach = perf_counter() if cap.queued else self.t0
         up.stats.inflight += 1
         pool: UpstreamPool = up.pool
         pool.inflight += 1
@@ -316,8 +317,8 @@ class Exchange:
     def bind(self, conn: UpstreamConn, reused: bool) -> None:
         self.conn = conn
         cap = self.cap
-        if cap is not None:
-            cap.t_bind = perf_counter()
+        if cap is not None:  # a pooled connection is taken at once: no clock read for that
+            cap.t_bind = cap.t_attach if reused and not self.retried else perf_counter()
         conn.ex = self
         self.reused = reused
         head = self.head
@@ -358,8 +359,6 @@ class Exchange:
     def resp_head(self, status: int, phrase: bytes, headers: list[tuple[bytes, bytes]], conn: UpstreamConn) -> None:
         raw = conn.chunk
         cap = self.cap
-        if cap is not None:
-            cap.response(status, headers)
         if (
             raw is not None and self.keep_alive and not self.http10 and status >= 200 and status != 204
             and status != 304 and self.method != HEAD and STARTSWITH(raw, STATUS_PREFIX[status])
@@ -386,11 +385,15 @@ class Exchange:
                         self.client.send(raw)  # the whole response is this chunk: one write, nothing joined
                         self.resp_mode = RESP_NONE  # its body went out with the head; on_body drops its copy
                         if cap is not None:
-                            cap.resp_data(raw[end:])
+                            cap.whole_response(status, raw, end)
                     else:
                         self.client.write(raw[:end])
                         self.resp_mode = RESP_RAW
+                        if cap is not None:
+                            cap.response(status, headers)
                     return
+        if cap is not None:
+            cap.response(status, headers)
         line = status_line(status, phrase)
         parts = [line]
         has_length = False
@@ -599,13 +602,17 @@ class Exchange:
         gw = self.client.gw
         cap = self.cap
         if cap is not None:
+            cap.req_head = self.head or b"".join(self.fwd)  # what was (or would have been) forwarded
             cap.endpoint = ep.name
             cap.duration_ms = ms
             cap.status = self.status
             if up is not None:
                 cap.replica = up.id
                 cap.generation = up.generation
-            gw.inspector.keep(cap)
+            ring = ep.ring
+            if ring is None:  # a parameter set the gateway made itself, between two tables
+                ring = ep.ring = gw.inspector.ring(ep.name)
+            gw.inspector.keep(cap, ring)
         access = gw.access
         if len(access) < gw.access_cap:
             access.append(self)

@@ -42,7 +42,7 @@ class Upstream:
 class Endpoint:
     __slots__ = (
         "name", "label", "domains", "port", "requires_proxy_auth", "state", "hold_s", "upstreams", "stats",
-        "max_inputs", "timeout", "params", "parent", "values", "max_variants", "plain", "internal",
+        "max_inputs", "timeout", "params", "parent", "values", "max_variants", "plain", "internal", "ring",
     )
 
     def __init__(
@@ -83,6 +83,7 @@ class Endpoint:
         # Nothing to check before picking a replica: Gateway.route takes its short path.
         self.plain = not requires_proxy_auth and params is None and state != "stopped"
         self.internal = False  # a function or class other pools call: not listed to people
+        self.ring: Any = None  # the inspector's ring of its recent requests (inspector.Ring), while on
 
     def pick(self) -> Upstream | None:
         """The upstream whose replica has the fewest requests in flight (the first on a tie), or None

@@ -283,7 +283,7 @@ class Gateway:
                                            int(limit) if limit.isdigit() else 100)
             ex.reply(200, json.dumps([c.to_json(self.port) for c in entries]).encode(), content_type=JSON)
             return
-        cap = self.inspector.by_id.get(int(parts[0])) if parts[0].isdigit() else None
+        cap = self.inspector.find(int(parts[0])) if parts[0].isdigit() else None
         if cap is None:
             ex.reply(404, b"mwtui: no such request (or it left the inspector's ring)\n")
         elif len(parts) == 1 and ex.method in (b"GET", b"HEAD"):
@@ -364,7 +364,11 @@ class Gateway:
         for address in [a for a in self.pools if a not in used]:
             self.pools.pop(address).close()
         carry_variants(self.table, table, self.wait.queues, self.metrics)
-        self.inspector.forget(set(table.endpoints))
+        inspector = self.inspector
+        inspector.forget(set(table.endpoints))
+        if inspector.on:
+            for ep in table.endpoints.values():
+                ep.ring = inspector.ring(ep.name)
         self.table = table
         self._host_cache = {}
         self._own_ok = {}

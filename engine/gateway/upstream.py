@@ -68,7 +68,7 @@ class UpstreamConn(Conn):
         if ex.tunnel:
             ex.client.write(data)
             if ex.cap is not None:
-                ex.cap.ws_out += len(data)
+                ex.cap.ws_data(False, data)
             return
         gw = self.gw
         gw.batching = True

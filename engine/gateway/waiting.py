@@ -43,8 +43,10 @@ class Waiting:
             self.queues[ep.name] = queue = deque(x for x in queue if x.waiting)  # drop the dead
         queue.append(ex)
         ex.waiting = True
-        if ex.cap is not None and not ep.upstreams:
-            ex.cap.woke = True
+        cap = ex.cap
+        if cap is not None:
+            cap.queued = True
+            cap.woke = cap.woke or not ep.upstreams
         stats.queued += 1
         self.count += 1
         loop = gw.loop
