@@ -158,7 +158,7 @@ def _manifest_json(m: AppManifest, port: int) -> dict[str, object]:
     keep = (
         "name", "kind", "label", "method", "docs", "requires_proxy_auth", "custom_domains", "port",
         "startup_timeout", "min_containers", "max_containers", "buffer_containers", "scaledown_window",
-        "timeout", "max_inputs", "target_inputs", "pool", "source",
+        "timeout", "max_inputs", "target_inputs", "pool", "source", "schedule",
     )
     parameters = {pool.name: pool.parameters for pool in m.pools()}
     endpoints = []
@@ -201,7 +201,11 @@ def _print_manifest(m: AppManifest, port: int) -> None:
         if parameters.get(e.pool):
             shown = [p["name"] + (f"={json.dumps(p['default'])}" if "default" in p else "") for p in parameters[e.pool]]
             extra += f" (class parameters from the query: {', '.join(shown)})"
-        where = "called by the app's code (no URL)" if e.is_call else label_url(e.label, port)
+        where = label_url(e.label, port)
+        if e.is_call:
+            from mwtui.engine.schedules import describe
+
+            where = (f"runs {describe(e.schedule)}, and on calls" if e.schedule else "called by the app's code") + " (no URL)"
         print(f"  {e.name:<{width}}  {kind:<12} {where}{extra}")
     for w in m.warnings:
         print(f"warning: {w}", file=sys.stderr)

@@ -1,8 +1,10 @@
-"""mwtui's demo: one endpoint of every kind Modal offers, written exactly as for Modal.
+"""mwtui's demo: one endpoint of every kind Modal offers, a function they call and a scheduled one,
+written exactly as for Modal.
 
 Run it with `make run` (the terminal app) or `mwtui serve assets/demo/demo.py` (headless).
 """
 
+import os
 import subprocess
 import sys
 import time
@@ -84,6 +86,26 @@ def flask_app():
 @modal.web_server(8765, startup_timeout=10)
 def files():
     subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "0.0.0.0", "8765"])
+
+
+# A plain function has no URL: the endpoint below calls it, and the call runs in its own pool (its own
+# process and secret; the caller never sees GREETING). Its row shows who called it.
+@app.function(image=image, secrets=[modal.Secret.from_dict({"GREETING": "Howdy"})])
+def greet(name: str) -> str:
+    return f"{os.environ['GREETING']}, {name}!"
+
+
+# GET http://demo-greeting.localhost:8470/?name=you
+@app.function(image=image)
+@modal.fastapi_endpoint(method="GET")
+def greeting(name: str = "world"):
+    return {"message": greet.remote(name)}
+
+
+# Runs every ten minutes while served; `n` on its row runs it now.
+@app.function(schedule=modal.Period(minutes=10))
+def tidy():
+    print("tidying up")
 
 
 # A class: one replica serves both methods, so they share instance state.

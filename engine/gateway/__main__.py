@@ -14,7 +14,6 @@ from .limits import Limits, add_arguments
 # replica connections and the listeners need a few thousand. Below this we say so.
 OPEN_FILES_WANTED = 65536
 OPEN_FILES_ENOUGH = 4096
-GC_THRESHOLD = 50_000  # allocations between young collections (Python: 700); see main()
 
 
 def raise_open_files() -> int | None:
@@ -72,12 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    # What is loaded by now lives as long as the process: out of the collector's way (gc.freeze). The
-    # inspector keeps thousands of recent requests alive (inspector.py); with the default thresholds
-    # the collector would walk them hundreds of times a second, for garbage that reference counting
-    # frees anyway (the hot path makes no cycles that outlive a request).
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, 50, 100)
+    gc.freeze()  # what is loaded by now lives as long as the process: the collector need not walk it
     try:
         return loop.run_until_complete(
             serve(args.host, args.port, Limits.from_args(args), load_token_check(args.tokens), open_files)

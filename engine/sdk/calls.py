@@ -1,15 +1,16 @@
-"""Function calls that run "remotely": here, in threads of the calling process.
+"""Function calls as inputs: their ids, their place in the call graph, and how they end.
 
-`.remote()` runs the function in the caller's process (after giving it its own environment and mounts,
-see `runtime.prepare_call`), which keeps calls cheap and results unserialized. `.spawn()` runs it in a
-background thread and records the outcome in mwtui's store, so `FunctionCall.from_id(id).get()` works
-from any replica. `.map()` runs inputs on a bounded thread pool.
+Under mwtui a call's target is a `call_route.CallRoute` (the callee's own pool, through the gateway);
+outside it, the function itself in this process, given its own environment and mounts first
+(`runtime.prepare_call`). `.remote()` makes the call in the caller's thread; `.spawn()` in a background
+thread, recording the outcome in mwtui's store so that `FunctionCall.from_id(id).get()` works from any
+replica; `.map()` on a bounded thread pool, MAP_WORKERS inputs in flight.
 
-Locally a spawned call lives in the replica that spawned it: if that replica stops first, the call is
-lost, and `get()` says so with Modal's `InternalFailure` (what Modal raises for an input lost with its
-container; on Modal the call would have had a container of its own). A replica that stops normally
-(SIGTERM: rollout, reload, stop) marks its pending calls lost on the way out; one killed outright is
-noticed by whoever waits, since each call records its owner's pid and start time.
+A spawned call that reaches another pool is taken over there (`adopt`): that replica records how it
+ends, and if it stops first, `get()` says so with Modal's `InternalFailure`. One run in process lives in
+the replica that spawned it, with the same consequence. A replica that stops normally (SIGTERM:
+rollout, reload, stop) marks the calls it runs lost on the way out; one killed outright is noticed by
+whoever waits, since each call records its owner's pid and start time.
 
 Generator functions cannot be spawned, as in Modal 1.x (`Cannot `spawn` a generator function.`).
 

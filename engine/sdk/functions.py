@@ -1,8 +1,9 @@
 """`modal.Function`: a registered function, and the ways user code calls one.
 
-Locally there are no remote containers, so `.remote()`, `.spawn()` and `.map()` run the function in the
-calling process (see `calls`), with its own environment added first. Web functions refuse them with
-Modal's message, as Modal does once they have a URL.
+In a replica that mwtui started, `.remote()`, `.spawn()`, `.map()` and their kin send each call to the
+function's own pool through the gateway (`call_route`). Elsewhere (the file run by hand) they run the
+function in the calling process (see `calls`), with its own environment added first. Web functions
+refuse them with Modal's message, as Modal does once they have a URL.
 """
 
 from __future__ import annotations
@@ -300,7 +301,9 @@ class Function(Invocable):
 
 
 class FunctionRef(Invocable):
-    """`modal.Function.from_name(app, name)`: resolved on first use against the apps in this process."""
+    """`modal.Function.from_name(app, name)`. In a replica that mwtui started, its calls go to that app's
+    pool of it, whichever app file mwtui serves it from; elsewhere it is resolved against the apps in
+    this process."""
 
     web = None
 
