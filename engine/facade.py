@@ -32,6 +32,7 @@ from .gateway_link import GatewayError, GatewayLink
 from .lifeline import Lifeline
 from .loader import AppRef
 from .manifest import AppManifest, EndpointSpec, LoadError, PoolSpec
+from .memory import tree_pss
 from .params import query_of
 from .pool_group import PoolGroup, routed
 from .ports import DEFAULT_GATEWAY_PORT, stable_port
@@ -107,6 +108,7 @@ class Engine:
         self.scheduler = Scheduler(self._call_address, self._call_token, self._say, self._stopped)
         self._socket_dir = scratch.make("sock", short=True)
         self._status_task: asyncio.Task[None] | None = None
+        self._memory_total = 0  # PSS of mwtui's whole process tree, sampled with the replicas
         self._closed = False
 
     # ----- lifecycle
@@ -557,6 +559,7 @@ class Engine:
                     for r in pool.replicas:
                         r.sample(children)
                 self.snapshots.sample()
+                self._memory_total = tree_pss(os.getpid(), children)  # the whole of mwtui, shared pages once
                 self._publish_status()
                 for app in self.apps:
                     app.reloader.expire()
@@ -581,7 +584,8 @@ class Engine:
         )
         common = {"gateway_url": self.gateway.base_url, "reload": reload, "error": self.load_error,
                   "mode": self.mode[0], "mode_why": self.mode[1], "network": self.network[0],
-                  "network_why": self.network[1], "apps": tuple((a.name, a.ref.path) for a in self.apps)}
+                  "network_why": self.network[1], "apps": tuple((a.name, a.ref.path) for a in self.apps),
+                  "memory_bytes": self._memory_total}
         warnings = tuple(w for a in self.apps if a.manifest for w in (*a.manifest.warnings, *a.clash_messages))
         name = ", ".join(a.name for a in self.apps)
         if not any(a.manifest for a in self.apps):

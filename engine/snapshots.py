@@ -23,6 +23,7 @@ from typing import Any
 import psutil
 
 from . import modal_env
+from .memory import held
 from .sdk.runtime import POOL_PLAN_ENV
 from .spawner import READY_FD_ENV, ForkServer, ReplicaProcess, Spawner, ZygoteSpawner, ZygoteUnavailable
 from .worker.network import NETWORK_ENV
@@ -42,6 +43,7 @@ class SnapshotState:
     pid: int | None = None
     children: set[int] = field(default_factory=set)
     rss_bytes: int = 0  # the snapshot process's own memory (its replicas share most of it)
+    memory_bytes: int = 0  # what it holds alone (USS, see memory.py)
     cpu_percent: float = 0.0
     _ps: psutil.Process | None = None
 
@@ -51,14 +53,16 @@ class SnapshotState:
                 self._ps = psutil.Process(self.pid)
                 self._ps.cpu_percent(None)
             self.cpu_percent = self._ps.cpu_percent(None)
-            self.rss_bytes = self._ps.memory_info().rss
+            mem = held(self._ps.pid)
+            self.rss_bytes, self.memory_bytes = mem.rss, mem.uss
         except (psutil.Error, ValueError):
-            self.cpu_percent, self.rss_bytes = 0.0, 0
+            self.cpu_percent, self.rss_bytes, self.memory_bytes = 0.0, 0, 0
 
     def to_json(self) -> dict[str, Any]:
         return {"mode": self.mode, "reason": self.reason or None, "import_ms": self.import_ms,
                 "snap_enters": self.snap_enters, "generation": self.generation, "pid": self.pid,
-                "rss_bytes": self.rss_bytes, "cpu_percent": round(self.cpu_percent, 1)}
+                "rss_bytes": self.rss_bytes, "memory_bytes": self.memory_bytes,
+                "cpu_percent": round(self.cpu_percent, 1)}
 
 
 class _PoolSnapshot:

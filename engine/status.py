@@ -17,6 +17,7 @@ from .autoscaler import CAP_DEFAULT, CAP_MAX_CONTAINERS, CAP_WEB_SERVER
 from .events import LOG_LINES_KEPT
 from .labels import label_url
 from .manifest import EndpointSpec, LoadError, PoolSpec
+from .version import version
 
 if TYPE_CHECKING:
     from .pool_group import PoolGroup
@@ -34,6 +35,7 @@ class ReplicaStatus:
     startup_ms: float | None
     cpu_percent: float
     rss_bytes: int
+    memory_bytes: int = 0  # what its process tree holds alone (USS)
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class EndpointStatus:
     errors_total: int = 0
     cpu_percent: float = 0.0
     rss_bytes: int = 0
+    memory_bytes: int = 0  # what its replicas (and its snapshot) hold alone: USS, see memory.py
     last_error: str | None = None
     replicas: tuple[ReplicaStatus, ...] = ()
     # A parametrized class: its endpoint's own row lists the parameters; each set of values
@@ -116,7 +119,8 @@ class EndpointStatus:
             },
             "replica_list": [
                 {"id": r.id, "pid": r.pid, "state": r.state, "generation": r.generation,
-                 "startup_ms": r.startup_ms, "cpu_percent": round(r.cpu_percent, 1), "rss_bytes": r.rss_bytes}
+                 "startup_ms": r.startup_ms, "cpu_percent": round(r.cpu_percent, 1), "rss_bytes": r.rss_bytes,
+                 "memory_bytes": r.memory_bytes}
                 for r in self.replicas
             ],
             "restarts": self.restarts,
@@ -133,6 +137,7 @@ class EndpointStatus:
             "errors_total": self.errors_total,
             "cpu_percent": round(self.cpu_percent, 1),
             "rss_bytes": self.rss_bytes,
+            "memory_bytes": self.memory_bytes,
             "last_error": self.last_error,
             "parameters": list(self.parameters),
             "variant_of": self.variant_of,
@@ -170,6 +175,7 @@ class Snapshot:
     network: str = ""
     network_why: str = ""
     apps: tuple[tuple[str, str], ...] = ()  # (name, file) of each app served, in order
+    memory_bytes: int = 0  # the whole of mwtui (engine, gateway, zygote, snapshots, replicas): PSS summed
     t: float = field(default_factory=time.time)
 
     @property
@@ -196,6 +202,8 @@ class Snapshot:
             "network": self.network,
             "network_why": self.network_why or None,
             "apps": [{"name": name, "file": file} for name, file in self.apps],
+            "version": version(),
+            "memory_bytes": self.memory_bytes,
         }
 
 
@@ -263,7 +271,7 @@ class RowMaker:
         own_port = self.endpoint_ports.get(base)  # a parameter set is reached through its parent's
         replicas = tuple(
             ReplicaStatus(r.id, r.pid, "unresponsive" if r.unresponsive else r.state, r.generation, now - r.started_at,
-                          r.startup_ms, r.cpu_percent, r.rss_bytes)
+                          r.startup_ms, r.cpu_percent, r.rss_bytes, r.memory_bytes)
             for r in pool.replicas
         )
         return EndpointStatus(
@@ -288,6 +296,7 @@ class RowMaker:
             # The snapshot's own process counts with its pool (not with each set of a class's values).
             cpu_percent=sum(r.cpu_percent for r in replicas) + (0.0 if v or not snap else snap.get("cpu_percent", 0.0)),
             rss_bytes=sum(r.rss_bytes for r in replicas) + (0 if v or not snap else snap.get("rss_bytes", 0)),
+            memory_bytes=sum(r.memory_bytes for r in replicas) + (0 if v or not snap else snap.get("memory_bytes", 0)),
             last_error=self._last_error(pool),
             replicas=replicas,
             variant_of=base if v else None,

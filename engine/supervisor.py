@@ -35,6 +35,7 @@ from .events import Event, LogLine, PoolChanged
 from .lifeline import Lifeline
 from .loader import AppRef
 from .manifest import PoolSpec
+from .memory import Held, held
 from .params import pool_key, query_of, variant_id, variant_name
 from .proctree import kill_all, kill_tree
 from .project import local_name, scope_of, scoped
@@ -139,6 +140,7 @@ class Replica:
     unresponsive: bool = False
     cpu_percent: float = 0.0
     rss_bytes: int = 0
+    memory_bytes: int = 0  # what its process tree holds alone (USS, see memory.py)
     inflight: int = 0  # from the gateway's metrics
     idle_since: float = field(default_factory=time.time)
     _ps: psutil.Process | None = None
@@ -153,7 +155,7 @@ class Replica:
         process), so the numbers mean what the user thinks they mean. `children_of` is one scan of
         the process table shared by every replica: a scan per replica cost 1.5 ms each, every second."""
         if self.pid is None or self.state == "exited":
-            self.cpu_percent, self.rss_bytes = 0.0, 0
+            self.cpu_percent, self.rss_bytes, self.memory_bytes = 0.0, 0, 0
             return
         try:
             if self._ps is None:
@@ -170,14 +172,14 @@ class Replica:
                         self._children[pid] = psutil.Process(pid)
                 if pid in self._children:
                     procs.append(self._children[pid])
-            cpu, rss = 0.0, 0
+            cpu, mem = 0.0, Held()
             for p in procs:
                 with contextlib.suppress(psutil.Error):
                     cpu += p.cpu_percent(None)
-                    rss += p.memory_info().rss
-            self.cpu_percent, self.rss_bytes = cpu, rss
+                mem += held(p.pid)
+            self.cpu_percent, self.rss_bytes, self.memory_bytes = cpu, mem.rss, mem.uss
         except psutil.Error:
-            self.cpu_percent, self.rss_bytes = 0.0, 0
+            self.cpu_percent, self.rss_bytes, self.memory_bytes = 0.0, 0, 0
 
 
 def process_children() -> dict[int, list[int]]:

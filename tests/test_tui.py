@@ -26,7 +26,7 @@ from mwtui.tui.widgets import format as fmt
 from mwtui.tui.widgets.endpoint_summary import EndpointSummary
 from mwtui.tui.widgets.endpoint_table import EndpointTable, column_widths, fit_columns
 from mwtui.tui.widgets.load_error import LoadErrorPanel
-from mwtui.tui.widgets.sparkline import sparkline
+from mwtui.tui.widgets.sparkline import RateHistory, sparkline
 from textual import events
 from textual.pilot import Pilot
 
@@ -334,6 +334,18 @@ async def test_help_and_the_command_palette(tmp_path: Path) -> None:
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         assert status(app, "hello").state == "running"  # keys do not reach the app under the help
+        # What each key says is today's behaviour (the help lists every binding's tooltip).
+        tips = {b.key: b.tooltip for b in app.BINDINGS}  # type: ignore[union-attr]
+        assert tips["a"] == "hand the pool back to the autoscaler (after + or -)"
+        assert not any("for now" in (t or "") for t in tips.values())
+        from mwtui.tui.screens.help import keys_table
+        from rich.console import Console
+
+        console = Console(width=240, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+        console.print(keys_table(app.screen.key_list))
+        shown = " ".join(console.export_text().split())
+        for text in ("hand the pool back to the autoscaler", "run the selected function once now", "request"):
+            assert text in shown, text
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
         # The same commands are in the palette: "Stop" stops the selected endpoint.
@@ -430,6 +442,18 @@ def test_sparkline_fills_from_the_right_and_scales_to_the_top() -> None:
     assert line.plain == "▅▅▅▅▅█████"  # 1.0 is half of 2.0: the middle bar
     assert sparkline([5.0], 10).plain == " " * 9 + "█"
     assert sparkline([0.0] * 60, 10).plain == "▁" * 10
+
+
+def test_sparklines_share_one_scale_across_the_table() -> None:
+    history = RateHistory()
+    history.push("quiet", [1.0] * 60)
+    history.push("busy", [1000.0] * 60)
+    top = history.shared_top(10)
+    assert top == 1000.0
+    quiet = sparkline(history.series("quiet"), 10, top=top)
+    assert quiet.plain == "▁" * 10 and quiet.spans[0].style == "cyan"  # some traffic: the lowest bar, lit
+    assert sparkline(history.series("busy"), 10, top=top).plain == "█" * 10
+    assert sparkline([0.0] * 60, 10, top=top).spans[0].style == "grey35"  # none: grey
 
 
 def test_narrow_screens_drop_the_least_needed_columns() -> None:

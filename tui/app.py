@@ -110,16 +110,18 @@ class MwtuiApp(App[int]):
     CSS_PATH = str(resources.files("mwtui.assets").joinpath("mwtui.tcss"))
     TITLE = "mwtui"
     BINDINGS = [
-        Binding("s", "start", "start", tooltip="start the selected endpoint again (after x, or after it failed)"),
-        Binding("x", "stop", "stop", tooltip="stop its replicas; in-flight requests finish first"),
+        Binding("s", "start", "start", tooltip="start the selected endpoint's pool again (after x, or after it failed)"),
+        Binding("x", "stop", "stop", tooltip="stop its pool's replicas; in-flight requests finish first, new ones get 503"),
         Binding("r", "restart", "restart", tooltip="rolling restart: each new replica replaces an old one once ready"),
-        Binding("plus,equals_sign", "scale(1)", "more", key_display="+", tooltip="pin one more replica"),
-        Binding("minus", "scale(-1)", "fewer", key_display="-", tooltip="pin one replica fewer (0: idle)"),
-        Binding("a", "autoscale", "auto", tooltip="back to autoscaling (for now: max(1, min_containers) replicas)"),
-        Binding("R", "reload", "reload", key_display="R", tooltip="load the app file again and roll every pool"),
+        Binding("plus,equals_sign", "scale(1)", "more", key_display="+",
+                tooltip="pin one more replica (the autoscaler stands aside until a)"),
+        Binding("minus", "scale(-1)", "fewer", key_display="-",
+                tooltip="pin one replica fewer (at 0 requests wait, then get 503, until a)"),
+        Binding("a", "autoscale", "auto", tooltip="hand the pool back to the autoscaler (after + or -)"),
+        Binding("R", "reload", "reload", key_display="R", tooltip="load the app files again and roll every pool"),
         Binding("n", "run_now", "run now", tooltip="run the selected function once now, with no arguments"),
         Binding("i", "inspect", "inspect", tooltip="the requests through the gateway: headers, bodies, timings, replay"),
-        Binding("o", "open", "open", tooltip="open the label URL in a browser"),
+        Binding("o", "open", "open", tooltip="open the label URL in a browser (a function has none)"),
         Binding("c", "copy_url", "copy", tooltip="copy the label URL to the clipboard"),
         Binding("l", "toggle_logs", "logs", tooltip="show or hide the logs of the selected endpoint"),
         # Priority: handled before the key reaches the table, so that what is typed right after it

@@ -14,13 +14,14 @@ from mwtui.engine.discovery import discover
 from mwtui.engine.loader import AppRef
 from mwtui.engine.manifest import AppManifest, LoadError
 from mwtui.engine.ports import DEFAULT_GATEWAY_PORT
+from mwtui.engine.version import version
 
 from .cli_values import checked_app, checked_module, port, url_port
 
-SUBCOMMANDS = ("serve", "list", "token", "secret", "export", "worker")
+SUBCOMMANDS = ("serve", "list", "token", "secret", "export", "worker", "completion")
 # Subcommands that live in a module of their own, `tui/commands/<name>.py`, each with
 # `add_parser(subparsers)` and `run(args) -> int`. A module not written yet leaves its name unknown.
-PLUGGED = ("token", "secret", "export", "worker")
+PLUGGED = ("token", "secret", "export", "worker", "completion")
 
 
 def demo_app_path() -> str:
@@ -107,10 +108,11 @@ def app_refs(args: argparse.Namespace, default: str | None = None) -> list[AppRe
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="mwtui",
         description="Run a Modal web app file locally, unchanged, and watch and drive it live.",
     )
+    _version_flag(p)
     sub = p.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="run the app headless: print URLs, then logs, until Ctrl-C")
     _app_argument(serve)
@@ -138,14 +140,26 @@ def _command_module(name: str) -> Any:
 
 
 def build_tui_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="mwtui",
         description="Open the terminal app on a Modal web app file (the bundled demo without one). "
         "Other commands: mwtui serve APP, mwtui list APP, mwtui token ...",
     )
+    _version_flag(p)
     _app_argument(p, default="the bundled demo")
     _common(p)
     return p
+
+
+class Parser(argparse.ArgumentParser):
+    """`--help` opens with the version, on a line of its own."""
+
+    def format_help(self) -> str:
+        return f"mwtui {version()}\n" + super().format_help()
+
+
+def _version_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--version", action="version", version=f"mwtui {version()}")
 
 
 def format_load_error(err: LoadError) -> str:

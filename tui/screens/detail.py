@@ -155,7 +155,7 @@ class DetailScreen(Screen[None]):
         rows = {
             r.id: (
                 r.id, str(r.pid or "-"), _replica_state(r.state), str(r.generation), fmt.age(r.age_s),
-                fmt.ms(r.startup_ms), fmt.cpu(r.cpu_percent), fmt.mem(r.rss_bytes),
+                fmt.ms(r.startup_ms), fmt.cpu(r.cpu_percent), fmt.mem(r.memory_bytes),
             )
             for r in e.replicas
         }
@@ -165,7 +165,7 @@ class DetailScreen(Screen[None]):
             ids.append("snapshot")
             rows["snapshot"] = (
                 Text("snapshot", style="grey70"), str(snap["pid"]), "forks", str(snap.get("generation", "")), "-",
-                fmt.ms(snap.get("import_ms")), fmt.cpu(snap.get("cpu_percent", 0.0)), fmt.mem(snap.get("rss_bytes", 0)),
+                fmt.ms(snap.get("import_ms")), fmt.cpu(snap.get("cpu_percent", 0.0)), fmt.mem(snap.get("memory_bytes", 0)),
             )
         if ids != self._replica_ids:
             self._replica_ids = ids

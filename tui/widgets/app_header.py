@@ -6,8 +6,11 @@ from __future__ import annotations
 import os
 
 from mwtui.engine.status import ReloadStatus, Snapshot
+from mwtui.engine.version import version
 from rich.text import Text
 from textual.widgets import Static
+
+from .format import mem as fmt_mem
 
 
 def reload_text(r: ReloadStatus | None, short: bool = False) -> Text:
@@ -29,6 +32,8 @@ def header_text(snap: Snapshot | None, file: str, status: str | None = None, lev
     """`level` 0 is the long wording; 1 and 2 are shorter, for narrow terminals."""
     short = level > 0
     out = Text.assemble((" mwtui ", "bold reverse"))
+    if not short:
+        out.append(f" {version()}", style="grey50")
     out.append(" " if short else "  ")
     if snap is None:
         out.append(os.path.basename(file), style="bold")
@@ -52,6 +57,8 @@ def header_text(snap: Snapshot | None, file: str, status: str | None = None, lev
     if running != n:
         out.append(f" ({running} up)" if short else f" ({running} running)", style="yellow")
     out.append(f" · {snap.total_rps:.1f} req/s · ")
+    if snap.memory_bytes and level < 2:  # the whole of mwtui: engine, gateway, zygote, replicas (PSS)
+        out.append(f"{fmt_mem(snap.memory_bytes)} · ")
     out.append_text(reload_text(snap.reload, short))
     if snap.mode and not short:  # container view or host mode (/api/app says why)
         out.append(" · container view" if snap.mode == "container" else " · host mode",

@@ -40,7 +40,7 @@ COLUMNS: tuple[Col, ...] = (
     Col("p95", "p95", 6, 3, lambda e: e.p95_ms or 0.0, True, True),
     Col("err", "err", 5, 3, lambda e: e.errors_total, True, True),
     Col("cpu", "cpu", 5, 6, lambda e: e.cpu_percent, True, True),
-    Col("mem", "mem", 5, 6, lambda e: e.rss_bytes, True, True),
+    Col("mem", "mem", 5, 6, lambda e: e.memory_bytes, True, True),  # USS: what its replicas hold alone
 )
 BY_KEY = {c.key: c for c in COLUMNS}
 SORTABLE = [c.key for c in COLUMNS]
@@ -73,7 +73,7 @@ def cell(col: str, e: EndpointStatus, history: RateHistory, error_in: str = "rps
     if col == "range":
         return Text(fmt.range_text(e), justify="right")
     if col == "rps":
-        return sparkline(history.series(e.name), SPARK_WIDTH) + Text(f" {e.rps:6.1f}")
+        return sparkline(history.series(e.name), SPARK_WIDTH, top=history.shared_top(SPARK_WIDTH)) + Text(f" {e.rps:6.1f}")
     if col == "p50":
         return Text(fmt.ms(e.p50_ms), justify="right")
     if col == "p95":
@@ -83,7 +83,7 @@ def cell(col: str, e: EndpointStatus, history: RateHistory, error_in: str = "rps
     if col == "cpu":
         return Text(fmt.cpu(e.cpu_percent), justify="right")
     if col == "mem":
-        return Text(fmt.mem(e.rss_bytes), justify="right")
+        return Text(fmt.mem(e.memory_bytes), justify="right")
     raise KeyError(col)
 
 
