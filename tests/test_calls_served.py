@@ -71,6 +71,22 @@ def spawn_and_die():
 
 
 @app.function()
+async def long_nap(path):
+    import asyncio
+
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        open(path, "w").close()
+        raise
+
+
+@app.function()
+def cancel_call(call_id):
+    modal.FunctionCall.from_id(call_id).cancel()
+
+
+@app.function()
 def fetch(call_id):
     return {"pid": os.getpid(), "result": modal.FunctionCall.from_id(call_id).get(timeout=30)}
 
@@ -138,6 +154,14 @@ def api(what: str, arg: str = ""):
         return list(doubled.map(range(4)))
     if what == "spawn-and-die":
         return spawn_and_die.remote()
+    if what == "spawn-nap":
+        return long_nap.spawn(arg).object_id
+    if what == "cancel":
+        cancel_call.remote(arg)  # from another pool's replica
+        try:
+            modal.FunctionCall.from_id(arg).get(timeout=20)
+        except Exception as e:
+            return {"type": type(e).__name__, "message": str(e)}
     return None
 '''
 
@@ -247,3 +271,11 @@ def test_batched_calls_arrive_in_one_batch(served: Served) -> None:
     assert [r["y"] for r in results] == [0, 2, 4, 6]
     assert {r["batch"] for r in results} == {4}  # four calls within wait_ms: one call of the function
     assert served.by_name()["doubled"]["replicas"]["ready"] == 1
+
+
+def test_a_spawned_call_cancelled_from_another_replica_stops(served: Served, tmp_path: Path) -> None:
+    marker = tmp_path / "cancelled"
+    call_id = api(served, "spawn-nap", str(marker))
+    out = api(served, "cancel", call_id)
+    assert out == {"type": "RemoteError", "message": f"{call_id} was cancelled"}
+    eventually(marker.exists, 10, "the coroutine to be cancelled in its own pool's replica")

@@ -421,7 +421,20 @@ class FunctionCall:
                 raise CallTimeout(f"{self.object_id} has not finished") from None
             except cf.CancelledError:
                 raise exception.RemoteError(f"{self.object_id} was cancelled") from None
+            except Exception:
+                if self._cancelled():  # cancelled from any replica: it ended because of that
+                    raise exception.RemoteError(f"{self.object_id} was cancelled") from None
+                raise
         return self._get_from_store(timeout)
+
+    def _cancelled(self) -> bool:
+        from ..store import calls as store
+
+        try:
+            record = store.get(self.object_id)
+        except Exception:  # noqa: BLE001 - the store is best effort
+            return False
+        return record is not None and record.state == store.CANCELLED
 
     def _get_from_store(self, timeout: float | None) -> Any:
         from ..store import calls as store

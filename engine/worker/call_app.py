@@ -10,6 +10,7 @@ as it is for web endpoints.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import hmac
@@ -87,7 +88,8 @@ class CallApp:
             await asyncio.to_thread(calls.adopt, call.function_call_id)
         try:
             with calls.called(call.input_id, call.function_call_id, _tag(self.name, call), call.recorded):
-                value = await _run(target, call.args, call.kwargs, self.threads)
+                work = _run(target, call.args, call.kwargs, self.threads)
+                value = await (_unless_cancelled(work, call.function_call_id) if spawned else work)
         except Exception as exc:  # noqa: BLE001 - the caller's to handle, as on Modal
             if spawned:
                 await asyncio.to_thread(calls.record_outcome, call.function_call_id, error=exc)
@@ -158,6 +160,33 @@ class Batcher:
 def batching(target: Callable[..., Any], max_size: int | None, wait_ms: int) -> Callable[..., Any]:
     """The target as calls reach it: gathered into batches when it is `@modal.batched`."""
     return Batcher(target, max_size, wait_ms) if max_size else target
+
+
+CANCEL_POLL_S = 0.25  # how often a spawned call running here asks the store whether it was cancelled
+
+
+class Cancelled(Exception):
+    """`FunctionCall.cancel()` was called for the spawned call running here."""
+
+
+async def _unless_cancelled(work: Awaitable[Any], call_id: str) -> Any:
+    """`work`, unless `FunctionCall.cancel()` is called for it meanwhile (from any replica: the store
+    says so): then a coroutine is cancelled at its next await. Work in a thread cannot be stopped; it
+    runs to its end (or its timeout), and its outcome is not recorded over the cancellation."""
+    from ..store import calls as store
+
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        await asyncio.wait({task}, timeout=CANCEL_POLL_S)
+        if task.done():
+            break
+        record = await asyncio.to_thread(store.get, call_id)
+        if record is not None and record.state == store.CANCELLED:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise Cancelled(f"{call_id} was cancelled")
+    return task.result()
 
 
 def _tag(pool: str, call: Call) -> str:
