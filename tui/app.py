@@ -7,7 +7,10 @@ into cells, lines and notifications.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
+import signal
 import time
 import webbrowser
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -172,6 +175,13 @@ class MwtuiApp(App[int]):
         self.main(EndpointTable).focus()
         self.engine.subscribe(self._on_engine_event)
         self.start_engine()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            # A polite kill leaves as `q` does; a terminal that went away (its window closed, `tmux
+            # kill-server`) too, but without drawing on it. Either way replicas drain and temporary
+            # folders go (SIGKILL is the lifeline's job).
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGTERM, lambda: self.call_later(self.action_quit))
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._hang_up()))
         if self.tick_s:
             self._ticker = self.set_interval(self.tick_s, self._on_tick)
 
@@ -532,6 +542,14 @@ class MwtuiApp(App[int]):
         self.refresh_bindings()
         self.main(AppHeader).show(self.snap, self.engine.ref.path, "stopping: draining in-flight requests…")
         self._drain_and_exit()
+
+    async def _hang_up(self) -> None:
+        """The terminal is gone: close the engine, then leave at once. Textual's last writes to a
+        terminal that no longer reads would block its exit for good."""
+        self.engine_closing = True
+        with contextlib.suppress(Exception):
+            await self.engine.close()
+        os._exit(129)  # 128 + SIGHUP, as a shell reports it
 
     @work(group="shutdown", exit_on_error=False)
     async def _drain_and_exit(self) -> None:
