@@ -80,7 +80,7 @@ def access_lines(msg: dict[str, Any], spec_of: Callable[[str], EndpointSpec | No
             call = call_of(line["path"]) if spec.is_call else None
             if call is not None:
                 text = f"call {call[1]} from {call[0]} {line['status']} {line['ms']:.1f}ms"
-                if callers is not None:
+                if callers is not None and line["status"] == 200:  # a refused call (no token) names no caller
                     callers.note(spec.name, call[0], line.get("t", time.time()))
             out.append(LogLine(spec.pool, line.get("upstream") or spec.pool, text, line.get("t", time.time()), spec.name))
     for name, count in (msg.get("dropped") or {}).items():

@@ -130,6 +130,10 @@ def test_replay_sends_the_same_request_again(unix_upstream: Upstream) -> None:
         echoed = json.loads(replayed["response_body"]["text"])
         assert echoed["method"] == "POST" and echoed["body_sha256"] == hashlib.sha256(body).hexdigest()
         assert not any(name.lower() == "x-mwtui-replay" for name, _ in echoed["headers"])  # ours, not forwarded
+        # A client cannot pass its request off as a replay: only ids the gateway handed out are taken.
+        assert c.get("/echo", headers={"x-mwtui-replay": f"99999:{original['id']}"}).status_code == 200
+        forged = newest(g)
+        assert forged["replay_of"] is None and forged["id"] != 99999
 
 
 def test_replay_of_a_proxy_auth_request_works_without_showing_the_secret(gw: Gateway, unix_upstream: Upstream) -> None:

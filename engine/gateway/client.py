@@ -321,7 +321,9 @@ class ClientConn(Conn):
             cap.secret = secret
             if replay is not None and self.local_peer:
                 new, _, original = replay.partition(b":")
-                if new.isdigit() and original.isdigit():
+                replaying = self.gw.inspector.replaying
+                if new.isdigit() and original.isdigit() and int(new) in replaying:  # ours, not a forgery
+                    replaying.discard(int(new))
                     cap.id, cap.replay_of = int(new), int(original)
         self.cur = ex
         if is_upgrade:

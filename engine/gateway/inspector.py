@@ -382,6 +382,7 @@ class Inspector:
         self.budget = budget
         self.rings: dict[str, Ring] = {}
         self.next_id = 1
+        self.replaying: set[int] = set()  # ids handed to replays on their way: only those are taken
 
     @property
     def on(self) -> bool:

@@ -302,6 +302,7 @@ class Gateway:
         """Send a kept request through this gateway again, as it came (credentials included); answer
         with the new entry's id once its response is in."""
         new_id = self.inspector.new_id()
+        self.inspector.replaying.add(new_id)
         host = "127.0.0.1" if self.host in ("0.0.0.0", "", "localhost") else "::1" if self.host == "::" else self.host
         port = self.port
         if self.table.lookup(cap.host) is None:  # it came to the endpoint's own port, by an address
@@ -316,6 +317,7 @@ class Gateway:
             finally:
                 writer.close()
         except (OSError, asyncio.IncompleteReadError) as e:
+            self.inspector.replaying.discard(new_id)
             ex.reply(502, f"mwtui: the replay could not be sent: {e}\n".encode())
             return
         status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
