@@ -35,7 +35,7 @@ from .manifest import AppManifest, EndpointSpec, LoadError, PoolSpec
 from .memory import tree_pss
 from .params import query_of
 from .pool_group import PoolGroup, routed
-from .ports import DEFAULT_GATEWAY_PORT, stable_port
+from .ports import DEFAULT_GATEWAY_PORT, loopback_host, stable_port
 from .project import ServedApp, clashes, local_name, owned_by, scope_manifest, scope_of, scopes, without
 from .reloader import Reloader, WatchRules
 from .scheduler import Scheduler
@@ -105,7 +105,7 @@ class Engine:
         self._metrics: dict[str, dict[str, Any]] = {}
         self._call_token = secrets.token_hex(16)  # replicas send it with each call to another pool
         self.callers = Callers()  # who called each function or class lately
-        self.scheduler = Scheduler(self._call_address, self._call_token, self._say, self._stopped)
+        self.scheduler = Scheduler(self.gateway.request, self._call_token, self._say, self._stopped)
         self._socket_dir = scratch.make("sock", short=True)
         self._status_task: asyncio.Task[None] | None = None
         self._memory_total = 0  # PSS of mwtui's whole process tree, sampled with the replicas
@@ -267,10 +267,7 @@ class Engine:
 
     def _call_address(self) -> tuple[str, int] | None:
         """Where calls between pools go: the gateway, by a loopback address when it listens on all."""
-        if not self.gateway.port:
-            return None
-        host = self.host if self.host not in ("0.0.0.0", "", "localhost") else "127.0.0.1"
-        return ("::1" if host == "::" else host), self.gateway.port
+        return (loopback_host(self.host), self.gateway.port) if self.gateway.port else None
 
     def _stopped(self, name: str) -> bool:
         group = self.groups.get(name)

@@ -20,6 +20,7 @@ from typing import Any
 
 from .gateway.limits import Limits
 from .lifeline import Lifeline
+from .ports import loopback_host
 
 RESTART_DELAYS_S = (0.0, 0.5, 1.0, 2.0, 5.0)  # after the 1st, 2nd, ... death in a row; then the last
 STABLE_S = 30.0  # a gateway that ran this long resets the series
@@ -73,25 +74,31 @@ class GatewayLink:
     def base_url(self) -> str:
         return f"http://localhost:{self.port}"
 
-    async def ask(self, method: str, path: str, timeout: float = 10.0) -> tuple[int, Any]:
-        """One request to the gateway's own pages (`/api/requests` and the like) over loopback; its
-        status and its JSON body (its text when it is not JSON)."""
+    async def request(self, method: str, path: str, *, host: str = "localhost", headers: str = "",
+                      body: bytes = b"", timeout: float | None = 10.0) -> tuple[int, bytes]:
+        """One request through the gateway over loopback, as the engine's own client (its pages, a
+        scheduled function's call); its status and body. Every answer it gives has a Content-Length."""
         if self.port is None:
             raise GatewayError("the gateway is not listening")
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "localhost") else "::1" if self.host == "::" else self.host
+        port = self.port
 
         async def exchange() -> bytes:
-            reader, writer = await asyncio.open_connection(host, self.port)
+            reader, writer = await asyncio.open_connection(loopback_host(self.host), port)
             try:
-                writer.write(f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n"
-                             "Connection: close\r\n\r\n".encode())
+                writer.write(f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Content-Length: {len(body)}\r\n"
+                             "Connection: close\r\n\r\n".encode() + body)
                 return await reader.read()
             finally:
                 writer.close()
 
         raw = await asyncio.wait_for(exchange(), timeout)
-        head, _, body = raw.partition(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
+        head, _, payload = raw.partition(b"\r\n\r\n")
+        return (int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0), payload
+
+    async def ask(self, method: str, path: str, timeout: float = 10.0) -> tuple[int, Any]:
+        """A request to the gateway's own pages (`/api/requests` and the like); its status and its JSON
+        body (its text when it is not JSON)."""
+        status, body = await self.request(method, path, timeout=timeout)
         try:
             return status, json.loads(body)
         except ValueError:

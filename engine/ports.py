@@ -10,6 +10,13 @@ OWN_PORT_BASE = 20000
 OWN_PORT_SPAN = 10000
 
 
+def loopback_host(host: str) -> str:
+    """Where this machine reaches a server listening on `host`: a wildcard or `localhost` by loopback."""
+    if host in ("0.0.0.0", "", "localhost"):
+        return "127.0.0.1"
+    return "::1" if host == "::" else host
+
+
 def stable_port(app_file: str, endpoint: str) -> int:
     """The same app file and endpoint always ask for the same port, so bookmarks survive restarts."""
     digest = hashlib.sha256(f"{app_file}::{endpoint}".encode()).digest()

@@ -151,7 +151,6 @@ class ServedApp:
     manifest: AppManifest | None = None
     clash_messages: list[str] = field(default_factory=list)
     reloader: Any = None
-    generation: int = 1  # the generation its pools were last rolled to
 
     @property
     def name(self) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from .manifest import EndpointSpec
@@ -32,9 +32,9 @@ class _Entry:
 
 
 class Scheduler:
-    def __init__(self, address: Callable[[], tuple[str, int] | None], token: str, say: Callable[[str], None],
+    def __init__(self, request: Callable[..., Awaitable[tuple[int, bytes]]], token: str, say: Callable[[str], None],
                  paused: Callable[[str], bool] = lambda name: False) -> None:
-        self.address = address  # the gateway's (host, port), once it listens
+        self.request = request  # GatewayLink.request: one request through the gateway
         self.token = token
         self.say = say
         self.paused = paused  # a function stopped by hand skips its runs
@@ -103,13 +103,13 @@ class Scheduler:
                 pass
 
     async def _run(self, spec: EndpointSpec, what: str, caller: str) -> None:
-        name, host, address = spec.name, f"{spec.label}.localhost", self.address()
-        if address is None:
-            self.say(f"{name}: {what} skipped: the gateway is not listening")
-            return
+        name = spec.name
+        call = pickle.dumps({"method": None, "args": (), "kwargs": {}})
         try:
-            status, body = await _post(address, host, f"/from/{caller}/{name}", self.token)
-        except OSError as exc:
+            status, body = await self.request(
+                "POST", f"/from/{caller}/{name}", host=f"{spec.label}.localhost", body=call, timeout=None,
+                headers=f"Content-Type: {CONTENT_TYPE}\r\n{TOKEN_HEADER}: {self.token}\r\n")
+        except Exception as exc:  # noqa: BLE001 - OSError, or the gateway not listening (yet)
             self.say(f"{name}: {what} could not be sent: {exc}")
             return
         problem = _problem(status, body)
@@ -128,33 +128,3 @@ def _problem(status: int, body: bytes) -> str | None:
     if isinstance(reply, dict) and "value" not in reply:
         return str(reply.get("exception") or "it raised")
     return None
-
-
-async def _post(address: tuple[str, int], host: str, path: str, token: str) -> tuple[int, bytes]:
-    body = pickle.dumps({"method": None, "args": (), "kwargs": {}})
-    reader, writer = await asyncio.open_connection(*address)
-    try:
-        head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {CONTENT_TYPE}\r\n"
-                f"{TOKEN_HEADER}: {token}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n")
-        writer.write(head.encode() + body)
-        await writer.drain()
-        raw = await reader.read()
-    finally:
-        writer.close()
-    head_bytes, _, payload = raw.partition(b"\r\n\r\n")
-    status = int(head_bytes.split(b" ", 2)[1]) if head_bytes.startswith(b"HTTP/") else 0
-    if b"transfer-encoding: chunked" in head_bytes.lower():
-        payload = _unchunk(payload)
-    return status, payload
-
-
-def _unchunk(data: bytes) -> bytes:
-    out = bytearray()
-    while data:
-        size_line, _, rest = data.partition(b"\r\n")
-        size = int(size_line.split(b";")[0] or b"0", 16)
-        if size == 0:
-            break
-        out += rest[:size]
-        data = rest[size + 2:]
-    return bytes(out)

@@ -317,7 +317,7 @@ class ClientConn(Conn):
         t0 = perf_counter()
         ex = Exchange(self, method, url, host, http10, keep_alive and not is_upgrade, body, fwd, t0)
         if self.gw.inspector.budget:
-            ex.cap = cap = Capture(method, url, host, t0, self.gw.wall_offset + t0, size)
+            ex.cap = cap = Capture(method, url, host, t0, self.gw.wall_offset + t0)
             cap.secret = secret
             if replay is not None and self.local_peer:
                 new, _, original = replay.partition(b":")

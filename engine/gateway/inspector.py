@@ -108,7 +108,7 @@ class Capture:
         "ws_out", "ws_from_client", "ws_from_replica", "queued",
     )
 
-    def __init__(self, method: bytes, url: bytes, host: bytes, t0: float, t_wall: float, head_size: int = 0) -> None:
+    def __init__(self, method: bytes, url: bytes, host: bytes, t0: float, t_wall: float) -> None:
         self.id = 0
         self.t_wall = t_wall  # time.time() of the request head
         self.t0 = t0
@@ -135,7 +135,7 @@ class Capture:
         self.error = ""  # the gateway's own answer (502, 503, 504): its cause
         self.replay_of = 0
         self.duration_ms = 0.0
-        self.size = head_size  # the request head's bytes; once kept, the whole entry's (Inspector.keep)
+        self.size = 0  # the bytes it counts for in its ring, once kept (Inspector.keep)
         self.ws_in = 0  # WebSocket: bytes each way once tunnelled
         self.ws_out = 0
         self.ws_from_client: WsTally | None = None
@@ -429,9 +429,6 @@ class Inspector:
         """Drop the rings of endpoints no longer routed."""
         for name in [n for n in self.rings if n not in endpoints]:
             del self.rings[name]
-
-    def bytes_kept(self) -> int:
-        return sum(r.size for r in self.rings.values())
 
     def query(self, endpoint: str | None, status: str | None, limit: int) -> list[Capture]:
         """Newest first; `status` "500" exactly, or "5xx" a class."""

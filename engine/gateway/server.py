@@ -19,7 +19,7 @@ from typing import Any, Final
 from urllib.parse import parse_qs
 
 from ..params import ParamError, from_query, variant_name
-from ..ports import port_holder
+from ..ports import loopback_host, port_holder
 from . import native, pages
 from .auth import TokenCheck, load_token_check
 from .client import BODY_TIMEOUT, LINGER_S, ClientConn
@@ -303,7 +303,7 @@ class Gateway:
         with the new entry's id once its response is in."""
         new_id = self.inspector.new_id()
         self.inspector.replaying.add(new_id)
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "localhost") else "::1" if self.host == "::" else self.host
+        host = loopback_host(self.host)
         port = self.port
         if self.table.lookup(cap.host) is None:  # it came to the endpoint's own port, by an address
             port = self.listeners.ports().get(cap.endpoint, port)
